@@ -1,0 +1,22 @@
+//! cxgate-kit: what every cxgate filter shares.
+//!
+//! The pure parts (everything but [`proxy`]) have no proxy-wasm dependency: a filter's core is
+//! written against the traits in [`host`], tested natively and under wasmtime with [`fakes`],
+//! and run in Envoy or Kong through [`proxy`], which implements the traits once over the
+//! proxy-wasm ABI.
+
+pub mod config;
+pub mod error;
+pub mod fakes;
+pub mod host;
+pub mod ids;
+pub mod log;
+pub mod problem;
+pub mod shared;
+pub mod wire;
+
+#[cfg(feature = "proxy")]
+pub mod proxy;
+
+pub use error::{ConfigError, HostError};
+pub use host::{Clock, Entropy, Headers, HttpCallout, Metrics, SharedStore};

@@ -1,0 +1,358 @@
+//! The host traits over the proxy-wasm ABI (0.2.1), implemented once for every filter.
+//!
+//! The SDK's `hostcalls` wrappers panic on any status they do not expect, and a panic kills
+//! the VM (and, fail-closed, the traffic). So this module calls the ABI imports itself and
+//! maps every status to a [`HostError`]. The SDK is still used for context dispatch.
+
+use crate::error::HostError;
+use crate::host::{
+    Callout, Cas, CasDialect, Clock, Entropy, Expect, Headers, HttpCallout, Metrics, SharedStore,
+    Versioned,
+};
+use crate::problem::LocalReply;
+use crate::wire::{deserialize_pairs, serialize_pairs};
+use std::ptr::null_mut;
+
+mod abi {
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        pub fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+        pub fn proxy_get_current_time_nanoseconds(ret: *mut u64) -> u32;
+        pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        pub fn proxy_get_buffer_bytes(
+            kind: u32,
+            start: usize,
+            max: usize,
+            ret_data: *mut *mut u8,
+            ret_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_get_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            ret_data: *mut *mut u8,
+            ret_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_get_header_map_pairs(map: u32, ret_data: *mut *mut u8, ret_size: *mut usize)
+        -> u32;
+        pub fn proxy_replace_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+        pub fn proxy_get_shared_data(
+            key: *const u8,
+            key_size: usize,
+            ret_data: *mut *mut u8,
+            ret_size: *mut usize,
+            ret_cas: *mut u32,
+        ) -> u32;
+        pub fn proxy_set_shared_data(
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+            cas: u32,
+        ) -> u32;
+        pub fn proxy_send_local_response(
+            status: u32,
+            details: *const u8,
+            details_size: usize,
+            body: *const u8,
+            body_size: usize,
+            headers: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
+        pub fn proxy_continue_stream(stream: u32) -> u32;
+        pub fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret_id: *mut u32)
+        -> u32;
+        pub fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+        pub fn proxy_record_metric(id: u32, value: u64) -> u32;
+    }
+}
+
+/// Takes ownership of a buffer the host allocated in our memory (through the SDK's
+/// `proxy_on_memory_allocate`).
+///
+/// # Safety
+/// `data`/`size` must come from a host call that just returned Ok with them.
+unsafe fn take(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() || size == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the host allocated exactly `size` bytes with our allocator and handed them over.
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+/// Log levels of the ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+pub fn log(level: Level, message: &str) {
+    // SAFETY: pointer and length describe `message`, which outlives the call.
+    // A failed log call has nowhere else to be reported; ignore it.
+    let _ = unsafe { abi::proxy_log(level as u32, message.as_ptr(), message.len()) };
+}
+
+/// Logs panics at critical before the VM aborts (panic = "abort"), so the cause is visible.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        log(Level::Critical, &format!("{{\"event\":\"FILTER_PANIC\",\"detail\":{:?}}}", info.to_string()));
+    }));
+}
+
+/// The plugin configuration document (`on_configure`).
+pub fn plugin_configuration() -> Result<Vec<u8>, HostError> {
+    buffer(7, 0, usize::MAX)
+}
+
+/// Bytes of a buffer: 0 request body, 1 response body, 4 http-call response body, 7 plugin config.
+pub fn buffer(kind: u32, start: usize, max: usize) -> Result<Vec<u8>, HostError> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: out-pointers are valid locals; the returned buffer is taken over by `take`.
+    let status = unsafe { abi::proxy_get_buffer_bytes(kind, start, max, &mut data, &mut size) };
+    match HostError::check(status) {
+        Ok(()) => Ok(unsafe { take(data, size) }),
+        Err(HostError::NotFound) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn set_tick_period_ms(period: u32) -> Result<(), HostError> {
+    // SAFETY: plain value call.
+    HostError::check(unsafe { abi::proxy_set_tick_period_milliseconds(period) })
+}
+
+/// Resumes a paused request (0) or response (1).
+pub fn continue_stream(stream: u32) -> Result<(), HostError> {
+    // SAFETY: plain value call.
+    HostError::check(unsafe { abi::proxy_continue_stream(stream) })
+}
+
+/// Sends a local reply for the current stream instead of forwarding it.
+pub fn send_local_reply(reply: &LocalReply, details: &str) -> Result<(), HostError> {
+    let pairs: Vec<(&str, &str)> =
+        reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let headers = serialize_pairs(&pairs);
+    // SAFETY: every pointer/length pair describes a live local buffer.
+    HostError::check(unsafe {
+        abi::proxy_send_local_response(
+            reply.status,
+            details.as_ptr(),
+            details.len(),
+            reply.body.as_ptr(),
+            reply.body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    })
+}
+
+pub struct ProxyClock;
+
+impl Clock for ProxyClock {
+    fn now_ms(&self) -> u64 {
+        let mut nanos = 0u64;
+        // SAFETY: valid out-pointer. The call cannot fail on a host that loaded us; 0 on error.
+        let _ = unsafe { abi::proxy_get_current_time_nanoseconds(&mut nanos) };
+        nanos / 1_000_000
+    }
+}
+
+pub struct ProxyEntropy;
+
+impl Entropy for ProxyEntropy {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), HostError> {
+        getrandom::fill(buf).map_err(|_| HostError::InternalFailure)
+    }
+}
+
+/// Shared data of the VM (`vm_id` scope in Envoy, the shm zone in Kong).
+pub struct ProxyStore {
+    dialect: CasDialect,
+}
+
+impl ProxyStore {
+    /// Builds the store for this host, probing its CAS rules once (see [`CasDialect`]).
+    pub fn detect() -> Result<ProxyStore, HostError> {
+        Ok(ProxyStore { dialect: detect_cas_dialect()? })
+    }
+
+    pub fn dialect(&self) -> CasDialect {
+        self.dialect
+    }
+}
+
+const PROBE_KEY: &str = "cxgate/probe/cas";
+
+/// Writes the probe key twice with cas 0: the second write overwrites on Envoy and is refused
+/// on Kong (where cas 0 means "only if absent"). Two host calls, once per worker at configure.
+fn detect_cas_dialect() -> Result<CasDialect, HostError> {
+    let _ = raw_set(PROBE_KEY, b"probe", 0);
+    match raw_set(PROBE_KEY, b"probe", 0) {
+        Ok(()) => Ok(CasDialect::Envoy),
+        Err(HostError::CasMismatch) => Ok(CasDialect::Kong),
+        Err(e) => Err(e),
+    }
+}
+
+fn raw_set(key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
+    // SAFETY: pointer/length pairs describe live slices.
+    HostError::check(unsafe {
+        abi::proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
+}
+
+impl SharedStore for ProxyStore {
+    fn get(&self, key: &str) -> Result<Option<Versioned>, HostError> {
+        let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
+        // SAFETY: out-pointers are valid locals; the buffer is taken over by `take`.
+        let status = unsafe {
+            abi::proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+        };
+        match HostError::check(status) {
+            Ok(()) => Ok(Some(Versioned { value: unsafe { take(data, size) }, cas: Cas(cas) })),
+            Err(HostError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], expect: Expect) -> Result<(), HostError> {
+        raw_set(key, value, self.dialect.raw_cas(expect))
+    }
+}
+
+/// A header map of the current stream.
+pub struct ProxyHeaders {
+    map: u32,
+}
+
+impl ProxyHeaders {
+    pub const fn request() -> Self {
+        ProxyHeaders { map: 0 }
+    }
+    pub const fn response() -> Self {
+        ProxyHeaders { map: 2 }
+    }
+    /// Headers of the http-call response being delivered.
+    pub const fn call_response() -> Self {
+        ProxyHeaders { map: 6 }
+    }
+
+    pub fn pairs(&self) -> Result<Vec<(String, String)>, HostError> {
+        let (mut data, mut size) = (null_mut(), 0usize);
+        // SAFETY: out-pointers are valid locals; the buffer is taken over by `take`.
+        let status = unsafe { abi::proxy_get_header_map_pairs(self.map, &mut data, &mut size) };
+        HostError::check(status)?;
+        let bytes = unsafe { take(data, size) };
+        if bytes.is_empty() {
+            return Ok(Vec::new());
+        }
+        deserialize_pairs(&bytes).ok_or(HostError::SerializationFailure)
+    }
+}
+
+impl Headers for ProxyHeaders {
+    fn get(&self, name: &str) -> Result<Option<String>, HostError> {
+        let (mut data, mut size) = (null_mut(), 0usize);
+        // SAFETY: out-pointers are valid locals; the buffer is taken over by `take`.
+        let status = unsafe {
+            abi::proxy_get_header_map_value(self.map, name.as_ptr(), name.len(), &mut data, &mut size)
+        };
+        match HostError::check(status) {
+            Ok(()) if data.is_null() => Ok(None),
+            Ok(()) => Ok(Some(String::from_utf8_lossy(&unsafe { take(data, size) }).into_owned())),
+            Err(HostError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn set(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        // SAFETY: pointer/length pairs describe live slices.
+        HostError::check(unsafe {
+            abi::proxy_replace_header_map_value(
+                self.map,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        })
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), HostError> {
+        // SAFETY: pointer/length pair describes a live slice.
+        match HostError::check(unsafe {
+            abi::proxy_remove_header_map_value(self.map, name.as_ptr(), name.len())
+        }) {
+            Err(HostError::NotFound) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// Callouts go through the SDK's wrapper, not the raw import: the SDK must register the
+/// token, or it panics when the answer arrives. (The wrapper panics only on statuses other
+/// than Ok, BadArgument and InternalFailure, which neither Envoy nor Kong returns here.)
+pub struct ProxyCallout;
+
+impl HttpCallout for ProxyCallout {
+    fn dispatch(&mut self, call: &Callout<'_>) -> Result<u32, HostError> {
+        let mut headers = vec![
+            (":method", call.method),
+            (":path", call.path),
+            (":authority", call.authority),
+            (":scheme", call.scheme),
+        ];
+        headers.extend(call.headers.iter().copied());
+        // Trailers are never sent: Kong does not support them.
+        proxy_wasm::hostcalls::dispatch_http_call(
+            call.upstream,
+            headers,
+            call.body,
+            Vec::new(),
+            std::time::Duration::from_millis(u64::from(call.timeout_ms)),
+        )
+        .map_err(|status| HostError::check(status as u32).err().unwrap_or(HostError::InternalFailure))
+    }
+}
+
+pub struct ProxyMetrics;
+
+impl ProxyMetrics {
+    fn define(kind: u32, name: &str) -> Result<u32, HostError> {
+        let mut id = 0u32;
+        // SAFETY: pointer/length describe `name`; `id` is a valid out-pointer.
+        let status = unsafe { abi::proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) };
+        HostError::check(status).map(|()| id)
+    }
+}
+
+impl Metrics for ProxyMetrics {
+    fn counter(&mut self, name: &str) -> Result<u32, HostError> {
+        Self::define(0, name)
+    }
+    fn gauge(&mut self, name: &str) -> Result<u32, HostError> {
+        Self::define(1, name)
+    }
+    fn increment(&mut self, id: u32, by: i64) -> Result<(), HostError> {
+        // SAFETY: plain value call.
+        HostError::check(unsafe { abi::proxy_increment_metric(id, by) })
+    }
+    fn record(&mut self, id: u32, value: u64) -> Result<(), HostError> {
+        // SAFETY: plain value call.
+        HostError::check(unsafe { abi::proxy_record_metric(id, value) })
+    }
+}

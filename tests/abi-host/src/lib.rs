@@ -1,0 +1,27 @@
+//! A proxy-wasm host for tests, built on wasmtime.
+//!
+//! It loads a filter's `.wasm` into N worker VMs that share one shared-data store (with the
+//! exact CAS rules of the chosen proxy), drives the stream callbacks, runs a virtual clock with
+//! per-worker ticks, and answers `dispatch_http_call` from the test (by hand, by a scripted
+//! responder, or by timeout). It records local replies, headers, logs and metrics.
+//!
+//! The `Kong` profile refuses what Kong's ngx_wasm_module lacks (gRPC, `proxy_get_log_level`,
+//! `proxy_done`, trailers, metadata properties, pausing in response headers, `on_queue_ready`):
+//! a filter that relies on them fails its test under that profile.
+
+mod abi;
+mod host;
+mod memory;
+
+pub use host::{
+    Action, CallInfo, CallReply, Host, HostBuilder, LocalReply, LogRecord, Profile, Stream,
+};
+
+/// The path of a filter built by `./cxgate build` (`target/wasm32-wasip1/release/<name>.wasm`).
+pub fn filter_wasm(crate_name: &str) -> std::path::PathBuf {
+    let file = format!("{}.wasm", crate_name.replace('-', "_"));
+    let dir = std::env::var_os("CXGATE_WASM_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/wasm32-wasip1/release")
+    });
+    dir.join(file)
+}
