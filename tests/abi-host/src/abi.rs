@@ -10,6 +10,7 @@ const NOT_FOUND: i32 = 1;
 const BAD_ARGUMENT: i32 = 2;
 const EMPTY: i32 = 7;
 const CAS_MISMATCH: i32 = 8;
+const INTERNAL_FAILURE: i32 = 10;
 
 type C<'a> = Caller<'a, State>;
 
@@ -456,7 +457,7 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
         |c: C<'_>, _a: i32, _b: i32, _c: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _i: i32, _j: i32, _k: i32, _l: i32| -> Result<i32> {
             refuse_in_kong(&c, "proxy_grpc_call")?;
             c.data().shared().violations.push("proxy_grpc_call: gRPC is outside cxgate's portable subset".into());
-            Ok(BAD_ARGUMENT)
+            Ok(INTERNAL_FAILURE)
         },
     )?;
     l.func_wrap(
@@ -465,7 +466,7 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
         |c: C<'_>, _a: i32, _b: i32, _c: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _i: i32| -> Result<i32> {
             refuse_in_kong(&c, "proxy_grpc_stream")?;
             c.data().shared().violations.push("proxy_grpc_stream: gRPC is outside cxgate's portable subset".into());
-            Ok(BAD_ARGUMENT)
+            Ok(INTERNAL_FAILURE)
         },
     )?;
     l.func_wrap("env", "proxy_grpc_send", |c: C<'_>, _t: i32, _p: i32, _l: i32, _e: i32| -> Result<i32> {

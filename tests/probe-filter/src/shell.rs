@@ -1,0 +1,178 @@
+use cxgate_kit::host::{Callout, Expect, Headers, HttpCallout, Metrics, SharedStore};
+use cxgate_kit::log::Event;
+use cxgate_kit::problem::Problem;
+use cxgate_kit::proxy::{self, Level, ProxyCallout, ProxyClock, ProxyEntropy, ProxyHeaders, ProxyMetrics, ProxyStore};
+use cxgate_kit::shared::{Lease, LeaseState, Update, update};
+use cxgate_kit::{Clock, Entropy, config};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+use serde::Deserialize;
+use std::rc::Rc;
+use std::time::Duration;
+
+proxy_wasm::main! {{
+    proxy::install_panic_hook();
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    upstream: String,
+    #[serde(default)]
+    tick_ms: u32,
+    #[serde(default = "default_attempts")]
+    cas_attempts: u32,
+}
+
+fn default_attempts() -> u32 {
+    8
+}
+
+#[derive(Default)]
+struct Root {
+    config: Rc<Config>,
+    store: Option<ProxyStore>,
+    holder: u64,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _: usize) -> bool {
+        let bytes = proxy::plugin_configuration().unwrap_or_default();
+        let config: Config = match config::parse(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                proxy::log(Level::Error, &e.to_string());
+                return false;
+            }
+        };
+        let store = match ProxyStore::detect() {
+            Ok(s) => s,
+            Err(e) => {
+                proxy::log(Level::Error, &format!("store: {e}"));
+                return false;
+            }
+        };
+        proxy::log(Level::Info, &Event::new("CAS_DIALECT").str("dialect", &format!("{:?}", store.dialect())).render());
+        self.holder = ProxyEntropy.next_u64().unwrap_or(1) | 1;
+        if config.tick_ms > 0 && proxy::set_tick_period_ms(config.tick_ms).is_err() {
+            return false;
+        }
+        self.store = Some(store);
+        self.config = Rc::new(config);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(store) = self.store.as_mut() else { return };
+        let lease = Lease::new("cxgate/lease/probe", self.holder, 3_000);
+        if let Ok(LeaseState::Held { .. }) = lease.acquire(store, &ProxyClock) {
+            // Record who held the lease at this instant.
+            let key = format!("cxgate/test/held/{}", ProxyClock.now_ms());
+            let _ = update(store, &key, 8, |cur| {
+                let mut v = cur.map(<[u8]>::to_vec).unwrap_or_default();
+                v.extend_from_slice(&self.holder.to_le_bytes());
+                Update::Write(v, ())
+            });
+        }
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Probe { config: self.config.clone(), store: ProxyStore::detect().ok()? }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Probe {
+    config: Rc<Config>,
+    store: ProxyStore,
+}
+
+impl Probe {
+    fn result(&self, value: &str) {
+        let _ = ProxyHeaders::request().set("x-probe-result", value);
+    }
+}
+
+impl Context for Probe {
+    fn on_http_call_response(&mut self, _token: u32, headers: usize, _body: usize, _trailers: usize) {
+        if headers == 0 {
+            let reply = Problem::new(504, "upstream-timeout", "Upstream timeout", "callout failed").into_reply();
+            let _ = proxy::send_local_reply(&reply, "probe_callout_failed");
+            return;
+        }
+        let status = ProxyHeaders::call_response().get(":status").ok().flatten().unwrap_or_default();
+        let body = proxy::buffer(4, 0, usize::MAX).unwrap_or_default();
+        self.result(&format!("{status}:{}", String::from_utf8_lossy(&body)));
+        let _ = proxy::continue_stream(0);
+    }
+}
+
+impl HttpContext for Probe {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let op = ProxyHeaders::request().get("x-probe-op").ok().flatten().unwrap_or_default();
+        match op.as_str() {
+            "incr" => {
+                let out = update(&mut self.store, "cxgate/test/counter", self.config.cas_attempts, |cur| {
+                    let n = cur.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0) + 1;
+                    Update::Write(n.to_le_bytes().to_vec(), n)
+                });
+                match out {
+                    Ok(n) => self.result(&n.to_string()),
+                    Err(e) => self.result(&format!("error:{e:?}")),
+                }
+            }
+            "insert" => {
+                let out = self.store.set("cxgate/test/once", b"x", Expect::Absent);
+                self.result(&format!("{out:?}"));
+            }
+            "callout" => {
+                let call = Callout {
+                    upstream: &self.config.upstream,
+                    method: "GET",
+                    path: "/probe",
+                    authority: "probe.local",
+                    scheme: "http",
+                    headers: vec![("x-from", "probe")],
+                    body: None,
+                    timeout_ms: 500,
+                };
+                match ProxyCallout.dispatch(&call) {
+                    Ok(_) => return Action::Pause,
+                    Err(e) => self.result(&format!("dispatch:{e:?}")),
+                }
+            }
+            "metric" => {
+                let mut m = ProxyMetrics;
+                if let Ok(id) = m.counter("probe.requests") {
+                    let _ = m.increment(id, 1);
+                }
+            }
+            "grpc" => {
+                let _ = self.dispatch_grpc_call("svc", "s", "m", vec![], None, Duration::from_secs(1));
+            }
+            "log-level" => {
+                let _ = proxy_wasm::hostcalls::get_log_level();
+            }
+            "done" => {
+                let _ = proxy_wasm::hostcalls::done();
+            }
+            "node" => {
+                let _ = proxy_wasm::hostcalls::get_property(vec!["node", "id"]);
+            }
+            _ => {}
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        let op = ProxyHeaders::request().get("x-probe-op").ok().flatten().unwrap_or_default();
+        if op == "pause-response" { Action::Pause } else { Action::Continue }
+    }
+}
