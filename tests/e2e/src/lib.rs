@@ -1,1 +1,255 @@
+//! Layer 3 harness: real Envoy 1.40, the sidecar and the mock platforms on loopback.
+//!
+//! [`Stack::start`] renders `envoy/envoy.yaml` with free ports, starts every process, waits
+//! until each answers, and kills them all when dropped (also when a test panics). Each
+//! child also gets SIGKILL if the harness process dies, so nothing outlives a run.
 
+pub mod render;
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use render::{Ports, Vars, consumers, render_envoy};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// A free loopback port (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// Where the project's binaries are: `$CXGATE_BIN_DIR` or `target/debug`.
+pub fn bin(name: &str) -> PathBuf {
+    std::env::var_os("CXGATE_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/debug")).join(name)
+}
+
+/// Envoy from the project venv (`./cxgate setup` installs it), or `$CXGATE_ENVOY`.
+pub fn envoy_bin() -> PathBuf {
+    std::env::var_os("CXGATE_ENVOY").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".venv/bin/envoy"))
+}
+
+/// The built filters: `$CXGATE_WASM_DIR` or `target/wasm32-wasip1/release`.
+pub fn wasm_dir() -> PathBuf {
+    std::env::var_os("CXGATE_WASM_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/wasm32-wasip1/release"))
+}
+
+/// A child process that is killed when dropped.
+pub struct Service {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Service {
+    pub fn spawn(name: &str, program: &Path, args: &[String], env: &[(&str, &str)], log_dir: &Path) -> Result<Service, String> {
+        if !program.exists() {
+            return Err(format!("{} not found (run ./cxgate build first)", program.display()));
+        }
+        std::fs::create_dir_all(log_dir).map_err(|e| e.to_string())?;
+        let log = log_dir.join(format!("{name}.log"));
+        let out = File::create(&log).map_err(|e| e.to_string())?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when
+        // its parent dies, so a crashed harness leaves no process behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
+        Ok(Service { name: name.to_string(), child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last lines of the service's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `url` until it answers `expect` (or any 2xx when `None`), up to `timeout`.
+pub fn wait_ready(service: &mut Service, url: &str, headers: &[(&str, &str)], timeout: Duration) -> Result<(), String> {
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !service.alive() {
+            return Err(format!("{} exited during start-up:\n{}", service.name, service.log_tail(30)));
+        }
+        let mut req = client.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Ok(resp) = req.send() {
+            if resp.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{} not ready at {url} after {timeout:?}:\n{}", service.name, service.log_tail(30)));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    pub envoy_workers: u32,
+    /// Extra arguments for the mocks (e.g. `--genesys-token-ttl 5`).
+    pub mock_args: Vec<String>,
+    pub start_sidecar: bool,
+    pub start_envoy: bool,
+    /// Fixed ports (the demo); free ports when `None` (tests).
+    pub ports: Option<Ports>,
+    /// Directory for logs and the rendered config.
+    pub run_dir: Option<PathBuf>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions { envoy_workers: 2, mock_args: Vec::new(), start_sidecar: true, start_envoy: true, ports: None, run_dir: None }
+    }
+}
+
+/// The sidecar's shared key for test and demo runs (never a platform secret).
+pub const SIDECAR_KEY: &str = "cxgate-local-sidecar-key-0001";
+
+/// Envoy + sidecar + mocks, torn down on drop (in reverse start order).
+pub struct Stack {
+    pub ports: Ports,
+    pub run_dir: PathBuf,
+    pub http: reqwest::blocking::Client,
+    // Field order is drop order: the gateway first, then what it talks to.
+    pub envoy: Option<Service>,
+    pub sidecar: Option<Service>,
+    pub mocks: Service,
+}
+
+fn unique_run_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    repo_root().join("target/e2e-runs").join(format!("{}-{n}", std::process::id()))
+}
+
+impl Stack {
+    pub fn start(opts: StackOptions) -> Result<Stack, String> {
+        let ports = opts.ports.clone().unwrap_or_else(Ports::free);
+        let run_dir = opts.run_dir.clone().unwrap_or_else(unique_run_dir);
+        std::fs::create_dir_all(&run_dir).map_err(|e| e.to_string())?;
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+
+        let mut args = vec![
+            "--genesys".to_string(),
+            format!("127.0.0.1:{}", ports.genesys),
+            "--cxone".into(),
+            format!("127.0.0.1:{}", ports.cxone),
+            "--llm".into(),
+            format!("127.0.0.1:{}", ports.llm),
+        ];
+        args.extend(opts.mock_args.iter().cloned());
+        let mut mocks = Service::spawn("mocks", &bin("cxgate-mocks"), &args, &[], &run_dir)?;
+        for port in [ports.genesys, ports.cxone, ports.llm] {
+            wait_ready(&mut mocks, &format!("http://127.0.0.1:{port}/__mock/health"), &[], Duration::from_secs(20))?;
+        }
+
+        let sidecar = if opts.start_sidecar {
+            let args = vec!["--listen".to_string(), format!("127.0.0.1:{}", ports.sidecar)];
+            let mut s = Service::spawn("sidecar", &bin("cxgate-sidecar"), &args, &[("CXGATE_SIDECAR_KEY", SIDECAR_KEY)], &run_dir)?;
+            wait_ready(&mut s, &format!("http://127.0.0.1:{}/health", ports.sidecar), &[("x-cxgate-sidecar-key", SIDECAR_KEY)], Duration::from_secs(20))?;
+            Some(s)
+        } else {
+            None
+        };
+
+        let envoy = if opts.start_envoy {
+            let vars = Vars { ports: ports.clone(), wasm_dir: wasm_dir() };
+            let template = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).map_err(|e| e.to_string())?;
+            let config = render_envoy(&template, &vars)?;
+            let path = run_dir.join("envoy.yaml");
+            std::fs::write(&path, config).map_err(|e| e.to_string())?;
+            let args = vec![
+                "-c".to_string(),
+                path.display().to_string(),
+                "--concurrency".into(),
+                opts.envoy_workers.to_string(),
+                "--base-id".into(),
+                ports.gateway.to_string(),
+                "--log-level".into(),
+                "info".into(),
+                "--component-log-level".into(),
+                "wasm:info".into(),
+            ];
+            let mut e = Service::spawn("envoy", &envoy_bin(), &args, &[], &run_dir)?;
+            wait_ready(&mut e, &format!("http://127.0.0.1:{}/ready", ports.admin), &[], Duration::from_secs(60))?;
+            Some(e)
+        } else {
+            None
+        };
+        Ok(Stack { ports, run_dir, http, envoy, sidecar, mocks })
+    }
+
+    pub fn gateway_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.gateway)
+    }
+
+    pub fn mock_url(&self, platform: &str, path: &str) -> String {
+        let port = match platform {
+            "genesys" => self.ports.genesys,
+            "cxone" => self.ports.cxone,
+            _ => self.ports.llm,
+        };
+        format!("http://127.0.0.1:{port}{path}")
+    }
+
+    /// What a mock received (`GET /__mock/requests`).
+    pub fn mock_requests(&self, platform: &str) -> Vec<serde_json::Value> {
+        self.http
+            .get(self.mock_url(platform, "/__mock/requests"))
+            .send()
+            .and_then(|r| r.json::<Vec<serde_json::Value>>())
+            .unwrap_or_default()
+    }
+
+    /// Envoy's log so far (filter logs included).
+    pub fn envoy_log(&self) -> String {
+        self.envoy.as_ref().map(|e| std::fs::read_to_string(&e.log).unwrap_or_default()).unwrap_or_default()
+    }
+}

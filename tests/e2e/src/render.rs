@@ -1,0 +1,86 @@
+//! Renders the shipped config templates: `{{NAME}}` placeholders become ports and paths.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ports {
+    pub gateway: u16,
+    pub admin: u16,
+    pub sidecar: u16,
+    pub genesys: u16,
+    pub cxone: u16,
+    pub llm: u16,
+}
+
+impl Ports {
+    /// The demo's documented ports.
+    pub fn demo() -> Ports {
+        Ports { gateway: 8080, admin: 9901, sidecar: 7070, genesys: 7101, cxone: 7102, llm: 7103 }
+    }
+
+    /// Six distinct free loopback ports.
+    pub fn free() -> Ports {
+        let mut taken = Vec::new();
+        let mut next = || loop {
+            let p = crate::free_port();
+            if p != 0 && !taken.contains(&p) {
+                taken.push(p);
+                return p;
+            }
+        };
+        Ports { gateway: next(), admin: next(), sidecar: next(), genesys: next(), cxone: next(), llm: next() }
+    }
+}
+
+pub struct Vars {
+    pub ports: Ports,
+    pub wasm_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+pub struct Consumer {
+    pub id: String,
+    pub key: String,
+}
+
+#[derive(Deserialize)]
+struct ConsumersFile {
+    consumers: Vec<Consumer>,
+}
+
+/// The demo consumers (`envoy/consumers.json`).
+pub fn consumers(repo: &Path) -> Result<Vec<Consumer>, String> {
+    let path = repo.join("envoy/consumers.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: ConsumersFile = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(file.consumers)
+}
+
+/// Fills every placeholder; fails if one is left (a typo would otherwise reach Envoy).
+pub fn render_envoy(template: &str, vars: &Vars) -> Result<String, String> {
+    let p = &vars.ports;
+    let credentials: String = consumers(&crate::repo_root())?
+        .iter()
+        .map(|c| format!("              - {{ key: {:?}, client: {:?} }}\n", c.key, c.id))
+        .collect();
+    let mut out = template.to_string();
+    for (name, value) in [
+        ("GATEWAY_PORT", p.gateway.to_string()),
+        ("ADMIN_PORT", p.admin.to_string()),
+        ("SIDECAR_PORT", p.sidecar.to_string()),
+        ("GENESYS_PORT", p.genesys.to_string()),
+        ("CXONE_PORT", p.cxone.to_string()),
+        ("LLM_PORT", p.llm.to_string()),
+        ("WASM_DIR", vars.wasm_dir.display().to_string()),
+        ("API_KEY_CREDENTIALS", credentials.trim_end().to_string()),
+    ] {
+        out = out.replace(&format!("{{{{{name}}}}}"), &value);
+    }
+    if let Some(pos) = out.find("{{") {
+        let rest = &out[pos..];
+        let end = rest.find("}}").map(|e| e + 2).unwrap_or(rest.len().min(40));
+        return Err(format!("unknown placeholder {} in envoy template", &rest[..end]));
+    }
+    Ok(out)
+}
