@@ -39,7 +39,10 @@ async fn main() {
     tracing_subscriber::fmt().json().with_target(false).init();
     let args = Args::parse();
     if !args.listen.ip().is_loopback() {
-        eprintln!("cxgate-sidecar: refusing to listen on non-loopback address {}", args.listen);
+        eprintln!(
+            "cxgate-sidecar: refusing to listen on non-loopback address {}",
+            args.listen
+        );
         std::process::exit(2);
     }
     let key = match (args.key, args.key_file) {
@@ -47,7 +50,10 @@ async fn main() {
         (None, Some(path)) => match std::fs::read_to_string(&path) {
             Ok(k) => k.trim().to_string(),
             Err(e) => {
-                eprintln!("cxgate-sidecar: cannot read key file {}: {e}", path.display());
+                eprintln!(
+                    "cxgate-sidecar: cannot read key file {}: {e}",
+                    path.display()
+                );
                 std::process::exit(2);
             }
         },
@@ -87,11 +93,19 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn require_key(State(s): State<Arc<Sidecar>>, req: Request, next: Next) -> Response {
-    let ok = req.headers().get(KEY_HEADER).is_some_and(|v| same(v.as_bytes(), s.key.as_bytes()));
+    let ok = req
+        .headers()
+        .get(KEY_HEADER)
+        .is_some_and(|v| same(v.as_bytes(), s.key.as_bytes()));
     if !ok {
         let body = json!({"type": "urn:cxgate:problem:unauthenticated", "title": "Unauthenticated", "status": 401,
                           "detail": format!("the {KEY_HEADER} header is missing or wrong")});
-        return (StatusCode::UNAUTHORIZED, [("content-type", "application/problem+json")], body.to_string()).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("content-type", "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response();
     }
     next.run(req).await
 }

@@ -11,7 +11,11 @@ pub const CONFIG_VERSION: u64 = 1;
 /// Parses a filter config document. An empty document means "all defaults" (`{}`), which
 /// `T` must accept. Unknown fields must be rejected by `T` (`#[serde(deny_unknown_fields)]`).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
-    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
     let text = std::str::from_utf8(bytes)
         .map_err(|_| ConfigError::new("", "config is not valid UTF-8"))?;
     let value: serde_json::Value = serde_json::from_str(text)
@@ -55,7 +59,10 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
 
 /// For `unknown field `x``, point at the field itself, not at its parent.
 fn unknown_field_pointer(pointer: &str, message: &str) -> String {
-    match message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next()) {
+    match message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
         Some(name) if !pointer.ends_with(&format!("/{}", escape(name))) => {
             format!("{pointer}/{}", escape(name))
         }

@@ -4,8 +4,8 @@
 
 use crate::error::HostError;
 use crate::host::{
-    Callout, CasDialect, Clock, Entropy, Expect, Headers, HttpCallout, Metrics, SharedStore,
-    Versioned, Cas,
+    Callout, Cas, CasDialect, Clock, Entropy, Expect, Headers, HttpCallout, Metrics, SharedStore,
+    Versioned,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -52,7 +52,10 @@ pub struct FakeStore {
 
 impl FakeStore {
     pub fn new(dialect: CasDialect) -> Self {
-        FakeStore { inner: Rc::new(RefCell::new(StoreInner::default())), dialect }
+        FakeStore {
+            inner: Rc::new(RefCell::new(StoreInner::default())),
+            dialect,
+        }
     }
 
     /// The next `n` writes to an existing key lose a race: another writer bumps the key's CAS
@@ -100,10 +103,10 @@ impl FakeStore {
 impl SharedStore for FakeStore {
     fn get(&self, key: &str) -> Result<Option<Versioned>, HostError> {
         let inner = self.inner.borrow();
-        Ok(inner
-            .data
-            .get(key)
-            .map(|(value, cas)| Versioned { value: value.clone(), cas: Cas(*cas) }))
+        Ok(inner.data.get(key).map(|(value, cas)| Versioned {
+            value: value.clone(),
+            cas: Cas(*cas),
+        }))
     }
 
     fn set(&mut self, key: &str, value: &[u8], expect: Expect) -> Result<(), HostError> {
@@ -120,7 +123,10 @@ pub struct FakeHeaders {
 impl FakeHeaders {
     pub fn from(pairs: &[(&str, &str)]) -> Self {
         FakeHeaders {
-            pairs: pairs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect(),
+            pairs: pairs
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+                .collect(),
         }
     }
     pub fn all(&self, name: &str) -> Vec<&str> {
@@ -138,7 +144,8 @@ impl Headers for FakeHeaders {
     }
     fn set(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         self.remove(name)?;
-        self.pairs.push((name.to_ascii_lowercase(), value.to_string()));
+        self.pairs
+            .push((name.to_ascii_lowercase(), value.to_string()));
         Ok(())
     }
     fn remove(&mut self, name: &str) -> Result<(), HostError> {
@@ -156,7 +163,10 @@ pub struct FakeEntropy {
 
 impl FakeEntropy {
     pub fn seeded(seed: u64) -> Self {
-        FakeEntropy { state: seed, fail: false }
+        FakeEntropy {
+            state: seed,
+            fail: false,
+        }
     }
 }
 
@@ -198,7 +208,10 @@ impl FakeMetrics {
         u32::try_from(self.names.len() - 1).unwrap_or(u32::MAX)
     }
     fn name(&self, id: u32) -> Result<String, HostError> {
-        self.names.get(id as usize).cloned().ok_or(HostError::NotFound)
+        self.names
+            .get(id as usize)
+            .cloned()
+            .ok_or(HostError::NotFound)
     }
 }
 
@@ -216,7 +229,8 @@ impl Metrics for FakeMetrics {
     }
     fn record(&mut self, id: u32, value: u64) -> Result<(), HostError> {
         let name = self.name(id)?;
-        self.values.insert(name, i64::try_from(value).unwrap_or(i64::MAX));
+        self.values
+            .insert(name, i64::try_from(value).unwrap_or(i64::MAX));
         Ok(())
     }
 }
@@ -251,7 +265,11 @@ impl HttpCallout for FakeCallout {
             upstream: call.upstream.to_string(),
             method: call.method.to_string(),
             path: call.path.to_string(),
-            headers: call.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: call
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             body: call.body.map(<[u8]>::to_vec),
             timeout_ms: call.timeout_ms,
         });

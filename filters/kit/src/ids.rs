@@ -5,11 +5,11 @@ use crate::host::Entropy;
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        out.push(digit(b >> 4));
+        out.push(digit(b & 0x0f));
     }
     out
 }
@@ -18,16 +18,17 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn random_hex<E: Entropy + ?Sized>(entropy: &mut E, n: usize) -> Result<String, HostError> {
     let mut buf = vec![0u8; n];
     entropy.fill(&mut buf)?;
-    if buf.iter().all(|b| *b == 0) {
-        if let Some(last) = buf.last_mut() {
-            *last = 1;
-        }
+    if buf.iter().all(|b| *b == 0)
+        && let Some(last) = buf.last_mut()
+    {
+        *last = 1;
     }
     Ok(hex(&buf))
 }
 
 fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A parsed W3C trace context (`traceparent`), see https://www.w3.org/TR/trace-context/.
@@ -84,5 +85,7 @@ impl TraceParent {
 /// A gateway trace id a consumer may send: 1–128 chars of `[A-Za-z0-9._:-]`.
 pub fn is_valid_gateway_trace_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }

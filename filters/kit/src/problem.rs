@@ -50,7 +50,10 @@ impl Problem {
     }
 
     pub fn with_error(mut self, pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        self.errors.push(FieldError { pointer: pointer.into(), message: message.into() });
+        self.errors.push(FieldError {
+            pointer: pointer.into(),
+            message: message.into(),
+        });
         self
     }
 
@@ -68,7 +71,11 @@ impl Problem {
         });
         let mut headers = vec![("content-type".to_string(), CONTENT_TYPE.to_string())];
         headers.extend(self.headers);
-        LocalReply { status: u32::from(self.status), headers, body }
+        LocalReply {
+            status: u32::from(self.status),
+            headers,
+            body,
+        }
     }
 }
 

@@ -33,8 +33,11 @@ mod abi {
             ret_data: *mut *mut u8,
             ret_size: *mut usize,
         ) -> u32;
-        pub fn proxy_get_header_map_pairs(map: u32, ret_data: *mut *mut u8, ret_size: *mut usize)
-        -> u32;
+        pub fn proxy_get_header_map_pairs(
+            map: u32,
+            ret_data: *mut *mut u8,
+            ret_size: *mut usize,
+        ) -> u32;
         pub fn proxy_replace_header_map_value(
             map: u32,
             key: *const u8,
@@ -68,8 +71,12 @@ mod abi {
             grpc_status: i32,
         ) -> u32;
         pub fn proxy_continue_stream(stream: u32) -> u32;
-        pub fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret_id: *mut u32)
-        -> u32;
+        pub fn proxy_define_metric(
+            kind: u32,
+            name: *const u8,
+            name_size: usize,
+            ret_id: *mut u32,
+        ) -> u32;
         pub fn proxy_increment_metric(id: u32, offset: i64) -> u32;
         pub fn proxy_record_metric(id: u32, value: u64) -> u32;
     }
@@ -108,7 +115,13 @@ pub fn log(level: Level, message: &str) {
 /// Logs panics at critical before the VM aborts (panic = "abort"), so the cause is visible.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        log(Level::Critical, &format!("{{\"event\":\"FILTER_PANIC\",\"detail\":{:?}}}", info.to_string()));
+        log(
+            Level::Critical,
+            &format!(
+                "{{\"event\":\"FILTER_PANIC\",\"detail\":{:?}}}",
+                info.to_string()
+            ),
+        );
     }));
 }
 
@@ -142,8 +155,11 @@ pub fn continue_stream(stream: u32) -> Result<(), HostError> {
 
 /// Sends a local reply for the current stream instead of forwarding it.
 pub fn send_local_reply(reply: &LocalReply, details: &str) -> Result<(), HostError> {
-    let pairs: Vec<(&str, &str)> =
-        reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let headers = serialize_pairs(&pairs);
     // SAFETY: every pointer/length pair describes a live local buffer.
     HostError::check(unsafe {
@@ -187,7 +203,9 @@ pub struct ProxyStore {
 impl ProxyStore {
     /// Builds the store for this host, probing its CAS rules once (see [`CasDialect`]).
     pub fn detect() -> Result<ProxyStore, HostError> {
-        Ok(ProxyStore { dialect: detect_cas_dialect()? })
+        Ok(ProxyStore {
+            dialect: detect_cas_dialect()?,
+        })
     }
 
     pub fn dialect(&self) -> CasDialect {
@@ -223,7 +241,10 @@ impl SharedStore for ProxyStore {
             abi::proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
         };
         match HostError::check(status) {
-            Ok(()) => Ok(Some(Versioned { value: unsafe { take(data, size) }, cas: Cas(cas) })),
+            Ok(()) => Ok(Some(Versioned {
+                value: unsafe { take(data, size) },
+                cas: Cas(cas),
+            })),
             Err(HostError::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
@@ -269,11 +290,19 @@ impl Headers for ProxyHeaders {
         let (mut data, mut size) = (null_mut(), 0usize);
         // SAFETY: out-pointers are valid locals; the buffer is taken over by `take`.
         let status = unsafe {
-            abi::proxy_get_header_map_value(self.map, name.as_ptr(), name.len(), &mut data, &mut size)
+            abi::proxy_get_header_map_value(
+                self.map,
+                name.as_ptr(),
+                name.len(),
+                &mut data,
+                &mut size,
+            )
         };
         match HostError::check(status) {
             Ok(()) if data.is_null() => Ok(None),
-            Ok(()) => Ok(Some(String::from_utf8_lossy(&unsafe { take(data, size) }).into_owned())),
+            Ok(()) => Ok(Some(
+                String::from_utf8_lossy(&unsafe { take(data, size) }).into_owned(),
+            )),
             Err(HostError::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
@@ -325,7 +354,11 @@ impl HttpCallout for ProxyCallout {
             Vec::new(),
             std::time::Duration::from_millis(u64::from(call.timeout_ms)),
         )
-        .map_err(|status| HostError::check(status as u32).err().unwrap_or(HostError::InternalFailure))
+        .map_err(|status| {
+            HostError::check(status as u32)
+                .err()
+                .unwrap_or(HostError::InternalFailure)
+        })
     }
 }
 

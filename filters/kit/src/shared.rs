@@ -15,7 +15,9 @@ pub enum Update<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateError {
     /// Every attempt lost the race to another worker.
-    Contention { attempts: u32 },
+    Contention {
+        attempts: u32,
+    },
     Host(HostError),
 }
 
@@ -52,7 +54,9 @@ where
             },
         }
     }
-    Err(UpdateError::Contention { attempts: max_attempts })
+    Err(UpdateError::Contention {
+        attempts: max_attempts,
+    })
 }
 
 /// A value with the version and time it was written, so readers can tell stale from fresh.
@@ -79,7 +83,11 @@ impl Stamped {
         let version = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
         let written_ms = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
         let payload = bytes.get(STAMP_LEN..)?.to_vec();
-        Some(Stamped { version, written_ms, payload })
+        Some(Stamped {
+            version,
+            written_ms,
+            payload,
+        })
     }
 
     pub fn age_ms(&self, now_ms: u64) -> u64 {
@@ -107,7 +115,11 @@ pub enum LeaseState {
 
 impl Lease {
     pub fn new(key: impl Into<String>, holder: u64, ttl_ms: u64) -> Self {
-        Lease { key: key.into(), holder, ttl_ms }
+        Lease {
+            key: key.into(),
+            holder,
+            ttl_ms,
+        }
     }
 
     /// Takes the lease if it is free or expired, renews it if we hold it.
@@ -118,21 +130,27 @@ impl Lease {
     {
         let now = clock.now_ms();
         update(store, &self.key, 4, |current| {
-            if let Some((holder, expires_ms)) = current.and_then(decode_lease) {
-                if holder != self.holder && expires_ms > now {
-                    return Update::Keep(LeaseState::Busy { holder, expires_ms });
-                }
+            if let Some((holder, expires_ms)) = current.and_then(decode_lease)
+                && holder != self.holder
+                && expires_ms > now
+            {
+                return Update::Keep(LeaseState::Busy { holder, expires_ms });
             }
             let expires_ms = now.saturating_add(self.ttl_ms);
-            Update::Write(encode_lease(self.holder, expires_ms), LeaseState::Held { expires_ms })
+            Update::Write(
+                encode_lease(self.holder, expires_ms),
+                LeaseState::Held { expires_ms },
+            )
         })
     }
 
     /// Gives the lease up early (only if we still hold it).
     pub fn release<S: SharedStore + ?Sized>(&self, store: &mut S) -> Result<(), UpdateError> {
-        update(store, &self.key, 4, |current| match current.and_then(decode_lease) {
-            Some((holder, _)) if holder == self.holder => Update::Write(encode_lease(0, 0), ()),
-            _ => Update::Keep(()),
+        update(store, &self.key, 4, |current| {
+            match current.and_then(decode_lease) {
+                Some((holder, _)) if holder == self.holder => Update::Write(encode_lease(0, 0), ()),
+                _ => Update::Keep(()),
+            }
         })
     }
 }

@@ -50,4 +50,3 @@ pub fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     }
     Some(pairs)
 }
-

@@ -1,4 +1,10 @@
 //! Pure tests of the kit; they run natively and under wasmtime (wasm32-wasip1).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use cxgate_kit::config;
 use cxgate_kit::fakes::{FakeClock, FakeEntropy, FakeHeaders, FakeStore};
@@ -50,7 +56,10 @@ fn envoy_and_kong_cas_rules_differ_but_expect_means_the_same() {
         let mut store = FakeStore::new(dialect);
         store.set("k", b"1", Expect::Absent).unwrap();
         // A second insert must fail on both hosts.
-        assert_eq!(store.set("k", b"2", Expect::Absent), Err(cxgate_kit::HostError::CasMismatch));
+        assert_eq!(
+            store.set("k", b"2", Expect::Absent),
+            Err(cxgate_kit::HostError::CasMismatch)
+        );
         let v = store.get("k").unwrap().unwrap();
         store.set("k", b"3", Expect::Cas(v.cas)).unwrap();
         // A stale CAS fails.
@@ -68,7 +77,10 @@ fn envoy_and_kong_cas_rules_differ_but_expect_means_the_same() {
 
 fn increment(store: &mut FakeStore, attempts: u32) -> Result<u64, UpdateError> {
     update(store, "counter", attempts, |current| {
-        let n = current.map(|b| u64::from_le_bytes(b.try_into().unwrap())).unwrap_or(0) + 1;
+        let n = current
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+            .unwrap_or(0)
+            + 1;
         Update::Write(n.to_le_bytes().to_vec(), n)
     })
 }
@@ -80,7 +92,10 @@ fn update_retries_on_lost_races_and_gives_up_when_bounded() {
     store.race_next_writes(2);
     assert_eq!(increment(&mut store, 3).unwrap(), 2, "third attempt wins");
     store.race_next_writes(5);
-    assert_eq!(increment(&mut store, 3), Err(UpdateError::Contention { attempts: 3 }));
+    assert_eq!(
+        increment(&mut store, 3),
+        Err(UpdateError::Contention { attempts: 3 })
+    );
     let (_, mismatches) = store.stats();
     assert_eq!(mismatches, 5);
 }
@@ -104,27 +119,52 @@ fn lease_has_one_holder_and_lapses_when_the_holder_stops() {
     let mut store = FakeStore::new(CasDialect::Envoy);
     let w1 = Lease::new("cxgate/lease/sync", 1, 5_000);
     let w2 = Lease::new("cxgate/lease/sync", 2, 5_000);
-    assert_eq!(w1.acquire(&mut store, &clock).unwrap(), LeaseState::Held { expires_ms: 6_000 });
+    assert_eq!(
+        w1.acquire(&mut store, &clock).unwrap(),
+        LeaseState::Held { expires_ms: 6_000 }
+    );
     assert_eq!(
         w2.acquire(&mut store, &clock).unwrap(),
-        LeaseState::Busy { holder: 1, expires_ms: 6_000 }
+        LeaseState::Busy {
+            holder: 1,
+            expires_ms: 6_000
+        }
     );
     clock.advance(4_000);
     // Renewal by the holder extends it.
-    assert_eq!(w1.acquire(&mut store, &clock).unwrap(), LeaseState::Held { expires_ms: 10_000 });
+    assert_eq!(
+        w1.acquire(&mut store, &clock).unwrap(),
+        LeaseState::Held { expires_ms: 10_000 }
+    );
     clock.advance(4_999);
-    assert!(matches!(w2.acquire(&mut store, &clock).unwrap(), LeaseState::Busy { .. }));
+    assert!(matches!(
+        w2.acquire(&mut store, &clock).unwrap(),
+        LeaseState::Busy { .. }
+    ));
     clock.advance(1);
     // w1 stopped renewing: w2 takes over exactly at expiry.
-    assert_eq!(w2.acquire(&mut store, &clock).unwrap(), LeaseState::Held { expires_ms: 15_000 });
-    assert!(matches!(w1.acquire(&mut store, &clock).unwrap(), LeaseState::Busy { holder: 2, .. }));
+    assert_eq!(
+        w2.acquire(&mut store, &clock).unwrap(),
+        LeaseState::Held { expires_ms: 15_000 }
+    );
+    assert!(matches!(
+        w1.acquire(&mut store, &clock).unwrap(),
+        LeaseState::Busy { holder: 2, .. }
+    ));
     w2.release(&mut store).unwrap();
-    assert!(matches!(w1.acquire(&mut store, &clock).unwrap(), LeaseState::Held { .. }));
+    assert!(matches!(
+        w1.acquire(&mut store, &clock).unwrap(),
+        LeaseState::Held { .. }
+    ));
 }
 
 #[test]
 fn stamped_values_round_trip_and_age() {
-    let s = Stamped { version: 7, written_ms: 1_000, payload: b"{}".to_vec() };
+    let s = Stamped {
+        version: 7,
+        written_ms: 1_000,
+        payload: b"{}".to_vec(),
+    };
     let back = Stamped::decode(&s.encode()).unwrap();
     assert_eq!(back, s);
     assert_eq!(back.age_ms(1_500), 500);
@@ -173,7 +213,10 @@ fn problem_renders_rfc9457_with_every_field_error() {
         .with_header("retry-after", "3")
         .into_reply();
     assert_eq!(reply.status, 400);
-    assert_eq!(reply.headers[0], ("content-type".into(), "application/problem+json".into()));
+    assert_eq!(
+        reply.headers[0],
+        ("content-type".into(), "application/problem+json".into())
+    );
     assert_eq!(reply.headers[1], ("retry-after".into(), "3".into()));
     let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(body["type"], "urn:cxgate:problem:validation");
@@ -188,7 +231,10 @@ fn header_wire_format_round_trips_and_rejects_garbage() {
     let bytes = serialize_pairs(&[(":path", "/a"), ("x-k", "")]);
     assert_eq!(
         deserialize_pairs(&bytes).unwrap(),
-        vec![(":path".to_string(), "/a".to_string()), ("x-k".to_string(), String::new())]
+        vec![
+            (":path".to_string(), "/a".to_string()),
+            ("x-k".to_string(), String::new())
+        ]
     );
     assert_eq!(deserialize_pairs(&[0xff, 0xff, 0xff, 0x0f]), None);
     assert_eq!(deserialize_pairs(&bytes[..bytes.len() - 3]), None);

@@ -49,7 +49,10 @@ impl Config {
                 format!("{:?} is not a usable header name", raw.trace_header),
             ));
         }
-        Ok(Config { trace_header: header, echo_in_response: raw.echo_in_response })
+        Ok(Config {
+            trace_header: header,
+            echo_in_response: raw.echo_in_response,
+        })
     }
 }
 
@@ -66,13 +69,21 @@ pub struct Decision {
 
 /// Ensures both headers on the request. A valid consumer trace id wins; otherwise a valid
 /// traceparent's trace id is reused, so both headers name one trace.
-pub fn on_request<H, E>(cfg: &Config, headers: &mut H, entropy: &mut E) -> Result<Decision, HostError>
+pub fn on_request<H, E>(
+    cfg: &Config,
+    headers: &mut H,
+    entropy: &mut E,
+) -> Result<Decision, HostError>
 where
     H: Headers + ?Sized,
     E: Entropy + ?Sized,
 {
-    let inbound_id = headers.get(&cfg.trace_header)?.filter(|id| is_valid_gateway_trace_id(id));
-    let inbound_tp = headers.get(TRACEPARENT)?.and_then(|v| TraceParent::parse(&v));
+    let inbound_id = headers
+        .get(&cfg.trace_header)?
+        .filter(|id| is_valid_gateway_trace_id(id));
+    let inbound_tp = headers
+        .get(TRACEPARENT)?
+        .and_then(|v| TraceParent::parse(&v));
 
     let (trace_id, generated_id) = match (&inbound_id, &inbound_tp) {
         (Some(id), _) => (id.clone(), false),
@@ -102,7 +113,12 @@ where
     if generated_traceparent {
         headers.set(TRACEPARENT, &traceparent)?;
     }
-    Ok(Decision { trace_id, traceparent, generated_id, generated_traceparent })
+    Ok(Decision {
+        trace_id,
+        traceparent,
+        generated_id,
+        generated_traceparent,
+    })
 }
 
 /// Echoes the trace id on the response when configured.

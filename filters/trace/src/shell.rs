@@ -35,7 +35,12 @@ impl RootContext for TraceRoot {
         let bytes = match proxy::plugin_configuration() {
             Ok(bytes) => bytes,
             Err(e) => {
-                proxy::log(Level::Error, &Event::new("CONFIG_UNREADABLE").str("error", &e.to_string()).render());
+                proxy::log(
+                    Level::Error,
+                    &Event::new("CONFIG_UNREADABLE")
+                        .str("error", &e.to_string())
+                        .render(),
+                );
                 return false;
             }
         };
@@ -54,7 +59,9 @@ impl RootContext for TraceRoot {
         self.ids = Ids {
             generated: m.counter("cxgate_trace.generated").unwrap_or_default(),
             kept: m.counter("cxgate_trace.kept").unwrap_or_default(),
-            traceparent_generated: m.counter("cxgate_trace.traceparent_generated").unwrap_or_default(),
+            traceparent_generated: m
+                .counter("cxgate_trace.traceparent_generated")
+                .unwrap_or_default(),
             errors: m.counter("cxgate_trace.errors").unwrap_or_default(),
         };
         true
@@ -62,7 +69,11 @@ impl RootContext for TraceRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let config = self.config.clone()?;
-        Some(Box::new(TraceStream { config, ids: self.ids, trace_id: None }))
+        Some(Box::new(TraceStream {
+            config,
+            ids: self.ids,
+            trace_id: None,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -81,9 +92,17 @@ impl Context for TraceStream {}
 impl HttpContext for TraceStream {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let mut m = ProxyMetrics;
-        match core::on_request(&self.config, &mut ProxyHeaders::request(), &mut ProxyEntropy) {
+        match core::on_request(
+            &self.config,
+            &mut ProxyHeaders::request(),
+            &mut ProxyEntropy,
+        ) {
             Ok(decision) => {
-                let counter = if decision.generated_id { self.ids.generated } else { self.ids.kept };
+                let counter = if decision.generated_id {
+                    self.ids.generated
+                } else {
+                    self.ids.kept
+                };
                 let _ = m.increment(counter, 1);
                 if decision.generated_traceparent {
                     let _ = m.increment(self.ids.traceparent_generated, 1);
@@ -93,17 +112,23 @@ impl HttpContext for TraceStream {
             // Tracing must never block traffic: count, log, and forward.
             Err(e) => {
                 let _ = m.increment(self.ids.errors, 1);
-                proxy::log(Level::Warn, &Event::new("TRACE_HEADERS_FAILED").str("error", &e.to_string()).render());
+                proxy::log(
+                    Level::Warn,
+                    &Event::new("TRACE_HEADERS_FAILED")
+                        .str("error", &e.to_string())
+                        .render(),
+                );
             }
         }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(trace_id) = &self.trace_id {
-            if let Err(e) = core::on_response(&self.config, &mut ProxyHeaders::response(), trace_id) {
-                proxy::log(Level::Warn, &Event::new("TRACE_ECHO_FAILED").str("error", &e.to_string()).render());
-            }
+        if let Some(trace_id) = &self.trace_id
+            && let Err(e) = core::on_response(&self.config, &mut ProxyHeaders::response(), trace_id)
+        {
+            let event = Event::new("TRACE_ECHO_FAILED").str("error", &e.to_string());
+            proxy::log(Level::Warn, &event.render());
         }
         Action::Continue
     }

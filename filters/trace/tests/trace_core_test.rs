@@ -1,4 +1,10 @@
 //! Pure tests of the trace filter core (native and wasmtime).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use cxgate_kit::fakes::{FakeEntropy, FakeHeaders};
 use cxgate_kit::host::Headers;
@@ -24,7 +30,10 @@ fn absent_headers_are_generated_and_name_one_trace() {
 
 #[test]
 fn consumer_values_are_kept() {
-    let mut h = FakeHeaders::from(&[("X-Gateway-Trace-Id", "req_8f3a2c9d1e4b"), ("traceparent", TP)]);
+    let mut h = FakeHeaders::from(&[
+        ("X-Gateway-Trace-Id", "req_8f3a2c9d1e4b"),
+        ("traceparent", TP),
+    ]);
     let d = on_request(&cfg(), &mut h, &mut FakeEntropy::seeded(7)).unwrap();
     assert!(!d.generated_id && !d.generated_traceparent);
     assert_eq!(h.all("x-gateway-trace-id"), vec!["req_8f3a2c9d1e4b"]);
@@ -89,8 +98,26 @@ fn response_echo_follows_config() {
 fn config_is_checked_and_names_the_field() {
     let c = Config::parse(br#"{"version":1,"trace_header":"X-Request-Trace"}"#).unwrap();
     assert_eq!(c.trace_header, "x-request-trace");
-    assert_eq!(Config::parse(br#"{"trace_header":"bad header"}"#).unwrap_err().field, "/trace_header");
-    assert_eq!(Config::parse(br#"{"trace_header":"traceparent"}"#).unwrap_err().field, "/trace_header");
-    assert_eq!(Config::parse(br#"{"echo":true}"#).unwrap_err().field, "/echo");
-    assert_eq!(Config::parse(br#"{"echo_in_response":"yes"}"#).unwrap_err().field, "/echo_in_response");
+    assert_eq!(
+        Config::parse(br#"{"trace_header":"bad header"}"#)
+            .unwrap_err()
+            .field,
+        "/trace_header"
+    );
+    assert_eq!(
+        Config::parse(br#"{"trace_header":"traceparent"}"#)
+            .unwrap_err()
+            .field,
+        "/trace_header"
+    );
+    assert_eq!(
+        Config::parse(br#"{"echo":true}"#).unwrap_err().field,
+        "/echo"
+    );
+    assert_eq!(
+        Config::parse(br#"{"echo_in_response":"yes"}"#)
+            .unwrap_err()
+            .field,
+        "/echo_in_response"
+    );
 }

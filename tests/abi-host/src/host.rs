@@ -1,14 +1,14 @@
 //! Host state, workers and the test-facing driver API.
 
 use crate::abi;
-use wasmtime::error::Context;
-use wasmtime::{Result, bail, format_err as anyhow};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
+use wasmtime::error::Context;
 use wasmtime::{Engine, Instance, Linker, Module, Store, WasmParams, WasmResults};
+use wasmtime::{Result, bail, format_err as anyhow};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
@@ -59,7 +59,10 @@ pub struct LocalReply {
 
 impl LocalReply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -85,7 +88,10 @@ pub struct CallInfo {
 
 impl CallInfo {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn path(&self) -> &str {
         self.header(":path").unwrap_or_default()
@@ -95,7 +101,11 @@ impl CallInfo {
 /// How a call is answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallReply {
-    Response { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    Response {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     /// The call timed out or the upstream failed: the filter is called with no headers.
     Failure,
 }
@@ -246,7 +256,8 @@ impl Worker {
             .instance
             .get_typed_func::<P, R>(&mut self.store, name)
             .with_context(|| format!("filter does not export {name}"))?;
-        f.call(&mut self.store, params).with_context(|| format!("{name} trapped"))
+        f.call(&mut self.store, params)
+            .with_context(|| format!("{name} trapped"))
     }
 
     fn has_export(&mut self, name: &str) -> bool {
@@ -262,16 +273,26 @@ impl Worker {
     }
 
     fn stream(&self, id: u32) -> Result<&StreamState> {
-        self.state().streams.get(&id).ok_or_else(|| anyhow!("no stream {id}"))
+        self.state()
+            .streams
+            .get(&id)
+            .ok_or_else(|| anyhow!("no stream {id}"))
     }
 
     fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState> {
-        self.state_mut().streams.get_mut(&id).ok_or_else(|| anyhow!("no stream {id}"))
+        self.state_mut()
+            .streams
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no stream {id}"))
     }
 
     fn deliver(&mut self, token: u32, context_id: u32, reply: CallReply) -> Result<()> {
         let (response, nheaders, body_len) = match reply {
-            CallReply::Response { status, mut headers, body } => {
+            CallReply::Response {
+                status,
+                mut headers,
+                body,
+            } => {
                 headers.insert(0, (":status".into(), status.to_string()));
                 let n = headers.len() as i32;
                 let len = body.len() as i32;
@@ -410,9 +431,16 @@ impl HostBuilder {
             };
             let mut store = Store::new(&engine, state);
             let instance = linker.instantiate(&mut store, module)?;
-            let mut worker = Worker { store, instance, next_context: ROOT_ID + 1 };
+            let mut worker = Worker {
+                store,
+                instance,
+                next_context: ROOT_ID + 1,
+            };
             if !worker.has_export("proxy_abi_version_0_2_1") {
-                bail!("{} does not export proxy_abi_version_0_2_1", self.wasm.display());
+                bail!(
+                    "{} does not export proxy_abi_version_0_2_1",
+                    self.wasm.display()
+                );
             }
             if worker.has_export("_initialize") {
                 worker.call::<(), ()>("_initialize", ())?;
@@ -423,7 +451,8 @@ impl HostBuilder {
                 bail!("on_vm_start returned false on worker {index}");
             }
             let cfg_len = worker.state().plugin_config.len() as i32;
-            if worker.call::<(i32, i32), i32>("proxy_on_configure", (ROOT_ID as i32, cfg_len))? == 0 {
+            if worker.call::<(i32, i32), i32>("proxy_on_configure", (ROOT_ID as i32, cfg_len))? == 0
+            {
                 let logs: Vec<String> = worker
                     .state()
                     .shared()
@@ -436,7 +465,11 @@ impl HostBuilder {
             worker.settle()?;
             workers.push(worker);
         }
-        Ok(Host { profile: self.profile, handle, workers })
+        Ok(Host {
+            profile: self.profile,
+            handle,
+            workers,
+        })
     }
 }
 
@@ -445,12 +478,18 @@ fn compiled(path: &Path) -> Result<(Engine, &'static Module)> {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     static MODULES: OnceLock<Mutex<HashMap<PathBuf, &'static Module>>> = OnceLock::new();
     let engine = ENGINE.get_or_init(Engine::default).clone();
-    let mut modules = MODULES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut modules = MODULES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if let Some(m) = modules.get(path) {
         return Ok((engine, m));
     }
     let bytes = std::fs::read(path).with_context(|| {
-        format!("cannot read {} (build the filters first: ./cxgate build)", path.display())
+        format!(
+            "cannot read {} (build the filters first: ./cxgate build)",
+            path.display()
+        )
     })?;
     let module: &'static Module = Box::leak(Box::new(Module::new(&engine, bytes)?));
     modules.insert(path.to_path_buf(), module);
@@ -492,7 +531,9 @@ impl Host {
     }
 
     fn worker(&mut self, index: usize) -> Result<&mut Worker> {
-        self.workers.get_mut(index).ok_or_else(|| anyhow!("no worker {index}"))
+        self.workers
+            .get_mut(index)
+            .ok_or_else(|| anyhow!("no worker {index}"))
     }
 
     // ---- streams ----
@@ -516,8 +557,10 @@ impl Host {
     ) -> Result<Action> {
         let kong = self.profile == Profile::Kong;
         let w = self.worker(s.worker)?;
-        let pairs: Vec<(String, String)> =
-            headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect();
+        let pairs: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect();
         let st = w.stream_mut(s.id)?;
         if request {
             st.request_headers = pairs;
@@ -539,7 +582,14 @@ impl Host {
         Ok(action)
     }
 
-    fn body_callback(&mut self, s: Stream, export: &str, request: bool, chunk: &[u8], end_of_stream: bool) -> Result<Action> {
+    fn body_callback(
+        &mut self,
+        s: Stream,
+        export: &str,
+        request: bool,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Action> {
         let w = self.worker(s.worker)?;
         let st = w.stream_mut(s.id)?;
         let (buf, paused) = if request {
@@ -554,7 +604,8 @@ impl Host {
         buf.extend_from_slice(chunk);
         let size = buf.len() as i32;
         w.state_mut().effective = s.id;
-        let raw = w.call::<(i32, i32, i32), i32>(export, (s.id as i32, size, i32::from(end_of_stream)))?;
+        let raw =
+            w.call::<(i32, i32, i32), i32>(export, (s.id as i32, size, i32::from(end_of_stream)))?;
         let action = Action::from_raw(raw);
         let st = w.stream_mut(s.id)?;
         if request {
@@ -566,7 +617,12 @@ impl Host {
         Ok(action)
     }
 
-    pub fn request_headers(&mut self, s: Stream, headers: &[(&str, &str)], end_of_stream: bool) -> Result<Action> {
+    pub fn request_headers(
+        &mut self,
+        s: Stream,
+        headers: &[(&str, &str)],
+        end_of_stream: bool,
+    ) -> Result<Action> {
         self.header_callback(s, "proxy_on_request_headers", true, headers, end_of_stream)
     }
 
@@ -574,11 +630,27 @@ impl Host {
         self.body_callback(s, "proxy_on_request_body", true, chunk, end_of_stream)
     }
 
-    pub fn response_headers(&mut self, s: Stream, headers: &[(&str, &str)], end_of_stream: bool) -> Result<Action> {
-        self.header_callback(s, "proxy_on_response_headers", false, headers, end_of_stream)
+    pub fn response_headers(
+        &mut self,
+        s: Stream,
+        headers: &[(&str, &str)],
+        end_of_stream: bool,
+    ) -> Result<Action> {
+        self.header_callback(
+            s,
+            "proxy_on_response_headers",
+            false,
+            headers,
+            end_of_stream,
+        )
     }
 
-    pub fn response_body(&mut self, s: Stream, chunk: &[u8], end_of_stream: bool) -> Result<Action> {
+    pub fn response_body(
+        &mut self,
+        s: Stream,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Action> {
         self.body_callback(s, "proxy_on_response_body", false, chunk, end_of_stream)
     }
 
@@ -590,42 +662,69 @@ impl Host {
         w.call::<i32, ()>("proxy_on_log", s.id as i32)?;
         w.call::<i32, ()>("proxy_on_delete", s.id as i32)?;
         w.state_mut().streams.remove(&s.id);
-        self.shared().calls.retain(|c| !(c.worker == s.worker && c.context_id == s.id));
+        self.shared()
+            .calls
+            .retain(|c| !(c.worker == s.worker && c.context_id == s.id));
         Ok(())
     }
 
     /// Request headers as they would leave the proxy (after the filter's changes).
     pub fn upstream_request_headers(&self, s: Stream) -> Result<Vec<(String, String)>> {
-        let w = self.workers.get(s.worker).ok_or_else(|| anyhow!("no worker"))?;
+        let w = self
+            .workers
+            .get(s.worker)
+            .ok_or_else(|| anyhow!("no worker"))?;
         Ok(w.stream(s.id)?.request_headers.clone())
     }
 
     pub fn downstream_response_headers(&self, s: Stream) -> Result<Vec<(String, String)>> {
-        let w = self.workers.get(s.worker).ok_or_else(|| anyhow!("no worker"))?;
+        let w = self
+            .workers
+            .get(s.worker)
+            .ok_or_else(|| anyhow!("no worker"))?;
         Ok(w.stream(s.id)?.response_headers.clone())
     }
 
     pub fn request_header(&self, s: Stream, name: &str) -> Option<String> {
         let headers = self.upstream_request_headers(s).ok()?;
-        headers.into_iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        headers
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 
     pub fn response_header(&self, s: Stream, name: &str) -> Option<String> {
         let headers = self.downstream_response_headers(s).ok()?;
-        headers.into_iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        headers
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 
     pub fn request_body_bytes(&self, s: Stream) -> Vec<u8> {
-        self.workers.get(s.worker).and_then(|w| w.stream(s.id).ok()).map(|st| st.request_body.clone()).unwrap_or_default()
+        self.workers
+            .get(s.worker)
+            .and_then(|w| w.stream(s.id).ok())
+            .map(|st| st.request_body.clone())
+            .unwrap_or_default()
     }
 
     pub fn local_reply(&self, s: Stream) -> Option<LocalReply> {
-        self.workers.get(s.worker)?.stream(s.id).ok()?.local_reply.clone()
+        self.workers
+            .get(s.worker)?
+            .stream(s.id)
+            .ok()?
+            .local_reply
+            .clone()
     }
 
     /// How many times the filter resumed the paused request.
     pub fn request_continued(&self, s: Stream) -> u32 {
-        self.workers.get(s.worker).and_then(|w| w.stream(s.id).ok()).map(|st| st.request_continued).unwrap_or(0)
+        self.workers
+            .get(s.worker)
+            .and_then(|w| w.stream(s.id).ok())
+            .map(|st| st.request_continued)
+            .unwrap_or(0)
     }
 
     // ---- time ----
@@ -668,7 +767,12 @@ impl Host {
                 .calls
                 .iter()
                 .filter(|c| c.timeout_ms > 0)
-                .map(|c| (c.dispatched_ns + u64::from(c.timeout_ms) * 1_000_000, c.token))
+                .map(|c| {
+                    (
+                        c.dispatched_ns + u64::from(c.timeout_ms) * 1_000_000,
+                        c.token,
+                    )
+                })
                 .min();
             match (tick, timeout) {
                 (Some((t, i)), to) if t <= target && to.is_none_or(|(d, _)| t <= d) => {
@@ -710,7 +814,11 @@ impl Host {
     pub fn reply(&mut self, token: u32, reply: CallReply) -> Result<()> {
         let call = {
             let mut shared = self.shared();
-            let pos = shared.calls.iter().position(|c| c.token == token).ok_or_else(|| anyhow!("no pending call {token}"))?;
+            let pos = shared
+                .calls
+                .iter()
+                .position(|c| c.token == token)
+                .ok_or_else(|| anyhow!("no pending call {token}"))?;
             shared.calls.remove(pos)
         };
         let w = self.worker(call.worker)?;
@@ -759,7 +867,10 @@ impl Host {
     }
 
     pub fn logs_containing(&self, needle: &str) -> Vec<LogRecord> {
-        self.logs().into_iter().filter(|l| l.message.contains(needle)).collect()
+        self.logs()
+            .into_iter()
+            .filter(|l| l.message.contains(needle))
+            .collect()
     }
 
     /// Calls the kong profile refused; a clean filter has none.
@@ -768,7 +879,11 @@ impl Host {
     }
 
     pub fn metric(&self, name: &str) -> Option<i64> {
-        self.shared().metrics.iter().find(|m| m.name == name).map(|m| m.value)
+        self.shared()
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value)
     }
 
     /// Host calls made so far, by ABI function name.
@@ -793,7 +908,10 @@ impl Host {
             for (worker, context_id, queue) in ready {
                 let w = self.worker(worker)?;
                 w.state_mut().effective = context_id;
-                w.call::<(i32, i32), ()>("proxy_on_queue_ready", (context_id as i32, queue as i32))?;
+                w.call::<(i32, i32), ()>(
+                    "proxy_on_queue_ready",
+                    (context_id as i32, queue as i32),
+                )?;
                 w.settle()?;
             }
         }

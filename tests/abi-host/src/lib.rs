@@ -20,8 +20,11 @@ pub use host::{
 /// The path of a filter built by `./cxgate build` (`target/wasm32-wasip1/release/<name>.wasm`).
 pub fn filter_wasm(crate_name: &str) -> std::path::PathBuf {
     let file = format!("{}.wasm", crate_name.replace('-', "_"));
-    let dir = std::env::var_os("CXGATE_WASM_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/wasm32-wasip1/release")
-    });
+    let dir = std::env::var_os("CXGATE_WASM_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/wasm32-wasip1/release")
+        });
     dir.join(file)
 }

@@ -1,8 +1,8 @@
 //! Guest memory access from host functions.
 
 use wasmtime::error::Context;
-use wasmtime::{Result, format_err as anyhow};
 use wasmtime::{Caller, Extern, Memory};
+use wasmtime::{Result, format_err as anyhow};
 
 fn memory<T>(caller: &mut Caller<'_, T>) -> Result<Memory> {
     match caller.get_export("memory") {
@@ -16,7 +16,9 @@ pub fn read<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> Result<Vec<u8>
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
     let data = mem.data(&caller);
     let end = start.checked_add(len).context("guest pointer overflow")?;
-    data.get(start..end).map(<[u8]>::to_vec).ok_or_else(|| anyhow!("guest read out of bounds"))
+    data.get(start..end)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| anyhow!("guest read out of bounds"))
 }
 
 pub fn read_string<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> Result<String> {
@@ -25,7 +27,8 @@ pub fn read_string<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> Result<
 
 pub fn write<T>(caller: &mut Caller<'_, T>, ptr: i32, bytes: &[u8]) -> Result<()> {
     let mem = memory(caller)?;
-    mem.write(caller, ptr as u32 as usize, bytes).map_err(|e| anyhow!("guest write: {e}"))
+    mem.write(caller, ptr as u32 as usize, bytes)
+        .map_err(|e| anyhow!("guest write: {e}"))
 }
 
 pub fn write_u32<T>(caller: &mut Caller<'_, T>, ptr: i32, value: u32) -> Result<()> {
@@ -38,7 +41,12 @@ pub fn write_u64<T>(caller: &mut Caller<'_, T>, ptr: i32, value: u64) -> Result<
 
 /// Copies `bytes` into a fresh guest allocation (the SDK's `proxy_on_memory_allocate`) and
 /// stores its address and size at the two return pointers, as the ABI's getters do.
-pub fn return_bytes<T>(caller: &mut Caller<'_, T>, bytes: &[u8], ret_ptr: i32, ret_size: i32) -> Result<()> {
+pub fn return_bytes<T>(
+    caller: &mut Caller<'_, T>,
+    bytes: &[u8],
+    ret_ptr: i32,
+    ret_size: i32,
+) -> Result<()> {
     let alloc = caller
         .get_export("proxy_on_memory_allocate")
         .and_then(Extern::into_func)
@@ -92,7 +100,10 @@ pub fn decode_pairs(bytes: &[u8]) -> Result<Vec<(String, String)>> {
         at += ks + 1;
         let v = bytes.get(at..at + vs).context("header value truncated")?;
         at += vs + 1;
-        pairs.push((String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()));
+        pairs.push((
+            String::from_utf8_lossy(k).into_owned(),
+            String::from_utf8_lossy(v).into_owned(),
+        ));
     }
     Ok(pairs)
 }

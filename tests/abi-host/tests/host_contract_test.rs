@@ -24,7 +24,8 @@ fn upstream(profile: Profile) -> &'static str {
 
 fn op(h: &mut Host, worker: usize, op: &str) -> (Stream, Option<String>) {
     let s = h.new_stream(worker).unwrap();
-    h.request_headers(s, &[(":path", "/"), ("x-probe-op", op)], true).unwrap();
+    h.request_headers(s, &[(":path", "/"), ("x-probe-op", op)], true)
+        .unwrap();
     let result = h.request_header(s, "x-probe-result");
     (s, result)
 }
@@ -51,9 +52,19 @@ fn cas_increments_are_exact_across_workers_with_injected_races() {
             results.push(op(&mut h, i % 4, "incr").1.unwrap());
         }
         let expected: Vec<String> = (1..=40).map(|n| n.to_string()).collect();
-        assert_eq!(results, expected, "{profile:?}: every increment counted once");
-        assert!(h.cas_mismatches() >= 26, "races were injected: {}", h.cas_mismatches());
-        assert_eq!(h.shared_value("cxgate/test/counter").unwrap(), 40u64.to_le_bytes());
+        assert_eq!(
+            results, expected,
+            "{profile:?}: every increment counted once"
+        );
+        assert!(
+            h.cas_mismatches() >= 26,
+            "races were injected: {}",
+            h.cas_mismatches()
+        );
+        assert_eq!(
+            h.shared_value("cxgate/test/counter").unwrap(),
+            40u64.to_le_bytes()
+        );
     }
 }
 
@@ -62,7 +73,10 @@ fn bounded_cas_loop_reports_contention_instead_of_spinning() {
     let mut h = probe(Profile::Envoy, 1, r#"{"cas_attempts":3}"#);
     op(&mut h, 0, "incr");
     h.race_next_writes(10);
-    assert_eq!(op(&mut h, 0, "incr").1.as_deref(), Some("error:Contention { attempts: 3 }"));
+    assert_eq!(
+        op(&mut h, 0, "incr").1.as_deref(),
+        Some("error:Contention { attempts: 3 }")
+    );
 }
 
 #[test]
@@ -70,7 +84,11 @@ fn insert_if_absent_wins_once_on_both_hosts() {
     for profile in [Profile::Envoy, Profile::Kong] {
         let mut h = probe(profile, 3, "");
         let outcomes: Vec<String> = (0..3).map(|w| op(&mut h, w, "insert").1.unwrap()).collect();
-        assert_eq!(outcomes, vec!["Ok(())", "Err(CasMismatch)", "Err(CasMismatch)"], "{profile:?}");
+        assert_eq!(
+            outcomes,
+            vec!["Ok(())", "Err(CasMismatch)", "Err(CasMismatch)"],
+            "{profile:?}"
+        );
     }
 }
 
@@ -82,15 +100,27 @@ fn exactly_one_lease_holder_per_tick_and_takeover_when_it_stops() {
         h.advance(Duration::from_secs(10)).unwrap();
         let holders_at = |h: &Host, t: u64| -> Vec<u64> {
             h.shared_value(&format!("cxgate/test/held/{t}"))
-                .map(|v| v.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect())
+                .map(|v| {
+                    v.chunks(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let mut first_holder = None;
         for s in 1..=10 {
             let holders = holders_at(&h, start + s * 1000);
-            assert_eq!(holders.len(), 1, "{profile:?} t={s}s: exactly one holder, got {holders:?}");
+            assert_eq!(
+                holders.len(),
+                1,
+                "{profile:?} t={s}s: exactly one holder, got {holders:?}"
+            );
             first_holder.get_or_insert(holders[0]);
-            assert_eq!(Some(holders[0]), first_holder, "the holder renews and keeps it");
+            assert_eq!(
+                Some(holders[0]),
+                first_holder,
+                "the holder renews and keeps it"
+            );
         }
         // The holder's worker dies (stops ticking): all workers tick at the same instants, and
         // worker 0 ticks first, so worker 0 is the holder. Another takes over within one lease
@@ -106,7 +136,10 @@ fn exactly_one_lease_holder_per_tick_and_takeover_when_it_stops() {
             }
         }
         let takeover = takeover.expect("someone took over");
-        assert!(takeover <= 13, "{profile:?}: takeover at {takeover}s, lease is 3 s after 10 s");
+        assert!(
+            takeover <= 13,
+            "{profile:?}: takeover at {takeover}s, lease is 3 s after 10 s"
+        );
     }
 }
 
@@ -122,13 +155,20 @@ fn callouts_are_answered_scripted_and_timed_out() {
         assert_eq!(calls[0].header("x-from"), Some("probe"));
         assert_eq!(calls[0].worker, 1);
         assert_eq!(h.request_continued(s), 0);
-        h.reply(calls[0].token, CallReply::json(200, "{\"ok\":true}")).unwrap();
-        assert_eq!(h.request_header(s, "x-probe-result").as_deref(), Some("200:{\"ok\":true}"));
+        h.reply(calls[0].token, CallReply::json(200, "{\"ok\":true}"))
+            .unwrap();
+        assert_eq!(
+            h.request_header(s, "x-probe-result").as_deref(),
+            Some("200:{\"ok\":true}")
+        );
         assert_eq!(h.request_continued(s), 1);
         // Answered by a scripted responder, right after dispatch.
         h.respond_with(|call| (call.path() == "/probe").then(|| CallReply::json(503, "down")));
         let (s, _) = op(&mut h, 0, "callout");
-        assert_eq!(h.request_header(s, "x-probe-result").as_deref(), Some("503:down"));
+        assert_eq!(
+            h.request_header(s, "x-probe-result").as_deref(),
+            Some("503:down")
+        );
         assert!(h.pending_calls().is_empty());
         // Timed out by the virtual clock (the probe asks for 500 ms).
         h.respond_with(|_| None);
@@ -138,7 +178,10 @@ fn callouts_are_answered_scripted_and_timed_out() {
         h.advance(Duration::from_millis(1)).unwrap();
         let reply = h.local_reply(s).expect("timeout answered locally");
         assert_eq!(reply.status, 504);
-        assert_eq!(reply.header("content-type"), Some("application/problem+json"));
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
     }
 }
 
@@ -146,9 +189,15 @@ fn callouts_are_answered_scripted_and_timed_out() {
 fn upstream_naming_follows_the_profile() {
     // A cluster name is refused by Kong, host:port by Envoy (unless it is a cluster).
     let mut h = probe(Profile::Kong, 1, r#"{"upstream":"mock"}"#);
-    assert_eq!(op(&mut h, 0, "callout").1.as_deref(), Some("dispatch:BadArgument"));
+    assert_eq!(
+        op(&mut h, 0, "callout").1.as_deref(),
+        Some("dispatch:BadArgument")
+    );
     let mut h = probe(Profile::Envoy, 1, r#"{"upstream":"127.0.0.1:7101"}"#);
-    assert_eq!(op(&mut h, 0, "callout").1.as_deref(), Some("dispatch:BadArgument"));
+    assert_eq!(
+        op(&mut h, 0, "callout").1.as_deref(),
+        Some("dispatch:BadArgument")
+    );
 }
 
 #[test]
@@ -165,23 +214,36 @@ fn kong_profile_refuses_what_kong_lacks() {
     for what in ["grpc", "log-level", "done", "node"] {
         let mut h = probe(Profile::Kong, 1, "");
         let s = h.new_stream(0).unwrap();
-        let err = h.request_headers(s, &[(":path", "/"), ("x-probe-op", what)], true).unwrap_err();
-        assert!(format!("{err:#}").contains("not supported by Kong"), "{what}: {err:#}");
+        let err = h
+            .request_headers(s, &[(":path", "/"), ("x-probe-op", what)], true)
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not supported by Kong"),
+            "{what}: {err:#}"
+        );
         assert_eq!(h.violations().len(), 1, "{what}");
         // The same filter is fine under the envoy profile (except gRPC, which we never use).
         let mut h = probe(Profile::Envoy, 1, "");
         let s = h.new_stream(0).unwrap();
-        h.request_headers(s, &[(":path", "/"), ("x-probe-op", what)], true).unwrap();
+        h.request_headers(s, &[(":path", "/"), ("x-probe-op", what)], true)
+            .unwrap();
     }
     // Pausing in response headers.
     let mut h = probe(Profile::Kong, 1, "");
     let s = h.new_stream(0).unwrap();
-    h.request_headers(s, &[(":path", "/"), ("x-probe-op", "pause-response")], true).unwrap();
-    let err = h.response_headers(s, &[(":status", "200")], false).unwrap_err();
-    assert!(format!("{err:#}").contains("pausing in response headers"), "{err:#}");
+    h.request_headers(s, &[(":path", "/"), ("x-probe-op", "pause-response")], true)
+        .unwrap();
+    let err = h
+        .response_headers(s, &[(":status", "200")], false)
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("pausing in response headers"),
+        "{err:#}"
+    );
     let mut h = probe(Profile::Envoy, 1, "");
     let s = h.new_stream(0).unwrap();
-    h.request_headers(s, &[(":path", "/"), ("x-probe-op", "pause-response")], true).unwrap();
+    h.request_headers(s, &[(":path", "/"), ("x-probe-op", "pause-response")], true)
+        .unwrap();
     assert!(h.response_headers(s, &[(":status", "200")], false).is_ok());
 }
 

@@ -14,7 +14,9 @@ fn host(profile: Profile, workers: usize, config: &str) -> Host {
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 #[test]
@@ -31,9 +33,18 @@ fn generates_both_headers_and_echoes_on_every_worker() {
             let id = h.request_header(s, "x-gateway-trace-id").unwrap();
             assert!(is_hex(&id, 32), "{id}");
             let tp = h.request_header(s, "traceparent").unwrap();
-            assert!(tp.starts_with(&format!("00-{id}-")) && tp.ends_with("-01"), "{tp}");
-            assert_eq!(h.response_headers(s, &[(":status", "200")], false).unwrap(), Action::Continue);
-            assert_eq!(h.response_header(s, "x-gateway-trace-id").as_deref(), Some(id.as_str()));
+            assert!(
+                tp.starts_with(&format!("00-{id}-")) && tp.ends_with("-01"),
+                "{tp}"
+            );
+            assert_eq!(
+                h.response_headers(s, &[(":status", "200")], false).unwrap(),
+                Action::Continue
+            );
+            assert_eq!(
+                h.response_header(s, "x-gateway-trace-id").as_deref(),
+                Some(id.as_str())
+            );
             h.finish(s).unwrap();
             assert!(seen.insert(id), "trace ids must differ between requests");
         }
@@ -49,11 +60,18 @@ fn keeps_valid_consumer_values() {
         let s = h.new_stream(1).unwrap();
         h.request_headers(
             s,
-            &[(":path", "/"), ("X-Gateway-Trace-Id", "req_8f3a2c9d1e4b"), ("traceparent", TP)],
+            &[
+                (":path", "/"),
+                ("X-Gateway-Trace-Id", "req_8f3a2c9d1e4b"),
+                ("traceparent", TP),
+            ],
             false,
         )
         .unwrap();
-        assert_eq!(h.request_header(s, "x-gateway-trace-id").as_deref(), Some("req_8f3a2c9d1e4b"));
+        assert_eq!(
+            h.request_header(s, "x-gateway-trace-id").as_deref(),
+            Some("req_8f3a2c9d1e4b")
+        );
         assert_eq!(h.request_header(s, "traceparent").as_deref(), Some(TP));
         assert_eq!(h.metric("cxgate_trace.kept"), Some(1));
         assert_eq!(h.metric("cxgate_trace.generated"), Some(0));
@@ -64,8 +82,16 @@ fn keeps_valid_consumer_values() {
 fn replaces_invalid_inbound_values() {
     let mut h = host(Profile::Envoy, 1, "");
     let s = h.new_stream(0).unwrap();
-    h.request_headers(s, &[(":path", "/"), ("x-gateway-trace-id", "bad id!"), ("traceparent", "garbage")], true)
-        .unwrap();
+    h.request_headers(
+        s,
+        &[
+            (":path", "/"),
+            ("x-gateway-trace-id", "bad id!"),
+            ("traceparent", "garbage"),
+        ],
+        true,
+    )
+    .unwrap();
     let id = h.request_header(s, "x-gateway-trace-id").unwrap();
     assert!(is_hex(&id, 32));
     assert!(h.request_header(s, "traceparent").unwrap().contains(&id));
@@ -73,7 +99,11 @@ fn replaces_invalid_inbound_values() {
 
 #[test]
 fn custom_header_and_no_echo() {
-    let mut h = host(Profile::Kong, 1, r#"{"trace_header":"X-Request-Trace","echo_in_response":false}"#);
+    let mut h = host(
+        Profile::Kong,
+        1,
+        r#"{"trace_header":"X-Request-Trace","echo_in_response":false}"#,
+    );
     let s = h.new_stream(0).unwrap();
     h.request_headers(s, &[(":path", "/")], false).unwrap();
     assert!(h.request_header(s, "x-request-trace").is_some());
@@ -90,9 +120,16 @@ fn bad_config_is_rejected_naming_the_field() {
         (r#"{"version":9}"#, "/version"),
         (r#"{"unknown":true}"#, "/unknown"),
     ] {
-        let err = Host::builder(filter_wasm("cxgate-trace")).config(config).start().err().unwrap();
+        let err = Host::builder(filter_wasm("cxgate-trace"))
+            .config(config)
+            .start()
+            .err()
+            .unwrap();
         let text = format!("{err:#}");
         assert!(text.contains("on_configure returned false"), "{text}");
-        assert!(text.contains(&format!(r#"\"field\":\"{field}\""#)), "{text}");
+        assert!(
+            text.contains(&format!(r#"\"field\":\"{field}\""#)),
+            "{text}"
+        );
     }
 }

@@ -17,27 +17,40 @@ pub use render::{Ports, Vars, consumers, render_envoy};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
 }
 
 /// A free loopback port (bound, then released for the child to take).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// Where the project's binaries are: `$CXGATE_BIN_DIR` or `target/debug`.
 pub fn bin(name: &str) -> PathBuf {
-    std::env::var_os("CXGATE_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/debug")).join(name)
+    std::env::var_os("CXGATE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug"))
+        .join(name)
 }
 
 /// Envoy from the project venv (`./cxgate setup` installs it), or `$CXGATE_ENVOY`.
 pub fn envoy_bin() -> PathBuf {
-    std::env::var_os("CXGATE_ENVOY").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".venv/bin/envoy"))
+    std::env::var_os("CXGATE_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/envoy"))
 }
 
 /// The built filters: `$CXGATE_WASM_DIR` or `target/wasm32-wasip1/release`.
 pub fn wasm_dir() -> PathBuf {
-    std::env::var_os("CXGATE_WASM_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/wasm32-wasip1/release"))
+    std::env::var_os("CXGATE_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/wasm32-wasip1/release"))
 }
 
 /// A child process that is killed when dropped.
@@ -48,9 +61,18 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn spawn(name: &str, program: &Path, args: &[String], env: &[(&str, &str)], log_dir: &Path) -> Result<Service, String> {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> Result<Service, String> {
         if !program.exists() {
-            return Err(format!("{} not found (run ./cxgate build first)", program.display()));
+            return Err(format!(
+                "{} not found (run ./cxgate build first)",
+                program.display()
+            ));
         }
         std::fs::create_dir_all(log_dir).map_err(|e| e.to_string())?;
         let log = log_dir.join(format!("{name}.log"));
@@ -69,8 +91,14 @@ impl Service {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
-        Ok(Service { name: name.to_string(), child, log })
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        Ok(Service {
+            name: name.to_string(),
+            child,
+            log,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -101,25 +129,39 @@ impl Drop for Service {
     }
 }
 
-/// Polls `url` until it answers `expect` (or any 2xx when `None`), up to `timeout`.
-pub fn wait_ready(service: &mut Service, url: &str, headers: &[(&str, &str)], timeout: Duration) -> Result<(), String> {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
+/// Polls `url` until it answers 2xx, up to `timeout`; fails early if the service exits.
+pub fn wait_ready(
+    service: &mut Service,
+    url: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(), String> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + timeout;
     loop {
         if !service.alive() {
-            return Err(format!("{} exited during start-up:\n{}", service.name, service.log_tail(30)));
+            return Err(format!(
+                "{} exited during start-up:\n{}",
+                service.name,
+                service.log_tail(30)
+            ));
         }
         let mut req = client.get(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        if let Ok(resp) = req.send() {
-            if resp.status().is_success() {
-                return Ok(());
-            }
+        if req.send().is_ok_and(|resp| resp.status().is_success()) {
+            return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!("{} not ready at {url} after {timeout:?}:\n{}", service.name, service.log_tail(30)));
+            return Err(format!(
+                "{} not ready at {url} after {timeout:?}:\n{}",
+                service.name,
+                service.log_tail(30)
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -141,7 +183,14 @@ pub struct StackOptions {
 
 impl Default for StackOptions {
     fn default() -> Self {
-        StackOptions { envoy_workers: 2, mock_args: Vec::new(), start_sidecar: true, start_envoy: true, ports: None, run_dir: None }
+        StackOptions {
+            envoy_workers: 2,
+            mock_args: Vec::new(),
+            start_sidecar: true,
+            start_envoy: true,
+            ports: None,
+            run_dir: None,
+        }
     }
 }
 
@@ -163,7 +212,9 @@ fn unique_run_dir() -> PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    repo_root().join("target/e2e-runs").join(format!("{}-{n}", std::process::id()))
+    repo_root()
+        .join("target/e2e-runs")
+        .join(format!("{}-{n}", std::process::id()))
 }
 
 impl Stack {
@@ -187,21 +238,44 @@ impl Stack {
         args.extend(opts.mock_args.iter().cloned());
         let mut mocks = Service::spawn("mocks", &bin("cxgate-mocks"), &args, &[], &run_dir)?;
         for port in [ports.genesys, ports.cxone, ports.llm] {
-            wait_ready(&mut mocks, &format!("http://127.0.0.1:{port}/__mock/health"), &[], Duration::from_secs(20))?;
+            wait_ready(
+                &mut mocks,
+                &format!("http://127.0.0.1:{port}/__mock/health"),
+                &[],
+                Duration::from_secs(20),
+            )?;
         }
 
         let sidecar = if opts.start_sidecar {
-            let args = vec!["--listen".to_string(), format!("127.0.0.1:{}", ports.sidecar)];
-            let mut s = Service::spawn("sidecar", &bin("cxgate-sidecar"), &args, &[("CXGATE_SIDECAR_KEY", SIDECAR_KEY)], &run_dir)?;
-            wait_ready(&mut s, &format!("http://127.0.0.1:{}/health", ports.sidecar), &[("x-cxgate-sidecar-key", SIDECAR_KEY)], Duration::from_secs(20))?;
+            let args = vec![
+                "--listen".to_string(),
+                format!("127.0.0.1:{}", ports.sidecar),
+            ];
+            let mut s = Service::spawn(
+                "sidecar",
+                &bin("cxgate-sidecar"),
+                &args,
+                &[("CXGATE_SIDECAR_KEY", SIDECAR_KEY)],
+                &run_dir,
+            )?;
+            wait_ready(
+                &mut s,
+                &format!("http://127.0.0.1:{}/health", ports.sidecar),
+                &[("x-cxgate-sidecar-key", SIDECAR_KEY)],
+                Duration::from_secs(20),
+            )?;
             Some(s)
         } else {
             None
         };
 
         let envoy = if opts.start_envoy {
-            let vars = Vars { ports: ports.clone(), wasm_dir: wasm_dir() };
-            let template = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).map_err(|e| e.to_string())?;
+            let vars = Vars {
+                ports: ports.clone(),
+                wasm_dir: wasm_dir(),
+            };
+            let template = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml"))
+                .map_err(|e| e.to_string())?;
             let config = render_envoy(&template, &vars)?;
             let path = run_dir.join("envoy.yaml");
             std::fs::write(&path, config).map_err(|e| e.to_string())?;
@@ -218,12 +292,24 @@ impl Stack {
                 "wasm:info".into(),
             ];
             let mut e = Service::spawn("envoy", &envoy_bin(), &args, &[], &run_dir)?;
-            wait_ready(&mut e, &format!("http://127.0.0.1:{}/ready", ports.admin), &[], Duration::from_secs(60))?;
+            wait_ready(
+                &mut e,
+                &format!("http://127.0.0.1:{}/ready", ports.admin),
+                &[],
+                Duration::from_secs(60),
+            )?;
             Some(e)
         } else {
             None
         };
-        Ok(Stack { ports, run_dir, http, envoy, sidecar, mocks })
+        Ok(Stack {
+            ports,
+            run_dir,
+            http,
+            envoy,
+            sidecar,
+            mocks,
+        })
     }
 
     pub fn gateway_url(&self, path: &str) -> String {
@@ -250,6 +336,9 @@ impl Stack {
 
     /// Envoy's log so far (filter logs included).
     pub fn envoy_log(&self) -> String {
-        self.envoy.as_ref().map(|e| std::fs::read_to_string(&e.log).unwrap_or_default()).unwrap_or_default()
+        self.envoy
+            .as_ref()
+            .map(|e| std::fs::read_to_string(&e.log).unwrap_or_default())
+            .unwrap_or_default()
     }
 }

@@ -16,7 +16,14 @@ pub struct Ports {
 impl Ports {
     /// The demo's documented ports.
     pub fn demo() -> Ports {
-        Ports { gateway: 8080, admin: 9901, sidecar: 7070, genesys: 7101, cxone: 7102, llm: 7103 }
+        Ports {
+            gateway: 8080,
+            admin: 9901,
+            sidecar: 7070,
+            genesys: 7101,
+            cxone: 7102,
+            llm: 7103,
+        }
     }
 
     /// Six distinct free loopback ports.
@@ -29,7 +36,14 @@ impl Ports {
                 return p;
             }
         };
-        Ports { gateway: next(), admin: next(), sidecar: next(), genesys: next(), cxone: next(), llm: next() }
+        Ports {
+            gateway: next(),
+            admin: next(),
+            sidecar: next(),
+            genesys: next(),
+            cxone: next(),
+            llm: next(),
+        }
     }
 }
 
@@ -53,7 +67,8 @@ struct ConsumersFile {
 pub fn consumers(repo: &Path) -> Result<Vec<Consumer>, String> {
     let path = repo.join("envoy/consumers.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let file: ConsumersFile = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: ConsumersFile =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(file.consumers)
 }
 
@@ -62,7 +77,12 @@ pub fn render_envoy(template: &str, vars: &Vars) -> Result<String, String> {
     let p = &vars.ports;
     let credentials: String = consumers(&crate::repo_root())?
         .iter()
-        .map(|c| format!("              - {{ key: {:?}, client: {:?} }}\n", c.key, c.id))
+        .map(|c| {
+            format!(
+                "              - {{ key: {:?}, client: {:?} }}\n",
+                c.key, c.id
+            )
+        })
         .collect();
     let mut out = template.to_string();
     for (name, value) in [
@@ -80,7 +100,10 @@ pub fn render_envoy(template: &str, vars: &Vars) -> Result<String, String> {
     if let Some(pos) = out.find("{{") {
         let rest = &out[pos..];
         let end = rest.find("}}").map(|e| e + 2).unwrap_or(rest.len().min(40));
-        return Err(format!("unknown placeholder {} in envoy template", &rest[..end]));
+        return Err(format!(
+            "unknown placeholder {} in envoy template",
+            &rest[..end]
+        ));
     }
     Ok(out)
 }

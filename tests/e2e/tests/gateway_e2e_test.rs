@@ -20,12 +20,32 @@ fn every_shipped_envoy_config_validates() {
             continue;
         }
         let template = std::fs::read_to_string(&path).unwrap();
-        let rendered = render_envoy(&template, &Vars { ports: Ports::free(), wasm_dir: wasm_dir() }).unwrap();
-        let out_path = std::env::temp_dir().join(format!("cxgate-validate-{}-{}", std::process::id(), path.file_name().unwrap().to_string_lossy()));
+        let rendered = render_envoy(
+            &template,
+            &Vars {
+                ports: Ports::free(),
+                wasm_dir: wasm_dir(),
+            },
+        )
+        .unwrap();
+        let out_path = std::env::temp_dir().join(format!(
+            "cxgate-validate-{}-{}",
+            std::process::id(),
+            path.file_name().unwrap().to_string_lossy()
+        ));
         std::fs::write(&out_path, rendered).unwrap();
-        let out = Command::new(envoy_bin()).args(["--mode", "validate", "-c"]).arg(&out_path).output().unwrap();
+        let out = Command::new(envoy_bin())
+            .args(["--mode", "validate", "-c"])
+            .arg(&out_path)
+            .output()
+            .unwrap();
         let _ = std::fs::remove_file(&out_path);
-        assert!(out.status.success(), "{} failed validation:\n{}", path.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{} failed validation:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
         checked += 1;
     }
@@ -43,15 +63,24 @@ fn trace_headers_reach_the_platform_and_come_back() {
         .unwrap();
     // No token filter yet: the mock Genesys answers 401 in its own shape.
     assert_eq!(resp.status(), 401);
-    let trace_id = resp.headers()["x-gateway-trace-id"].to_str().unwrap().to_string();
+    let trace_id = resp.headers()["x-gateway-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(trace_id.len(), 32);
     let received = s.mock_requests("genesys");
     assert_eq!(received.len(), 1, "{received:?}");
     let r = &received[0];
-    assert_eq!(r["path"], "/api/v2/routing/skills", "route prefix rewritten");
+    assert_eq!(
+        r["path"], "/api/v2/routing/skills",
+        "route prefix rewritten"
+    );
     assert_eq!(r["headers"]["x-gateway-trace-id"], trace_id.as_str());
     let tp = r["headers"]["traceparent"].as_str().unwrap();
-    assert!(tp.starts_with(&format!("00-{trace_id}-")) && tp.len() == 55, "{tp}");
+    assert!(
+        tp.starts_with(&format!("00-{trace_id}-")) && tp.len() == 55,
+        "{tp}"
+    );
     // Neither the consumer's key nor the internal consumer header reaches a platform.
     assert!(r["headers"].get("x-api-key").is_none(), "{r}");
     assert!(r["headers"].get("x-cxgate-consumer").is_none(), "{r}");
@@ -71,7 +100,10 @@ fn consumer_trace_values_are_kept_end_to_end() {
         .unwrap();
     assert_eq!(resp.headers()["x-gateway-trace-id"], "req_8f3a2c9d1e4b");
     let received = s.mock_requests("cxone");
-    assert_eq!(received[0]["headers"]["x-gateway-trace-id"], "req_8f3a2c9d1e4b");
+    assert_eq!(
+        received[0]["headers"]["x-gateway-trace-id"],
+        "req_8f3a2c9d1e4b"
+    );
     assert_eq!(received[0]["headers"]["traceparent"], tp);
 }
 
@@ -91,13 +123,19 @@ fn unknown_or_missing_key_gets_401_problem_and_nothing_is_forwarded() {
         assert_eq!(body["status"], 401);
         assert!(body["detail"].as_str().unwrap().contains("x-api-key"));
     }
-    assert!(s.mock_requests("genesys").is_empty(), "nothing may reach the platform");
+    assert!(
+        s.mock_requests("genesys").is_empty(),
+        "nothing may reach the platform"
+    );
 }
 
 #[test]
 fn the_chain_sees_the_verified_consumer_never_a_spoofed_one() {
     let s = stack();
-    for (key, consumer) in [("demo-key-omnichannel", "omnichannel-app-prod"), ("demo-key-wfm", "wfm-sync")] {
+    for (key, consumer) in [
+        ("demo-key-omnichannel", "omnichannel-app-prod"),
+        ("demo-key-wfm", "wfm-sync"),
+    ] {
         let body: Value = s
             .http
             .get(s.gateway_url("/gateway/v1/whoami"))
@@ -115,7 +153,12 @@ fn the_chain_sees_the_verified_consumer_never_a_spoofed_one() {
 #[test]
 fn unrouted_paths_get_a_404_problem() {
     let s = stack();
-    let resp = s.http.get(s.gateway_url("/nowhere")).header("x-api-key", KEY).send().unwrap();
+    let resp = s
+        .http
+        .get(s.gateway_url("/nowhere"))
+        .header("x-api-key", KEY)
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     let body: Value = resp.json().unwrap();
@@ -126,9 +169,17 @@ fn unrouted_paths_get_a_404_problem() {
 fn a_platform_that_is_down_gets_a_503_problem_with_the_trace_id() {
     let mut s = stack();
     s.mocks.stop();
-    let resp = s.http.get(s.gateway_url("/genesys/api/v2/users")).header("x-api-key", KEY).send().unwrap();
+    let resp = s
+        .http
+        .get(s.gateway_url("/genesys/api/v2/users"))
+        .header("x-api-key", KEY)
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 503);
-    let trace_id = resp.headers()["x-gateway-trace-id"].to_str().unwrap().to_string();
+    let trace_id = resp.headers()["x-gateway-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let body: Value = resp.json().unwrap();
     assert_eq!(body["type"], "urn:cxgate:problem:upstream-unavailable");
     assert_eq!(body["trace_id"], trace_id.as_str());
@@ -138,11 +189,18 @@ fn a_platform_that_is_down_gets_a_503_problem_with_the_trace_id() {
 fn the_filter_runs_in_every_envoy_worker_and_counts() {
     let s = stack();
     for _ in 0..20 {
-        s.http.get(s.gateway_url("/gateway/v1/whoami")).header("x-api-key", KEY).send().unwrap();
+        s.http
+            .get(s.gateway_url("/gateway/v1/whoami"))
+            .header("x-api-key", KEY)
+            .send()
+            .unwrap();
     }
     let stats = s
         .http
-        .get(format!("http://127.0.0.1:{}/stats?filter=cxgate_trace", s.ports.admin))
+        .get(format!(
+            "http://127.0.0.1:{}/stats?filter=cxgate_trace",
+            s.ports.admin
+        ))
         .send()
         .unwrap()
         .text()
@@ -154,4 +212,32 @@ fn the_filter_runs_in_every_envoy_worker_and_counts() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no cxgate_trace.generated in:\n{stats}"));
     assert_eq!(generated, 20);
+}
+
+#[test]
+fn every_filter_ships_a_schema_and_a_matching_kong_meta() {
+    let root = repo_root();
+    let mut filters = 0;
+    for entry in std::fs::read_dir(root.join("filters")).unwrap() {
+        let dir = entry.unwrap().path();
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+        if !manifest.contains("cdylib") {
+            continue;
+        }
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(root.join(format!("schemas/filters/{name}.config.schema.json"))).unwrap()).unwrap();
+        let meta: Value = serde_json::from_str(&std::fs::read_to_string(root.join(format!("kong/{name}.meta.json"))).unwrap()).unwrap();
+        let kong = &meta["config_schema"];
+        assert_eq!(kong["$schema"], "http://json-schema.org/draft-04/schema#", "Kong reads draft-4");
+        let keys = |v: &Value| {
+            let mut k: Vec<String> = v["properties"].as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&schema), keys(kong), "{name}: schema and Kong meta list the same fields");
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(kong["additionalProperties"], false);
+        filters += 1;
+    }
+    assert!(filters >= 1);
 }

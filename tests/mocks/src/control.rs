@@ -1,5 +1,6 @@
 //! What every mock shares: request recording, fault injection, tokens, and `/__mock/*`.
 
+use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
@@ -7,7 +8,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -103,7 +103,12 @@ impl Mock {
         let now = Instant::now();
         lock(&self.tokens).insert(
             token.clone(),
-            Token { expires: now + Duration::from_secs(ttl), revoked: false, window_start: now, window_count: 0 },
+            Token {
+                expires: now + Duration::from_secs(ttl),
+                revoked: false,
+                window_start: now,
+                window_count: 0,
+            },
         );
         self.grants.fetch_add(1, Ordering::Relaxed);
         token
@@ -111,7 +116,10 @@ impl Mock {
 
     /// Checks a bearer token; `Err` is why it is refused.
     pub fn check_bearer(&self, headers: &HeaderMap) -> Result<String, &'static str> {
-        let value = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or("missing bearer token")?;
+        let value = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or("missing bearer token")?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
@@ -130,15 +138,24 @@ impl Mock {
     /// Counts a request against the token's per-minute budget: (count, allowed, reset_s, over).
     pub fn rate(&self, token: &str, per_min: u64) -> (u64, u64, u64, bool) {
         let mut tokens = lock(&self.tokens);
-        let Some(t) = tokens.get_mut(token) else { return (0, per_min, 60, false) };
+        let Some(t) = tokens.get_mut(token) else {
+            return (0, per_min, 60, false);
+        };
         let now = Instant::now();
         if now.duration_since(t.window_start) >= Duration::from_secs(60) {
             t.window_start = now;
             t.window_count = 0;
         }
         t.window_count += 1;
-        let reset = 60u64.saturating_sub(now.duration_since(t.window_start).as_secs()).max(1);
-        (t.window_count, per_min, reset, per_min > 0 && t.window_count > per_min)
+        let reset = 60u64
+            .saturating_sub(now.duration_since(t.window_start).as_secs())
+            .max(1);
+        (
+            t.window_count,
+            per_min,
+            reset,
+            per_min > 0 && t.window_count > per_min,
+        )
     }
 
     fn record(&self, r: Recorded) {
@@ -154,7 +171,12 @@ impl Mock {
             "token" => is_token,
             _ => !is_token,
         };
-        if !in_scope || !fault.path_prefix.as_deref().is_none_or(|p| path.starts_with(p)) {
+        if !in_scope
+            || !fault
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| path.starts_with(p))
+        {
             return None;
         }
         *acc += fault.ratio;
@@ -184,9 +206,15 @@ fn is_token_path(path: &str) -> bool {
 /// Platform-shaped error body for an injected status.
 fn fault_body(role: &str, status: u16, ctx: &str) -> Value {
     match role {
-        "genesys" => json!({"message": format!("Injected fault {status}"), "code": "mock.fault", "status": status, "contextId": ctx, "details": [], "errors": []}),
-        "llm" => json!({"error": {"message": format!("Injected fault {status}"), "type": "server_error", "code": status}}),
-        _ => json!({"error": "mock_fault", "error_description": format!("Injected fault {status}")}),
+        "genesys" => {
+            json!({"message": format!("Injected fault {status}"), "code": "mock.fault", "status": status, "contextId": ctx, "details": [], "errors": []})
+        }
+        "llm" => {
+            json!({"error": {"message": format!("Injected fault {status}"), "type": "server_error", "code": status}})
+        }
+        _ => {
+            json!({"error": "mock_fault", "error_description": format!("Injected fault {status}")})
+        }
     }
 }
 
@@ -205,7 +233,12 @@ async fn recorder(State(mock): State<Arc<Mock>>, req: Request, next: Next) -> Re
         headers: parts
             .headers
             .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body_json: serde_json::from_slice(&bytes).ok(),
         body: text,
@@ -220,17 +253,19 @@ async fn recorder(State(mock): State<Arc<Mock>>, req: Request, next: Next) -> Re
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = (code, Json(fault_body(mock.role, status, &ctx))).into_response();
             if let Some(ra) = fault.retry_after {
-                resp.headers_mut().insert("retry-after", HeaderValue::from(ra));
+                resp.headers_mut()
+                    .insert("retry-after", HeaderValue::from(ra));
             }
-            if mock.role == "genesys" {
-                if let Ok(v) = HeaderValue::from_str(&ctx) {
-                    resp.headers_mut().insert("inin-correlation-id", v);
-                }
+            if mock.role == "genesys"
+                && let Ok(v) = HeaderValue::from_str(&ctx)
+            {
+                resp.headers_mut().insert("inin-correlation-id", v);
             }
             return resp;
         }
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 async fn list_requests(State(mock): State<Arc<Mock>>) -> Json<Vec<Recorded>> {
@@ -244,14 +279,20 @@ async fn clear_requests(State(mock): State<Arc<Mock>>) -> StatusCode {
 
 async fn set_fault(State(mock): State<Arc<Mock>>, body: Bytes) -> Response {
     match serde_json::from_slice::<Fault>(&body) {
-        Ok(f) if !(0.0..=1.0).contains(&f.ratio) => {
-            (StatusCode::BAD_REQUEST, Json(json!({"error": "ratio must be within 0..1"}))).into_response()
-        }
+        Ok(f) if !(0.0..=1.0).contains(&f.ratio) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "ratio must be within 0..1"})),
+        )
+            .into_response(),
         Ok(f) => {
             *lock(&mock.fault) = Some((f.clone(), 0.0));
             (StatusCode::CREATED, Json(f)).into_response()
         }
-        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
     }
 }
 
@@ -262,8 +303,9 @@ async fn clear_fault(State(mock): State<Arc<Mock>>) -> StatusCode {
 
 /// Revokes every token issued so far (a body `{"token": "..."}` revokes just that one).
 async fn revoke(State(mock): State<Arc<Mock>>, body: Bytes) -> Json<Value> {
-    let only: Option<String> =
-        serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["token"].as_str().map(str::to_string));
+    let only: Option<String> = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["token"].as_str().map(str::to_string));
     let mut tokens = lock(&mock.tokens);
     let mut n = 0;
     for (k, t) in tokens.iter_mut() {
@@ -277,27 +319,37 @@ async fn revoke(State(mock): State<Arc<Mock>>, body: Bytes) -> Json<Value> {
 
 async fn stats(State(mock): State<Arc<Mock>>) -> Json<Value> {
     let requests = lock(&mock.requests).len();
-    Json(json!({"role": mock.role, "grants": mock.grants.load(Ordering::Relaxed), "requests": requests}))
+    Json(
+        json!({"role": mock.role, "grants": mock.grants.load(Ordering::Relaxed), "requests": requests}),
+    )
 }
 
 /// Adds the control API and the recorder around a role's router.
 pub fn wrap(app: Router, mock: Arc<Mock>) -> Router {
     let control = Router::new()
         .route("/__mock/health", get(|| async { "ok" }))
-        .route("/__mock/requests", get(list_requests).delete(clear_requests))
+        .route(
+            "/__mock/requests",
+            get(list_requests).delete(clear_requests),
+        )
         .route("/__mock/faults", post(set_fault).delete(clear_fault))
         .route("/__mock/tokens/revoke", post(revoke))
         .route("/__mock/stats", get(stats))
         .with_state(mock.clone());
-    app.merge(control).layer(middleware::from_fn_with_state(mock, recorder))
+    app.merge(control)
+        .layer(middleware::from_fn_with_state(mock, recorder))
 }
 
 /// Reads HTTP Basic credentials.
 pub fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     use base64::Engine;
     let value = headers.get("authorization")?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (id, secret) = text.split_once(':')?;
     Some((id.to_string(), secret.to_string()))
@@ -320,7 +372,11 @@ fn decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
             (b'+', _, _) => out.push(b' '),
             (b'%', Some(hi), Some(lo)) => {
                 out.push(hi * 16 + lo);

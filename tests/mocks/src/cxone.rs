@@ -36,7 +36,11 @@ struct Cxone {
 type S = State<Arc<Cxone>>;
 
 fn api_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (status, Json(json!({"error": error, "error_description": description}))).into_response()
+    (
+        status,
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
 }
 
 pub fn router(mock: Arc<Mock>, args: &Args, base: &str) -> Router {
@@ -55,11 +59,20 @@ pub fn router(mock: Arc<Mock>, args: &Args, base: &str) -> Router {
     let skill_agents = skills
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| Some((s["skillId"].as_i64()?, vec![5_000 + i as i64, 5_000 + ((i + 1) % n) as i64])))
+        .filter_map(|(i, s)| {
+            Some((
+                s["skillId"].as_i64()?,
+                vec![5_000 + i as i64, 5_000 + ((i + 1) % n) as i64],
+            ))
+        })
         .collect();
     let queues = (0..n)
         .map(|i| {
-            let name = if i == 0 { "Premium_Support".to_string() } else { format!("Queue_{i:03}") };
+            let name = if i == 0 {
+                "Premium_Support".to_string()
+            } else {
+                format!("Queue_{i:03}")
+            };
             json!({"id": format!("cxq-{:04}", i + 1), "name": name, "enabled": true})
         })
         .collect();
@@ -79,11 +92,17 @@ pub fn router(mock: Arc<Mock>, args: &Args, base: &str) -> Router {
     let api = Router::new()
         .route(&format!("{API}/skills"), get(list_skills))
         .route(&format!("{API}/skills/{{id}}"), get(get_skill))
-        .route(&format!("{API}/skills/{{id}}/agents"), get(skill_agents_list))
+        .route(
+            &format!("{API}/skills/{{id}}/agents"),
+            get(skill_agents_list),
+        )
         .route(&format!("{API}/agents"), get(list_agents))
         .route(&format!("{API}/agents/{{id}}/skills"), get(agent_skills))
         .route("/api/v2/routing/queues", get(seed_list_queues))
-        .route("/api/v2/routing/queues/{id}", get(seed_get_queue).put(seed_put_queue))
+        .route(
+            "/api/v2/routing/queues/{id}",
+            get(seed_get_queue).put(seed_put_queue),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), api_guard))
         .with_state(state.clone());
     Router::new()
@@ -115,7 +134,11 @@ async fn openid(State(c): S) -> Json<Value> {
 
 async fn cxone_configuration(State(c): S, Query(q): Query<HashMap<String, String>>) -> Response {
     let Some(tenant) = q.get("tenantId").filter(|t| !t.is_empty()) else {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_request", "tenantId is required");
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "tenantId is required",
+        );
     };
     Json(json!({"tenantId": tenant, "area": "na1", "api_endpoint": c.base, "ui_endpoint": c.base, "auth_endpoint": c.base}))
         .into_response()
@@ -125,14 +148,30 @@ async fn cxone_configuration(State(c): S, Query(q): Query<HashMap<String, String
 async fn token(State(c): S, headers: HeaderMap, body: Bytes) -> Response {
     match basic_auth(&headers) {
         Some((id, secret)) if id == c.client_id && secret == c.client_secret => {}
-        _ => return api_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"),
+        _ => {
+            return api_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication failed",
+            );
+        }
     }
     let f = form(&body);
     if f.get("grant_type").map(String::as_str) != Some("password") {
-        return api_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "use grant_type=password with access keys");
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "use grant_type=password with access keys",
+        );
     }
-    if f.get("username") != Some(&c.access_key_id) || f.get("password") != Some(&c.access_key_secret) {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_grant", "invalid access key");
+    if f.get("username") != Some(&c.access_key_id)
+        || f.get("password") != Some(&c.access_key_secret)
+    {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "invalid access key",
+        );
     }
     let access_token = c.mock.issue_token(c.ttl);
     Json(json!({"access_token": access_token, "token_type": "Bearer", "expires_in": c.ttl,
@@ -144,16 +183,25 @@ async fn token(State(c): S, headers: HeaderMap, body: Bytes) -> Response {
 async fn seed_token(State(c): S, body: Bytes) -> Response {
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if v["client_id"] != c.client_id.as_str() || v["client_secret"] != c.client_secret.as_str() {
-        return api_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
     }
     let access_token = c.mock.issue_token(c.ttl);
-    Json(json!({"access_token": access_token, "token_type": "Bearer", "expires_in": c.ttl})).into_response()
+    Json(json!({"access_token": access_token, "token_type": "Bearer", "expires_in": c.ttl}))
+        .into_response()
 }
 
 /// skip/top paging with `totalRecords`.
 fn skip_top(items: &[Value], q: &HashMap<String, String>, key: &str) -> Response {
     let skip: usize = q.get("skip").and_then(|s| s.parse().ok()).unwrap_or(0);
-    let top: usize = q.get("top").and_then(|s| s.parse().ok()).unwrap_or(100).clamp(1, 10_000);
+    let top: usize = q
+        .get("top")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 10_000);
     let page: Vec<Value> = items.iter().skip(skip).take(top).cloned().collect();
     Json(json!({"businessUnitId": 4_600_001, "lastPollTime": "2026-01-01T00:00:00.000Z", "totalRecords": items.len(), key: page}))
         .into_response()
@@ -161,7 +209,16 @@ fn skip_top(items: &[Value], q: &HashMap<String, String>, key: &str) -> Response
 
 async fn list_skills(State(c): S, Query(q): Query<HashMap<String, String>>) -> Response {
     let items: Vec<Value> = match q.get("searchString") {
-        Some(s) => c.skills.iter().filter(|v| v["skillName"].as_str().is_some_and(|n| name_matches(&format!("*{s}*"), n))).cloned().collect(),
+        Some(s) => c
+            .skills
+            .iter()
+            .filter(|v| {
+                v["skillName"]
+                    .as_str()
+                    .is_some_and(|n| name_matches(&format!("*{s}*"), n))
+            })
+            .cloned()
+            .collect(),
         None => c.skills.clone(),
     };
     skip_top(&items, &q, "skills")
@@ -174,9 +231,20 @@ async fn get_skill(State(c): S, Path(id): Path<i64>) -> Response {
     }
 }
 
-async fn skill_agents_list(State(c): S, Path(id): Path<i64>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let Some(ids) = c.skill_agents.get(&id) else { return api_error(StatusCode::NOT_FOUND, "not_found", "skill not found") };
-    let items: Vec<Value> = c.agents.iter().filter(|a| a["agentId"].as_i64().is_some_and(|x| ids.contains(&x))).cloned().collect();
+async fn skill_agents_list(
+    State(c): S,
+    Path(id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(ids) = c.skill_agents.get(&id) else {
+        return api_error(StatusCode::NOT_FOUND, "not_found", "skill not found");
+    };
+    let items: Vec<Value> = c
+        .agents
+        .iter()
+        .filter(|a| a["agentId"].as_i64().is_some_and(|x| ids.contains(&x)))
+        .cloned()
+        .collect();
     skip_top(&items, &q, "agents")
 }
 
@@ -184,14 +252,23 @@ async fn list_agents(State(c): S, Query(q): Query<HashMap<String, String>>) -> R
     skip_top(&c.agents, &q, "agents")
 }
 
-async fn agent_skills(State(c): S, Path(id): Path<i64>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn agent_skills(
+    State(c): S,
+    Path(id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     if !c.agents.iter().any(|a| a["agentId"] == id) {
         return api_error(StatusCode::NOT_FOUND, "not_found", "agent not found");
     }
     let items: Vec<Value> = c
         .skills
         .iter()
-        .filter(|s| s["skillId"].as_i64().and_then(|sid| c.skill_agents.get(&sid)).is_some_and(|a| a.contains(&id)))
+        .filter(|s| {
+            s["skillId"]
+                .as_i64()
+                .and_then(|sid| c.skill_agents.get(&sid))
+                .is_some_and(|a| a.contains(&id))
+        })
         .cloned()
         .collect();
     skip_top(&items, &q, "skills")
@@ -211,8 +288,15 @@ async fn seed_get_queue(State(c): S, Path(id): Path<String>) -> Response {
 }
 
 async fn seed_put_queue(State(c): S, Path(id): Path<String>, body: Bytes) -> Response {
-    let Some(mut obj) = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.as_object().cloned()) else {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_request", "body must be a JSON object");
+    let Some(mut obj) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+    else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "body must be a JSON object",
+        );
     };
     let mut queues = c.queues.lock().unwrap_or_else(|e| e.into_inner());
     let Some(q) = queues.iter_mut().find(|q| q["id"] == id.as_str()) else {

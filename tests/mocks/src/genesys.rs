@@ -61,7 +61,10 @@ pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
     queues.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     let skills = (0..n)
         .map(|i| {
-            let name = SEED_SKILLS.get(i).map(|s| s.to_string()).unwrap_or_else(|| format!("skill_{i:03}"));
+            let name = SEED_SKILLS
+                .get(i)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| format!("skill_{i:03}"));
             json!({"id": uuid(0x5c11, i), "name": name, "state": "active", "version": "1",
                    "selfUri": format!("/api/v2/routing/skills/{}", uuid(0x5c11, i))})
         })
@@ -86,13 +89,28 @@ pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
         jobs: Mutex::new(HashMap::new()),
     });
     let api = Router::new()
-        .route("/api/v2/routing/queues", get(list_queues).post(create_queue))
-        .route("/api/v2/routing/queues/{id}", get(get_queue).put(put_queue).delete(delete_queue))
+        .route(
+            "/api/v2/routing/queues",
+            get(list_queues).post(create_queue),
+        )
+        .route(
+            "/api/v2/routing/queues/{id}",
+            get(get_queue).put(put_queue).delete(delete_queue),
+        )
         .route("/api/v2/routing/skills", get(list_skills))
         .route("/api/v2/users", get(list_users))
-        .route("/api/v2/analytics/conversations/details/jobs", post(create_job))
-        .route("/api/v2/analytics/conversations/details/jobs/{id}", get(job_status))
-        .route("/api/v2/analytics/conversations/details/jobs/{id}/results", get(job_results))
+        .route(
+            "/api/v2/analytics/conversations/details/jobs",
+            post(create_job),
+        )
+        .route(
+            "/api/v2/analytics/conversations/details/jobs/{id}",
+            get(job_status),
+        )
+        .route(
+            "/api/v2/analytics/conversations/details/jobs/{id}/results",
+            get(job_results),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), api_guard))
         .with_state(state.clone());
     Router::new()
@@ -106,12 +124,25 @@ pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
 async fn api_guard(State(g): S, req: Request, next: Next) -> Response {
     let token = match g.mock.check_bearer(req.headers()) {
         Ok(t) => t,
-        Err(why) => return error(StatusCode::UNAUTHORIZED, "bad.credentials", &format!("Invalid login credentials: {why}"), &g.mock),
+        Err(why) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "bad.credentials",
+                &format!("Invalid login credentials: {why}"),
+                &g.mock,
+            );
+        }
     };
     let (count, allowed, reset, over) = g.mock.rate(&token, g.rate_limit);
     let mut resp = if over {
-        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too.many.requests", "Rate limit exceeded the maximum", &g.mock);
-        r.headers_mut().insert("retry-after", HeaderValue::from(reset));
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too.many.requests",
+            "Rate limit exceeded the maximum",
+            &g.mock,
+        );
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from(reset));
         r
     } else {
         next.run(req).await
@@ -120,50 +151,84 @@ async fn api_guard(State(g): S, req: Request, next: Next) -> Response {
     h.insert("inin-ratelimit-count", HeaderValue::from(count));
     h.insert("inin-ratelimit-allowed", HeaderValue::from(allowed));
     h.insert("inin-ratelimit-reset", HeaderValue::from(reset));
-    if !h.contains_key("inin-correlation-id") {
-        if let Ok(v) = HeaderValue::from_str(&g.mock.next_id("corr-")) {
-            h.insert("inin-correlation-id", v);
-        }
+    if !h.contains_key("inin-correlation-id")
+        && let Ok(v) = HeaderValue::from_str(&g.mock.next_id("corr-"))
+    {
+        h.insert("inin-correlation-id", v);
     }
     resp
 }
 
 fn token_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (status, Json(json!({"error": error, "description": description, "error_description": description}))).into_response()
+    (
+        status,
+        Json(json!({"error": error, "description": description, "error_description": description})),
+    )
+        .into_response()
 }
 
 /// `POST /oauth/token`: client credentials with HTTP Basic, form body.
 async fn token(State(g): S, headers: HeaderMap, body: Bytes) -> Response {
     let Some((id, secret)) = basic_auth(&headers) else {
-        return token_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+        return token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
     };
     if id != g.client_id || secret != g.client_secret {
-        return token_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+        return token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
     }
     if form(&body).get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type must be client_credentials");
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        );
     }
     let access_token = g.mock.issue_token(g.ttl);
-    Json(json!({"access_token": access_token, "token_type": "bearer", "expires_in": g.ttl})).into_response()
+    Json(json!({"access_token": access_token, "token_type": "bearer", "expires_in": g.ttl}))
+        .into_response()
 }
 
 /// Seed 000's shape: JSON body with client id and secret.
 async fn seed_token(State(g): S, body: Bytes) -> Response {
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if v["grant_type"] != "client_credentials" {
-        return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type must be client_credentials");
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        );
     }
     if v["client_id"] != g.client_id.as_str() || v["client_secret"] != g.client_secret.as_str() {
-        return token_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+        return token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
     }
     let access_token = g.mock.issue_token(g.ttl);
-    Json(json!({"access_token": access_token, "token_type": "bearer", "expires_in": g.ttl})).into_response()
+    Json(json!({"access_token": access_token, "token_type": "bearer", "expires_in": g.ttl}))
+        .into_response()
 }
 
 /// Page-based listing: `pageNumber` (from 1), `pageSize` (default 25, max 500).
 fn page(items: &[Value], q: &HashMap<String, String>, base: &str) -> Response {
-    let size: usize = q.get("pageSize").and_then(|s| s.parse().ok()).unwrap_or(25).clamp(1, 500);
-    let number: usize = q.get("pageNumber").and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
+    let size: usize = q
+        .get("pageSize")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(25)
+        .clamp(1, 500);
+    let number: usize = q
+        .get("pageNumber")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let total = items.len();
     let page_count = total.div_ceil(size).max(1);
     let start = (number - 1) * size;
@@ -182,7 +247,11 @@ fn page(items: &[Value], q: &HashMap<String, String>, base: &str) -> Response {
 
 fn filtered(items: &[Value], q: &HashMap<String, String>) -> Vec<Value> {
     match q.get("name") {
-        Some(pattern) => items.iter().filter(|v| v["name"].as_str().is_some_and(|n| name_matches(pattern, n))).cloned().collect(),
+        Some(pattern) => items
+            .iter()
+            .filter(|v| v["name"].as_str().is_some_and(|n| name_matches(pattern, n)))
+            .cloned()
+            .collect(),
         None => items.to_vec(),
     }
 }
@@ -196,46 +265,93 @@ async fn get_queue(State(g): S, Path(id): Path<String>) -> Response {
     let queues = g.queues.lock().unwrap_or_else(|e| e.into_inner());
     match queues.iter().find(|q| q["id"] == id.as_str()) {
         Some(q) => Json(q.clone()).into_response(),
-        None => error(StatusCode::NOT_FOUND, "not.found", &format!("queue {id} not found"), &g.mock),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not.found",
+            &format!("queue {id} not found"),
+            &g.mock,
+        ),
     }
 }
 
 fn json_object(body: &Bytes) -> Option<serde_json::Map<String, Value>> {
-    serde_json::from_slice::<Value>(body).ok()?.as_object().cloned()
+    serde_json::from_slice::<Value>(body)
+        .ok()?
+        .as_object()
+        .cloned()
 }
 
 /// Whole-object update (Genesys has no PATCH for queues).
 async fn put_queue(State(g): S, Path(id): Path<String>, body: Bytes) -> Response {
     let Some(mut obj) = json_object(&body) else {
-        return error(StatusCode::BAD_REQUEST, "bad.request", "body must be a JSON object", &g.mock);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad.request",
+            "body must be a JSON object",
+            &g.mock,
+        );
     };
-    if obj.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
-        return error(StatusCode::BAD_REQUEST, "invalid.value", "name is required", &g.mock);
+    if obj
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid.value",
+            "name is required",
+            &g.mock,
+        );
     }
     let mut queues = g.queues.lock().unwrap_or_else(|e| e.into_inner());
     let Some(q) = queues.iter_mut().find(|q| q["id"] == id.as_str()) else {
-        return error(StatusCode::NOT_FOUND, "not.found", &format!("queue {id} not found"), &g.mock);
+        return error(
+            StatusCode::NOT_FOUND,
+            "not.found",
+            &format!("queue {id} not found"),
+            &g.mock,
+        );
     };
     let version = q["version"].as_u64().unwrap_or(1) + 1;
     obj.insert("id".into(), json!(id));
     obj.insert("version".into(), json!(version));
-    obj.insert("selfUri".into(), json!(format!("/api/v2/routing/queues/{id}")));
+    obj.insert(
+        "selfUri".into(),
+        json!(format!("/api/v2/routing/queues/{id}")),
+    );
     *q = Value::Object(obj);
     Json(q.clone()).into_response()
 }
 
 async fn create_queue(State(g): S, body: Bytes) -> Response {
     let Some(mut obj) = json_object(&body) else {
-        return error(StatusCode::BAD_REQUEST, "bad.request", "body must be a JSON object", &g.mock);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad.request",
+            "body must be a JSON object",
+            &g.mock,
+        );
     };
-    if obj.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
-        return error(StatusCode::BAD_REQUEST, "invalid.value", "name is required", &g.mock);
+    if obj
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid.value",
+            "name is required",
+            &g.mock,
+        );
     }
     let mut queues = g.queues.lock().unwrap_or_else(|e| e.into_inner());
     let id = uuid(0x9e0f, queues.len());
     obj.insert("id".into(), json!(id));
     obj.insert("version".into(), json!(1));
-    obj.insert("selfUri".into(), json!(format!("/api/v2/routing/queues/{id}")));
+    obj.insert(
+        "selfUri".into(),
+        json!(format!("/api/v2/routing/queues/{id}")),
+    );
     queues.push(Value::Object(obj.clone()));
     (StatusCode::OK, Json(Value::Object(obj))).into_response()
 }
@@ -245,7 +361,12 @@ async fn delete_queue(State(g): S, Path(id): Path<String>) -> Response {
     let before = queues.len();
     queues.retain(|q| q["id"] != id.as_str());
     if queues.len() == before {
-        return error(StatusCode::NOT_FOUND, "not.found", &format!("queue {id} not found"), &g.mock);
+        return error(
+            StatusCode::NOT_FOUND,
+            "not.found",
+            &format!("queue {id} not found"),
+            &g.mock,
+        );
     }
     StatusCode::OK.into_response()
 }
@@ -260,32 +381,67 @@ async fn list_users(State(g): S, Query(q): Query<HashMap<String, String>>) -> Re
 
 async fn create_job(State(g): S) -> Response {
     let id = g.mock.next_id("job-");
-    g.jobs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), ());
+    g.jobs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), ());
     (StatusCode::ACCEPTED, Json(json!({"jobId": id}))).into_response()
 }
 
 async fn job_status(State(g): S, Path(id): Path<String>) -> Response {
-    if !g.jobs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+    if !g
+        .jobs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains_key(&id)
+    {
         return error(StatusCode::NOT_FOUND, "not.found", "job not found", &g.mock);
     }
     Json(json!({"state": "FULFILLED", "expirationDate": "2099-01-01T00:00:00Z"})).into_response()
 }
 
 /// Cursor-based results: 50 per page; the cursor is opaque (here: the next offset, encoded).
-async fn job_results(State(g): S, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn job_results(
+    State(g): S,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     use base64::Engine;
-    if !g.jobs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+    if !g
+        .jobs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains_key(&id)
+    {
         return error(StatusCode::NOT_FOUND, "not.found", "job not found", &g.mock);
     }
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let start: usize = match q.get("cursor") {
         None => 0,
-        Some(c) => match engine.decode(c).ok().and_then(|b| String::from_utf8(b).ok()).and_then(|s| s.strip_prefix("off:").and_then(|n| n.parse().ok())) {
+        Some(c) => match engine
+            .decode(c)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.strip_prefix("off:").and_then(|n| n.parse().ok()))
+        {
             Some(n) => n,
-            None => return error(StatusCode::BAD_REQUEST, "bad.request", "invalid cursor", &g.mock),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad.request",
+                    "invalid cursor",
+                    &g.mock,
+                );
+            }
         },
     };
-    let items: Vec<Value> = g.conversations.iter().skip(start).take(50).cloned().collect();
+    let items: Vec<Value> = g
+        .conversations
+        .iter()
+        .skip(start)
+        .take(50)
+        .cloned()
+        .collect();
     let mut body = json!({"conversations": items, "dataAvailabilityDate": "2099-01-01T00:00:00Z"});
     if start + 50 < g.conversations.len() {
         body["cursor"] = json!(engine.encode(format!("off:{}", start + 50)));

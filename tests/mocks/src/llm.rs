@@ -21,7 +21,10 @@ struct Llm {
 type S = State<Arc<Llm>>;
 
 pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
-    let state = Arc::new(Llm { mock, api_key: args.llm_api_key.clone() });
+    let state = Arc::new(Llm {
+        mock,
+        api_key: args.llm_api_key.clone(),
+    });
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
@@ -29,19 +32,30 @@ pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (status, Json(json!({"error": {"message": message, "type": kind, "code": Value::Null}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"message": message, "type": kind, "code": Value::Null}})),
+    )
+        .into_response()
 }
 
 /// Accepts `Authorization: Bearer <key>` or `api-key: <key>`.
 fn authorized(llm: &Llm, headers: &HeaderMap) -> bool {
-    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
     let api_key = headers.get("api-key").and_then(|v| v.to_str().ok());
     bearer.or(api_key) == Some(llm.api_key.as_str())
 }
 
 async fn models(State(l): S, headers: HeaderMap) -> Response {
     if !authorized(&l, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "invalid_request_error", "Incorrect API key provided");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Incorrect API key provided",
+        );
     }
     Json(json!({"object": "list", "data": [{"id": "mock-gpt", "object": "model", "owned_by": "cxgate-mocks"}]})).into_response()
 }
@@ -53,17 +67,38 @@ fn count_tokens(text: &str) -> u64 {
 
 async fn chat(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&l, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "invalid_request_error", "Incorrect API key provided");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Incorrect API key provided",
+        );
     }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "We could not parse the JSON body of your request.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "We could not parse the JSON body of your request.",
+        );
     };
     let Some(messages) = req["messages"].as_array().filter(|m| !m.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "'messages' must be a non-empty array");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "'messages' must be a non-empty array",
+        );
     };
     let model = req["model"].as_str().unwrap_or("mock-gpt").to_string();
-    let last_user = messages.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).unwrap_or("");
-    let prompt_tokens: u64 = messages.iter().filter_map(|m| m["content"].as_str()).map(count_tokens).sum();
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("");
+    let prompt_tokens: u64 = messages
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .map(count_tokens)
+        .sum();
     let content = format!("Mock reply to: {last_user}");
     let completion_tokens = count_tokens(&content);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
@@ -80,9 +115,16 @@ async fn chat(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
         json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     for (i, word) in content.split(' ').enumerate() {
-        let piece = if i == 0 { word.to_string() } else { format!(" {word}") };
+        let piece = if i == 0 {
+            word.to_string()
+        } else {
+            format!(" {word}")
+        };
         events.push(chunk(json!({"content": piece}), Value::Null));
     }
     events.push(chunk(json!({}), json!("stop")));
@@ -92,7 +134,11 @@ async fn chat(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::spawn(async move {
         for e in events {
-            if tx.send(Ok(Bytes::from(format!("data: {e}\n\n")))).await.is_err() {
+            if tx
+                .send(Ok(Bytes::from(format!("data: {e}\n\n"))))
+                .await
+                .is_err()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -102,6 +148,8 @@ async fn chat(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

@@ -32,17 +32,41 @@ pub struct Args {
     /// Genesys API requests per minute per token (0 = unlimited). Real default: 300.
     #[arg(long, default_value_t = 300)]
     genesys_rate_limit: u64,
-    #[arg(long, env = "MOCK_GENESYS_CLIENT_ID", default_value = "demo-genesys-client")]
+    #[arg(
+        long,
+        env = "MOCK_GENESYS_CLIENT_ID",
+        default_value = "demo-genesys-client"
+    )]
     genesys_client_id: String,
-    #[arg(long, env = "MOCK_GENESYS_CLIENT_SECRET", default_value = "demo-genesys-secret")]
+    #[arg(
+        long,
+        env = "MOCK_GENESYS_CLIENT_SECRET",
+        default_value = "demo-genesys-secret"
+    )]
     genesys_client_secret: String,
-    #[arg(long, env = "MOCK_CXONE_CLIENT_ID", default_value = "demo-cxone-client")]
+    #[arg(
+        long,
+        env = "MOCK_CXONE_CLIENT_ID",
+        default_value = "demo-cxone-client"
+    )]
     cxone_client_id: String,
-    #[arg(long, env = "MOCK_CXONE_CLIENT_SECRET", default_value = "demo-cxone-secret")]
+    #[arg(
+        long,
+        env = "MOCK_CXONE_CLIENT_SECRET",
+        default_value = "demo-cxone-secret"
+    )]
     cxone_client_secret: String,
-    #[arg(long, env = "MOCK_CXONE_ACCESS_KEY_ID", default_value = "demo-access-key")]
+    #[arg(
+        long,
+        env = "MOCK_CXONE_ACCESS_KEY_ID",
+        default_value = "demo-access-key"
+    )]
     cxone_access_key_id: String,
-    #[arg(long, env = "MOCK_CXONE_ACCESS_KEY_SECRET", default_value = "demo-access-key-secret")]
+    #[arg(
+        long,
+        env = "MOCK_CXONE_ACCESS_KEY_SECRET",
+        default_value = "demo-access-key-secret"
+    )]
     cxone_access_key_secret: String,
     #[arg(long, env = "MOCK_LLM_API_KEY", default_value = "demo-llm-key")]
     llm_api_key: String,
@@ -55,8 +79,11 @@ pub struct Args {
 async fn main() {
     let args = Args::parse();
     let mut tasks = Vec::new();
-    let roles: [(Option<SocketAddr>, &str); 3] =
-        [(args.genesys, "genesys"), (args.cxone, "cxone"), (args.llm, "llm")];
+    let roles: [(Option<SocketAddr>, &str); 3] = [
+        (args.genesys, "genesys"),
+        (args.cxone, "cxone"),
+        (args.llm, "llm"),
+    ];
     for (addr, role) in roles {
         let Some(addr) = addr else { continue };
         let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -76,7 +103,9 @@ async fn main() {
         };
         let app = control::wrap(app, mock);
         println!("mock {role} listening on {base}");
-        tasks.push(tokio::spawn(async move { axum::serve(listener, app).await }));
+        tasks.push(tokio::spawn(
+            async move { axum::serve(listener, app).await },
+        ));
     }
     if tasks.is_empty() {
         eprintln!("cxgate-mocks: give at least one of --genesys, --cxone, --llm");

@@ -1,7 +1,9 @@
 use cxgate_kit::host::{Callout, Expect, Headers, HttpCallout, Metrics, SharedStore};
 use cxgate_kit::log::Event;
 use cxgate_kit::problem::Problem;
-use cxgate_kit::proxy::{self, Level, ProxyCallout, ProxyClock, ProxyEntropy, ProxyHeaders, ProxyMetrics, ProxyStore};
+use cxgate_kit::proxy::{
+    self, Level, ProxyCallout, ProxyClock, ProxyEntropy, ProxyHeaders, ProxyMetrics, ProxyStore,
+};
 use cxgate_kit::shared::{Lease, LeaseState, Update, update};
 use cxgate_kit::{Clock, Entropy, config};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -56,7 +58,12 @@ impl RootContext for Root {
                 return false;
             }
         };
-        proxy::log(Level::Info, &Event::new("CAS_DIALECT").str("dialect", &format!("{:?}", store.dialect())).render());
+        proxy::log(
+            Level::Info,
+            &Event::new("CAS_DIALECT")
+                .str("dialect", &format!("{:?}", store.dialect()))
+                .render(),
+        );
         self.holder = ProxyEntropy.next_u64().unwrap_or(1) | 1;
         if config.tick_ms > 0 && proxy::set_tick_period_ms(config.tick_ms).is_err() {
             return false;
@@ -67,7 +74,9 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let Some(store) = self.store.as_mut() else { return };
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
         let lease = Lease::new("cxgate/lease/probe", self.holder, 3_000);
         if let Ok(LeaseState::Held { .. }) = lease.acquire(store, &ProxyClock) {
             // Record who held the lease at this instant.
@@ -81,7 +90,10 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Probe { config: self.config.clone(), store: ProxyStore::detect().ok()? }))
+        Some(Box::new(Probe {
+            config: self.config.clone(),
+            store: ProxyStore::detect().ok()?,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -101,13 +113,29 @@ impl Probe {
 }
 
 impl Context for Probe {
-    fn on_http_call_response(&mut self, _token: u32, headers: usize, _body: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
         if headers == 0 {
-            let reply = Problem::new(504, "upstream-timeout", "Upstream timeout", "callout failed").into_reply();
+            let reply = Problem::new(
+                504,
+                "upstream-timeout",
+                "Upstream timeout",
+                "callout failed",
+            )
+            .into_reply();
             let _ = proxy::send_local_reply(&reply, "probe_callout_failed");
             return;
         }
-        let status = ProxyHeaders::call_response().get(":status").ok().flatten().unwrap_or_default();
+        let status = ProxyHeaders::call_response()
+            .get(":status")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let body = proxy::buffer(4, 0, usize::MAX).unwrap_or_default();
         self.result(&format!("{status}:{}", String::from_utf8_lossy(&body)));
         let _ = proxy::continue_stream(0);
@@ -116,13 +144,26 @@ impl Context for Probe {
 
 impl HttpContext for Probe {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        let op = ProxyHeaders::request().get("x-probe-op").ok().flatten().unwrap_or_default();
+        let op = ProxyHeaders::request()
+            .get("x-probe-op")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         match op.as_str() {
             "incr" => {
-                let out = update(&mut self.store, "cxgate/test/counter", self.config.cas_attempts, |cur| {
-                    let n = cur.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0) + 1;
-                    Update::Write(n.to_le_bytes().to_vec(), n)
-                });
+                let out = update(
+                    &mut self.store,
+                    "cxgate/test/counter",
+                    self.config.cas_attempts,
+                    |cur| {
+                        let n = cur
+                            .and_then(|b| b.try_into().ok())
+                            .map(u64::from_le_bytes)
+                            .unwrap_or(0)
+                            + 1;
+                        Update::Write(n.to_le_bytes().to_vec(), n)
+                    },
+                );
                 match out {
                     Ok(n) => self.result(&n.to_string()),
                     Err(e) => self.result(&format!("error:{e:?}")),
@@ -155,7 +196,8 @@ impl HttpContext for Probe {
                 }
             }
             "grpc" => {
-                let _ = self.dispatch_grpc_call("svc", "s", "m", vec![], None, Duration::from_secs(1));
+                let _ =
+                    self.dispatch_grpc_call("svc", "s", "m", vec![], None, Duration::from_secs(1));
             }
             "log-level" => {
                 let _ = proxy_wasm::hostcalls::get_log_level();
@@ -172,7 +214,15 @@ impl HttpContext for Probe {
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        let op = ProxyHeaders::request().get("x-probe-op").ok().flatten().unwrap_or_default();
-        if op == "pause-response" { Action::Pause } else { Action::Continue }
+        let op = ProxyHeaders::request()
+            .get("x-probe-op")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if op == "pause-response" {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
     }
 }
