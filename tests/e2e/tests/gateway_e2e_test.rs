@@ -225,16 +225,37 @@ fn every_filter_ships_a_schema_and_a_matching_kong_meta() {
             continue;
         }
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let schema: Value = serde_json::from_str(&std::fs::read_to_string(root.join(format!("schemas/filters/{name}.config.schema.json"))).unwrap()).unwrap();
-        let meta: Value = serde_json::from_str(&std::fs::read_to_string(root.join(format!("kong/{name}.meta.json"))).unwrap()).unwrap();
+        let schema: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                root.join(format!("schemas/filters/{name}.config.schema.json")),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let meta: Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(format!("kong/{name}.meta.json"))).unwrap(),
+        )
+        .unwrap();
         let kong = &meta["config_schema"];
-        assert_eq!(kong["$schema"], "http://json-schema.org/draft-04/schema#", "Kong reads draft-4");
+        assert_eq!(
+            kong["$schema"], "http://json-schema.org/draft-04/schema#",
+            "Kong reads draft-4"
+        );
         let keys = |v: &Value| {
-            let mut k: Vec<String> = v["properties"].as_object().unwrap().keys().cloned().collect();
+            let mut k: Vec<String> = v["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
             k.sort();
             k
         };
-        assert_eq!(keys(&schema), keys(kong), "{name}: schema and Kong meta list the same fields");
+        assert_eq!(
+            keys(&schema),
+            keys(kong),
+            "{name}: schema and Kong meta list the same fields"
+        );
         assert_eq!(schema["additionalProperties"], false);
         assert_eq!(kong["additionalProperties"], false);
         filters += 1;
