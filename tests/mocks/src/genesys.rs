@@ -274,35 +274,40 @@ async fn get_queue(State(g): S, Path(id): Path<String>) -> Response {
     }
 }
 
-fn json_object(body: &Bytes) -> Option<serde_json::Map<String, Value>> {
-    serde_json::from_slice::<Value>(body)
-        .ok()?
-        .as_object()
-        .cloned()
-}
-
-/// Whole-object update (Genesys has no PATCH for queues).
-async fn put_queue(State(g): S, Path(id): Path<String>, body: Bytes) -> Response {
-    let Some(mut obj) = json_object(&body) else {
-        return error(
+/// A queue body as Genesys checks it: a JSON object with a non-empty name.
+fn queue_body(body: &Bytes, mock: &Mock) -> Result<serde_json::Map<String, Value>, Box<Response>> {
+    let Some(obj) = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+    else {
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "bad.request",
             "body must be a JSON object",
-            &g.mock,
-        );
+            mock,
+        )));
     };
     if obj
         .get("name")
         .and_then(Value::as_str)
         .is_none_or(str::is_empty)
     {
-        return error(
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "invalid.value",
             "name is required",
-            &g.mock,
-        );
+            mock,
+        )));
     }
+    Ok(obj)
+}
+
+/// Whole-object update (Genesys has no PATCH for queues).
+async fn put_queue(State(g): S, Path(id): Path<String>, body: Bytes) -> Response {
+    let mut obj = match queue_body(&body, &g.mock) {
+        Ok(obj) => obj,
+        Err(resp) => return *resp,
+    };
     let mut queues = g.queues.lock().unwrap_or_else(|e| e.into_inner());
     let Some(q) = queues.iter_mut().find(|q| q["id"] == id.as_str()) else {
         return error(
@@ -324,26 +329,10 @@ async fn put_queue(State(g): S, Path(id): Path<String>, body: Bytes) -> Response
 }
 
 async fn create_queue(State(g): S, body: Bytes) -> Response {
-    let Some(mut obj) = json_object(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad.request",
-            "body must be a JSON object",
-            &g.mock,
-        );
+    let mut obj = match queue_body(&body, &g.mock) {
+        Ok(obj) => obj,
+        Err(resp) => return *resp,
     };
-    if obj
-        .get("name")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid.value",
-            "name is required",
-            &g.mock,
-        );
-    }
     let mut queues = g.queues.lock().unwrap_or_else(|e| e.into_inner());
     let id = uuid(0x9e0f, queues.len());
     obj.insert("id".into(), json!(id));
