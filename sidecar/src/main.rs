@@ -1,124 +1,192 @@
-//! cxgate sidecar (skeleton: issue 3 adds the token manager and metadata sync).
+//! cxgate sidecar: the slow and secret work, off the request path.
 //!
-//! Serves, on loopback only and behind a shared key header, the state API the filters pull
-//! (`/v1/state`), `/health` and Prometheus `/metrics`.
+//! Token managers (one per configured platform) keep a valid token in the published state;
+//! the filters pull that state into the proxy's shared data (see `cxgate_kit::sync`). Loopback
+//! only; every call needs the shared key header. Secrets come from env or files, never from
+//! the config itself, and never reach a log.
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+mod api;
+mod config;
+mod hub;
+mod metrics;
+mod sync;
+mod tokens;
+
 use clap::Parser;
-use serde_json::json;
+use config::{Config, SecretSource};
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-
-pub const KEY_HEADER: &str = "x-cxgate-sidecar-key";
+use std::time::Duration;
+use tokens::{Grantor, TokenManager};
 
 #[derive(Parser, Debug)]
 #[command(about = "cxgate sidecar: tokens, metadata sync, state API")]
 struct Args {
-    /// Listen address; must be a loopback address.
-    #[arg(long, default_value = "127.0.0.1:7070")]
-    listen: SocketAddr,
-    /// Shared key every caller must send in `x-cxgate-sidecar-key`.
-    #[arg(long, env = "CXGATE_SIDECAR_KEY", hide_env_values = true)]
-    key: Option<String>,
-    /// File holding the shared key (used when --key/CXGATE_SIDECAR_KEY is not set).
+    /// Config file (JSON, schema: schemas/sidecar.config.schema.json). Without it: no platforms.
+    #[arg(long, env = "CXGATE_SIDECAR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides the config's listen address (must be loopback).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// File holding the shared key (overrides the config's key source).
     #[arg(long, env = "CXGATE_SIDECAR_KEY_FILE")]
-    key_file: Option<std::path::PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
-struct Sidecar {
-    key: String,
+fn fail(message: &str) -> ! {
+    eprintln!("cxgate-sidecar: {message}");
+    std::process::exit(2)
 }
 
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt().json().with_target(false).init();
     let args = Args::parse();
-    if !args.listen.ip().is_loopback() {
-        eprintln!(
-            "cxgate-sidecar: refusing to listen on non-loopback address {}",
-            args.listen
+    let text = match &args.config {
+        Some(path) => std::fs::read_to_string(path)
+            .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", path.display()))),
+        None => "{}".to_string(),
+    };
+    let mut config = Config::parse(&text).unwrap_or_else(|e| fail(&e));
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if !config.listen.ip().is_loopback() {
+        fail(&format!(
+            "refusing to listen on non-loopback address {}",
+            config.listen
+        ));
+    }
+    if let Some(path) = args.key_file {
+        config.key = SecretSource::File(path);
+    }
+    let key = config
+        .key
+        .resolve("key")
+        .unwrap_or_else(|e| fail(&format!("{e} (the shared key for x-cxgate-sidecar-key)")));
+    if key.expose().len() < 16 {
+        fail("the shared key must be at least 16 characters");
+    }
+
+    let hub = Arc::new(hub::Hub::default());
+    let metrics = Arc::new(metrics::Metrics::default());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(config.refresh.request_timeout_ms))
+        .build()
+        .unwrap_or_else(|e| fail(&format!("http client: {e}")));
+    let mut managers: HashMap<&'static str, Arc<TokenManager>> = HashMap::new();
+    let mut genesys_api = None;
+    if let Some(g) = &config.genesys {
+        let (login, api) = g.urls().unwrap_or_else(|e| fail(&e));
+        genesys_api = Some(api);
+        let grantor = Grantor::Genesys {
+            login,
+            client_id: g
+                .client_id
+                .resolve("genesys.client_id")
+                .unwrap_or_else(|e| fail(&e)),
+            client_secret: g
+                .client_secret
+                .resolve("genesys.client_secret")
+                .unwrap_or_else(|e| fail(&e)),
+        };
+        let m = TokenManager::new(
+            "genesys",
+            grantor,
+            g.max_grants_per_second,
+            config.refresh.clone(),
+            hub.clone(),
+            metrics.clone(),
+            http.clone(),
         );
-        std::process::exit(2);
+        managers.insert("genesys", Arc::new(m));
     }
-    let key = match (args.key, args.key_file) {
-        (Some(k), _) => k,
-        (None, Some(path)) => match std::fs::read_to_string(&path) {
-            Ok(k) => k.trim().to_string(),
-            Err(e) => {
-                eprintln!(
-                    "cxgate-sidecar: cannot read key file {}: {e}",
-                    path.display()
-                );
-                std::process::exit(2);
-            }
-        },
-        (None, None) => {
-            eprintln!("cxgate-sidecar: set CXGATE_SIDECAR_KEY or CXGATE_SIDECAR_KEY_FILE");
-            std::process::exit(2);
-        }
-    };
-    if key.len() < 16 {
-        eprintln!("cxgate-sidecar: the shared key must be at least 16 characters");
-        std::process::exit(2);
+    if let Some(c) = &config.cxone {
+        let grantor = Grantor::Cxone {
+            issuer: c.issuer.trim_end_matches('/').to_string(),
+            tenant_id: c.tenant_id.clone(),
+            client_id: c
+                .client_id
+                .resolve("cxone.client_id")
+                .unwrap_or_else(|e| fail(&e)),
+            client_secret: c
+                .client_secret
+                .resolve("cxone.client_secret")
+                .unwrap_or_else(|e| fail(&e)),
+            access_key_id: c
+                .access_key_id
+                .resolve("cxone.access_key_id")
+                .unwrap_or_else(|e| fail(&e)),
+            access_key_secret: c
+                .access_key_secret
+                .resolve("cxone.access_key_secret")
+                .unwrap_or_else(|e| fail(&e)),
+            discovered: Default::default(),
+        };
+        let m = TokenManager::new(
+            "cxone",
+            grantor,
+            c.max_grants_per_second,
+            config.refresh.clone(),
+            hub.clone(),
+            metrics.clone(),
+            http.clone(),
+        );
+        managers.insert("cxone", Arc::new(m));
     }
-    let state = Arc::new(Sidecar { key });
-    let app = Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/v1/state", get(snapshot))
-        .layer(middleware::from_fn_with_state(state.clone(), require_key))
-        .with_state(state);
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("cxgate-sidecar: cannot bind {}: {e}", args.listen);
-            std::process::exit(2);
-        }
-    };
-    tracing::info!(event = "SIDECAR_READY", listen = %args.listen);
-    if let Err(e) = axum::serve(listener, app).await {
+    for m in managers.values() {
+        tokio::spawn(m.clone().run());
+    }
+    let maps: [(&'static str, &'static str, sync::Source); 3] = [
+        (
+            "genesys",
+            "genesys/queues",
+            sync::Source::GenesysPaged {
+                path: "/api/v2/routing/queues",
+            },
+        ),
+        (
+            "genesys",
+            "genesys/skills",
+            sync::Source::GenesysPaged {
+                path: "/api/v2/routing/skills",
+            },
+        ),
+        ("cxone", "cxone/skills", sync::Source::CxoneSkills),
+    ];
+    for (platform, name, source) in maps {
+        let Some(tokens) = managers.get(platform) else {
+            continue;
+        };
+        let task = sync::MapSync {
+            name,
+            source,
+            api_base: genesys_api.clone(),
+            tokens: tokens.clone(),
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            http: http.clone(),
+            interval: Duration::from_secs(config.metadata.interval_s),
+            page_size: config.metadata.page_size,
+        };
+        tokio::spawn(task.run());
+    }
+
+    let api = Arc::new(api::Api {
+        key: key.expose().to_string(),
+        hub,
+        metrics,
+        managers,
+        long_poll_max: Duration::from_millis(config.long_poll_max_ms),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .unwrap_or_else(|e| fail(&format!("cannot bind {}: {e}", config.listen)));
+    tracing::info!(event = "SIDECAR_READY", listen = %config.listen, platforms = ?api.managers.keys().collect::<Vec<_>>());
+    if let Err(e) = axum::serve(listener, api::router(api)).await {
         eprintln!("cxgate-sidecar: {e}");
         std::process::exit(1);
     }
-}
-
-/// Constant-time comparison, so the key cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn require_key(State(s): State<Arc<Sidecar>>, req: Request, next: Next) -> Response {
-    let ok = req
-        .headers()
-        .get(KEY_HEADER)
-        .is_some_and(|v| same(v.as_bytes(), s.key.as_bytes()));
-    if !ok {
-        let body = json!({"type": "urn:cxgate:problem:unauthenticated", "title": "Unauthenticated", "status": 401,
-                          "detail": format!("the {KEY_HEADER} header is missing or wrong")});
-        return (
-            StatusCode::UNAUTHORIZED,
-            [("content-type", "application/problem+json")],
-            body.to_string(),
-        )
-            .into_response();
-    }
-    next.run(req).await
-}
-
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok", "platforms": {}}))
-}
-
-async fn metrics() -> String {
-    "# HELP cxgate_sidecar_up 1 while the sidecar serves.\n# TYPE cxgate_sidecar_up gauge\ncxgate_sidecar_up 1\n".into()
-}
-
-/// The state snapshot; empty until the token manager and metadata sync land (issue 3).
-async fn snapshot() -> Json<serde_json::Value> {
-    Json(json!({"version": 0, "tokens": {}, "maps": {}, "health": {"status": "ok"}}))
 }

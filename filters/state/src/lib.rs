@@ -1,0 +1,127 @@
+//! The state the sidecar publishes and the filters read, and where it lives in shared data.
+//!
+//! Both sides depend on this crate, so the format cannot drift. The sidecar serves a
+//! [`Snapshot`]; the filters' sync client (`cxgate_kit::sync`) splits it into one shared-data
+//! entry per token and per ID map, each stamped with the snapshot version and write time.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bumped when the snapshot format changes incompatibly.
+pub const FORMAT: u32 = 1;
+
+/// Platforms the gateway knows.
+pub const PLATFORMS: [&str; 3] = ["genesys", "cxone", "llm"];
+
+/// Shared-data keys (contract: `cxgate/<area>/<name>`).
+pub mod keys {
+    /// The current token of a platform: a stamped [`super::TokenState`].
+    pub fn token(platform: &str) -> String {
+        format!("cxgate/token/{platform}")
+    }
+    /// An ID map, e.g. `genesys/queues`: a stamped [`super::IdMap`].
+    pub fn map(name: &str) -> String {
+        format!("cxgate/map/{name}")
+    }
+    /// Sync bookkeeping: a stamped [`super::SyncStatus`].
+    pub const SYNC: &str = "cxgate/sync/status";
+    /// The lease that elects the one worker that long-polls the sidecar.
+    pub const SYNC_LEASE: &str = "cxgate/lease/sync";
+}
+
+/// A platform access token. Secret: it lives only in shared data and the headers it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenState {
+    pub access_token: String,
+    pub token_type: String,
+    /// When the platform issued it (sidecar clock, ms since epoch).
+    pub issued_ms: u64,
+    /// Hard expiry: `issued_ms + expires_in`. Never served after this.
+    pub expires_ms: u64,
+    /// Soft expiry at 95 % of the lifetime: still served, but stale (a refresh is due).
+    pub stale_ms: u64,
+    /// Counts grants for this platform, so a reader can tell a new token from an old one.
+    pub generation: u64,
+}
+
+impl TokenState {
+    pub fn new(
+        access_token: String,
+        token_type: String,
+        issued_ms: u64,
+        expires_in_s: u64,
+        generation: u64,
+    ) -> Self {
+        let life = expires_in_s.saturating_mul(1000);
+        TokenState {
+            access_token,
+            token_type,
+            issued_ms,
+            expires_ms: issued_ms.saturating_add(life),
+            stale_ms: issued_ms.saturating_add(life / 20 * 19),
+            generation,
+        }
+    }
+
+    pub fn freshness(&self, now_ms: u64) -> Freshness {
+        if now_ms >= self.expires_ms {
+            Freshness::Expired
+        } else if now_ms >= self.stale_ms {
+            Freshness::Stale
+        } else {
+            Freshness::Fresh
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Fresh,
+    /// Past 95 % of its life: serve it while the sidecar refreshes.
+    Stale,
+    Expired,
+}
+
+/// A name → id map from the platform's metadata (queues, skills), swapped whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IdMap {
+    pub entries: BTreeMap<String, String>,
+    /// When the last complete fetch finished (0: never).
+    pub fetched_ms: u64,
+    /// The last sync failed; `entries` are from `fetched_ms`.
+    pub stale: bool,
+    /// Why the last sync failed (no secrets, no tokens).
+    pub last_error: Option<String>,
+}
+
+/// Health of one platform as the sidecar sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PlatformHealth {
+    pub token_ok: bool,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    pub grants: u64,
+}
+
+/// What `GET /v1/state` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Snapshot {
+    pub format: u32,
+    /// Bumped on every change; the long poll waits for a version above `since`.
+    pub version: u64,
+    pub generated_ms: u64,
+    pub tokens: BTreeMap<String, TokenState>,
+    pub maps: BTreeMap<String, IdMap>,
+    pub health: BTreeMap<String, PlatformHealth>,
+}
+
+/// What the sync client records after each attempt, for every worker to see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SyncStatus {
+    /// Snapshot version last applied.
+    pub version: u64,
+    /// Last successful sync (ms since epoch, proxy clock).
+    pub synced_ms: u64,
+    /// Consecutive failed polls since then.
+    pub failures: u32,
+}

@@ -1,0 +1,211 @@
+//! The sidecar's HTTP API (loopback only, every call carries the shared key).
+//!
+//! - `GET /v1/state[?since=V&wait_ms=N]`: the snapshot; with `since`, waits (bounded) until a
+//!   newer version exists, answering 304 if none came.
+//! - `GET /v1/tokens/{platform}?after=G&wait_ms=N`: that platform's token once its generation
+//!   is above G (the filters' bounded wait on a cold start).
+//! - `POST /v1/tokens/{platform}/invalidate` (`{"generation": G}`): a platform rejected G.
+//! - `GET /health`, `GET /metrics` (Prometheus).
+
+use crate::hub::{Hub, now_ms};
+use crate::metrics::{MapLabel, Metrics};
+use crate::tokens::TokenManager;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const KEY_HEADER: &str = "x-cxgate-sidecar-key";
+
+pub struct Api {
+    pub key: String,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub managers: HashMap<&'static str, Arc<TokenManager>>,
+    pub long_poll_max: Duration,
+}
+
+type S = State<Arc<Api>>;
+
+pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Response {
+    let body = json!({"type": format!("urn:cxgate:problem:{slug}"), "title": title, "status": status.as_u16(), "detail": detail});
+    (
+        status,
+        [("content-type", "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/state", get(state))
+        .route("/v1/tokens/{platform}", get(token))
+        .route("/v1/tokens/{platform}/invalidate", post(invalidate))
+        .layer(middleware::from_fn_with_state(api.clone(), require_key))
+        .with_state(api)
+}
+
+/// Constant-time comparison, so the key cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_key(State(api): S, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get(KEY_HEADER)
+        .is_some_and(|v| same(v.as_bytes(), api.key.as_bytes()));
+    if !ok {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Unauthenticated",
+            &format!("the {KEY_HEADER} header is missing or wrong"),
+        );
+    }
+    next.run(req).await
+}
+
+fn wait_of(q: &HashMap<String, String>, max: Duration) -> Duration {
+    q.get("wait_ms")
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(max)
+        .min(max)
+}
+
+async fn state(State(api): S, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(since) = q.get("since") else {
+        return Json(api.hub.snapshot()).into_response();
+    };
+    let Ok(since) = since.parse::<u64>() else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "bad-parameter",
+            "Bad parameter",
+            "since must be a version number",
+        );
+    };
+    // A client ahead of us saw a previous sidecar run: answer at once with what we have.
+    if since > api.hub.version() {
+        return Json(api.hub.snapshot()).into_response();
+    }
+    match api
+        .hub
+        .wait_newer(since, wait_of(&q, api.long_poll_max))
+        .await
+    {
+        Some(snapshot) => Json(snapshot).into_response(),
+        None => StatusCode::NOT_MODIFIED.into_response(),
+    }
+}
+
+async fn token(
+    State(api): S,
+    Path(platform): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !api.managers.contains_key(platform.as_str()) {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "unknown-platform",
+            "Unknown platform",
+            &format!("no token manager for {platform:?}"),
+        );
+    }
+    let after: u64 = q.get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + wait_of(&q, api.long_poll_max);
+    loop {
+        if let Some(t) = api
+            .hub
+            .token(&platform)
+            .filter(|t| t.generation > after && t.expires_ms > now_ms())
+        {
+            return Json(t).into_response();
+        }
+        let since = api.hub.version();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() || api.hub.wait_newer(since, left).await.is_none() {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "token-unavailable",
+                "No token yet",
+                &format!("no valid {platform} token arrived in time"),
+            );
+        }
+    }
+}
+
+async fn invalidate(State(api): S, Path(platform): Path<String>, body: Bytes) -> Response {
+    let Some(manager) = api.managers.get(platform.as_str()) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "unknown-platform",
+            "Unknown platform",
+            &format!("no token manager for {platform:?}"),
+        );
+    };
+    let generation = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["generation"].as_u64());
+    let wait_above = manager.invalidate(generation);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"platform": platform, "wait_for_generation_above": wait_above})),
+    )
+        .into_response()
+}
+
+async fn health(State(api): S) -> Response {
+    let snap = api.hub.snapshot();
+    let now = now_ms();
+    let tokens_ok = api
+        .managers
+        .keys()
+        .all(|p| snap.tokens.get(*p).is_some_and(|t| t.expires_ms > now));
+    let maps: serde_json::Map<String, serde_json::Value> = snap
+        .maps
+        .iter()
+        .map(|(k, m)| (k.clone(), json!({"entries": m.entries.len(), "age_s": now.saturating_sub(m.fetched_ms) / 1000, "stale": m.stale})))
+        .collect();
+    let status = if tokens_ok { "ok" } else { "degraded" };
+    Json(json!({"status": status, "version": snap.version, "platforms": snap.health, "maps": maps}))
+        .into_response()
+}
+
+async fn metrics(State(api): S) -> Response {
+    let snap = api.hub.snapshot();
+    let now = now_ms();
+    for (name, map) in &snap.maps {
+        if map.fetched_ms > 0 {
+            let age = now.saturating_sub(map.fetched_ms) as f64 / 1000.0;
+            api.metrics
+                .sync_age_seconds
+                .get_or_create(&MapLabel { map: name.clone() })
+                .set(age);
+        }
+    }
+    api.metrics.state_version.set(snap.version as i64);
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &api.metrics.registry).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

@@ -1,0 +1,214 @@
+//! The sidecar config file (schema: `schemas/sidecar.config.schema.json`). Secrets are never in
+//! it: each secret names an environment variable or a file to read it from.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// A resolved secret. Its `Debug` never shows the value.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl SecretSource {
+    /// Reads the secret; the error names `field` and the source, never a value.
+    pub fn resolve(&self, field: &str) -> Result<Secret, String> {
+        let value = match self {
+            SecretSource::Env(name) => std::env::var(name)
+                .map_err(|_| format!("{field}: environment variable {name} is not set"))?,
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("{field}: cannot read {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        };
+        if value.is_empty() {
+            return Err(format!("{field}: the secret is empty"));
+        }
+        Ok(Secret(value))
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7070))
+}
+fn default_key() -> SecretSource {
+    SecretSource::Env("CXGATE_SIDECAR_KEY".into())
+}
+fn default_long_poll_ms() -> u64 {
+    25_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub version: Option<u32>,
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The key every caller sends in `x-cxgate-sidecar-key`.
+    #[serde(default = "default_key")]
+    pub key: SecretSource,
+    /// Upper bound for `GET /v1/state?since=` waits.
+    #[serde(default = "default_long_poll_ms")]
+    pub long_poll_max_ms: u64,
+    #[serde(default)]
+    pub refresh: Refresh,
+    #[serde(default)]
+    pub metadata: Metadata,
+    pub genesys: Option<Genesys>,
+    pub cxone: Option<Cxone>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Refresh {
+    /// Refresh when this share of the received `expires_in` has passed.
+    pub at: f64,
+    /// Up to this share earlier, at random, so instances do not refresh in step.
+    pub jitter: f64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Refresh {
+    fn default() -> Self {
+        Refresh {
+            at: 0.95,
+            jitter: 0.02,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 30_000,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metadata {
+    pub interval_s: u64,
+    pub page_size: u32,
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata {
+            interval_s: 300,
+            page_size: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesys {
+    /// e.g. `mypurecloud.com`, `usw2.pure.cloud`: login and API hosts are derived from it.
+    pub region: Option<String>,
+    /// Explicit base URLs (override `region`; used for the mock platforms).
+    pub login_url: Option<String>,
+    pub api_url: Option<String>,
+    pub client_id: SecretSource,
+    pub client_secret: SecretSource,
+    #[serde(default = "genesys_rps")]
+    pub max_grants_per_second: f64,
+}
+
+fn genesys_rps() -> f64 {
+    5.0
+}
+
+impl Genesys {
+    /// (login base, API base).
+    pub fn urls(&self) -> Result<(String, String), String> {
+        match (&self.login_url, &self.api_url, &self.region) {
+            (Some(l), Some(a), _) => Ok((trim(l), trim(a))),
+            (_, _, Some(r)) => Ok((format!("https://login.{r}"), format!("https://api.{r}"))),
+            _ => Err("/genesys: set region, or both login_url and api_url".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cxone {
+    /// OIDC issuer; production: `https://cxone.niceincontact.com`.
+    pub issuer: String,
+    pub tenant_id: String,
+    pub client_id: SecretSource,
+    pub client_secret: SecretSource,
+    pub access_key_id: SecretSource,
+    pub access_key_secret: SecretSource,
+    #[serde(default = "cxone_rps")]
+    pub max_grants_per_second: f64,
+}
+
+fn cxone_rps() -> f64 {
+    10.0
+}
+
+fn trim(url: &str) -> String {
+    url.trim_end_matches('/').to_string()
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de)
+            .map_err(|e| format!("config {}: {}", e.path(), e.inner()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.version.is_some_and(|v| v != 1) {
+            return Err("config version: only version 1 is supported".into());
+        }
+        if !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "config listen: {} is not a loopback address",
+                self.listen
+            ));
+        }
+        let r = &self.refresh;
+        if !(0.5..=0.99).contains(&r.at) || !(0.0..=0.2).contains(&r.jitter) || r.jitter >= r.at {
+            return Err("config refresh: need 0.5 <= at <= 0.99 and 0 <= jitter <= 0.2".into());
+        }
+        if r.backoff_initial_ms == 0 || r.backoff_max_ms < r.backoff_initial_ms {
+            return Err("config refresh: need 0 < backoff_initial_ms <= backoff_max_ms".into());
+        }
+        if let Some(g) = &self.genesys {
+            g.urls()?;
+            if !g.max_grants_per_second.is_finite() || g.max_grants_per_second <= 0.0 {
+                return Err("config genesys.max_grants_per_second must be > 0".into());
+            }
+        }
+        if let Some(c) = &self.cxone
+            && (!c.max_grants_per_second.is_finite() || c.max_grants_per_second <= 0.0)
+        {
+            return Err("config cxone.max_grants_per_second must be > 0".into());
+        }
+        if self.metadata.interval_s == 0 || self.metadata.page_size == 0 {
+            return Err("config metadata: interval_s and page_size must be > 0".into());
+        }
+        Ok(())
+    }
+}
