@@ -13,6 +13,7 @@ pub mod ids;
 pub mod log;
 pub mod problem;
 pub mod shared;
+pub mod sync;
 pub mod wire;
 
 #[cfg(feature = "proxy")]

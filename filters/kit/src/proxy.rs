@@ -389,3 +389,112 @@ impl Metrics for ProxyMetrics {
         HostError::check(unsafe { abi::proxy_record_metric(id, value) })
     }
 }
+
+/// Runs a [`crate::sync::SyncClient`] from a root context: ticks, answers, and the log lines
+/// and metrics every filter reports the same way (`cxgate_sync.*`).
+pub struct SyncDriver {
+    client: crate::sync::SyncClient,
+    store: ProxyStore,
+    failing: bool,
+    applied: u32,
+    failures: u32,
+    stale: u32,
+}
+
+impl SyncDriver {
+    /// Reads the sidecar key from the VM environment (`config.key_env`), never from config.
+    pub fn new(
+        config: crate::sync::SyncConfig,
+        store: ProxyStore,
+    ) -> Result<SyncDriver, crate::ConfigError> {
+        let key = std::env::var(&config.key_env).map_err(|_| {
+            crate::ConfigError::new(
+                "/sync/key_env",
+                format!("environment variable {} is not set in the VM (Envoy: vm_config.environment_variables.host_env_keys)", config.key_env),
+            )
+        })?;
+        let mut entropy = ProxyEntropy;
+        let holder = crate::host::Entropy::next_u64(&mut entropy).unwrap_or(1) | 1;
+        let mut m = ProxyMetrics;
+        Ok(SyncDriver {
+            client: crate::sync::SyncClient::new(config, key, holder),
+            store,
+            failing: false,
+            applied: m.counter("cxgate_sync.applied").unwrap_or_default(),
+            failures: m.counter("cxgate_sync.failures").unwrap_or_default(),
+            stale: m.gauge("cxgate_sync.stale").unwrap_or_default(),
+        })
+    }
+
+    pub fn on_tick(&mut self) {
+        let out = self
+            .client
+            .on_tick(&mut self.store, &ProxyClock, &mut ProxyCallout);
+        if let Err(e) = out {
+            self.failed(&e);
+        }
+        let mut m = ProxyMetrics;
+        if let Ok(status) = crate::sync::read_status(&self.store) {
+            let stale = crate::sync::is_stale(
+                &status,
+                ProxyClock.now_ms(),
+                self.client.config().stale_after_ms,
+            );
+            let _ = m.record(self.stale, u64::from(stale));
+        }
+    }
+
+    /// Call from the root context's `on_http_call_response`; false if the call is not ours.
+    pub fn on_http_call_response(&mut self, token: u32, num_headers: usize) -> bool {
+        if !self.client.owns(token) {
+            return false;
+        }
+        let status = if num_headers == 0 {
+            None
+        } else {
+            ProxyHeaders::call_response()
+                .get(":status")
+                .ok()
+                .flatten()
+                .and_then(|s| s.parse().ok())
+        };
+        let body = buffer(4, 0, usize::MAX).unwrap_or_default();
+        match self
+            .client
+            .on_response(&mut self.store, &ProxyClock, status, &body)
+        {
+            Ok(applied) => {
+                if self.failing {
+                    log(
+                        Level::Info,
+                        &crate::log::Event::new("SIDECAR_SYNC_RESUMED").render(),
+                    );
+                    self.failing = false;
+                }
+                if let crate::sync::Applied::Updated(version) = applied {
+                    let _ = ProxyMetrics.increment(self.applied, 1);
+                    log(
+                        Level::Debug,
+                        &crate::log::Event::new("STATE_SYNCED")
+                            .num("version", version)
+                            .render(),
+                    );
+                }
+            }
+            Err(e) => self.failed(&e),
+        }
+        true
+    }
+
+    /// One log line per failure streak (not per tick), a counter per failure.
+    fn failed(&mut self, e: &crate::sync::SyncError) {
+        let _ = ProxyMetrics.increment(self.failures, 1);
+        if !self.failing {
+            let event = crate::log::Event::new("SIDECAR_UNREACHABLE")
+                .str("error", &format!("{e:?}"))
+                .str("effect", "serving the last synced state");
+            log(Level::Warn, &event.render());
+            self.failing = true;
+        }
+    }
+}

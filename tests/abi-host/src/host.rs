@@ -349,9 +349,16 @@ pub struct HostBuilder {
     properties: HashMap<String, Vec<u8>>,
     start_ms: u64,
     shared: Option<SharedHandle>,
+    env: Vec<(String, String)>,
 }
 
 impl HostBuilder {
+    /// An environment variable of every worker VM (Envoy: `host_env_keys`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     pub fn profile(mut self, profile: Profile) -> Self {
         self.profile = profile;
         self
@@ -406,6 +413,7 @@ impl HostBuilder {
         let mut workers = Vec::new();
         for index in 0..self.workers {
             let wasi = WasiCtxBuilder::new()
+                .envs(&self.env)
                 .inherit_stderr()
                 .wall_clock(VirtualWall(handle.clock.clone()))
                 .monotonic_clock(VirtualMono(handle.clock.clone()))
@@ -515,6 +523,7 @@ impl Host {
             properties: HashMap::new(),
             start_ms: 1_767_225_600_000,
             shared: None,
+            env: Vec::new(),
         }
     }
 

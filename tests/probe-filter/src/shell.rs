@@ -1,6 +1,7 @@
 use cxgate_kit::host::{Callout, Expect, Headers, HttpCallout, Metrics, SharedStore};
 use cxgate_kit::log::Event;
 use cxgate_kit::problem::Problem;
+use cxgate_kit::proxy::SyncDriver;
 use cxgate_kit::proxy::{
     self, Level, ProxyCallout, ProxyClock, ProxyEntropy, ProxyHeaders, ProxyMetrics, ProxyStore,
 };
@@ -26,6 +27,8 @@ struct Config {
     tick_ms: u32,
     #[serde(default = "default_attempts")]
     cas_attempts: u32,
+    #[serde(default)]
+    sync: Option<cxgate_kit::sync::SyncConfig>,
 }
 
 fn default_attempts() -> u32 {
@@ -37,9 +40,22 @@ struct Root {
     config: Rc<Config>,
     store: Option<ProxyStore>,
     holder: u64,
+    sync: Option<SyncDriver>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
+        if let Some(sync) = self.sync.as_mut() {
+            sync.on_http_call_response(token, headers);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _: usize) -> bool {
@@ -68,12 +84,29 @@ impl RootContext for Root {
         if config.tick_ms > 0 && proxy::set_tick_period_ms(config.tick_ms).is_err() {
             return false;
         }
+        if let Some(sync) = config.sync.clone() {
+            let driver_store = match ProxyStore::detect() {
+                Ok(s) => s,
+                Err(_) => return false,
+            };
+            match SyncDriver::new(sync, driver_store) {
+                Ok(d) => self.sync = Some(d),
+                Err(e) => {
+                    proxy::log(Level::Error, &e.to_string());
+                    return false;
+                }
+            }
+        }
         self.store = Some(store);
         self.config = Rc::new(config);
         true
     }
 
     fn on_tick(&mut self) {
+        if let Some(sync) = self.sync.as_mut() {
+            sync.on_tick();
+            return;
+        }
         let Some(store) = self.store.as_mut() else {
             return;
         };
@@ -188,6 +221,23 @@ impl HttpContext for Probe {
                     Ok(_) => return Action::Pause,
                     Err(e) => self.result(&format!("dispatch:{e:?}")),
                 }
+            }
+            "token" => {
+                let found = cxgate_kit::sync::read_token(&self.store, "genesys")
+                    .ok()
+                    .flatten();
+                self.result(
+                    &found
+                        .map(|(t, _)| t.access_token)
+                        .unwrap_or_else(|| "none".into()),
+                );
+            }
+            "sync-status" => {
+                let status = cxgate_kit::sync::read_status(&self.store).unwrap_or_default();
+                self.result(&format!(
+                    "{}/{}/{}",
+                    status.version, status.synced_ms, status.failures
+                ));
             }
             "metric" => {
                 let mut m = ProxyMetrics;
