@@ -241,23 +241,7 @@ pub fn apply<S: SharedStore + ?Sized>(
     snapshot: &Snapshot,
 ) -> Result<(), SyncError> {
     for (platform, token) in &snapshot.tokens {
-        let payload = serde_json::to_vec(token).map_err(|e| SyncError::Malformed(e.to_string()))?;
-        update(store, &keys::token(platform), ATTEMPTS, |current| {
-            let newer = current
-                .and_then(Stamped::decode)
-                .and_then(|s| serde_json::from_slice::<TokenState>(&s.payload).ok())
-                .is_none_or(|old| token.generation > old.generation);
-            if newer {
-                let stamped = Stamped {
-                    version: snapshot.version,
-                    written_ms: now,
-                    payload: payload.clone(),
-                };
-                Update::Write(stamped.encode(), ())
-            } else {
-                Update::Keep(())
-            }
-        })?;
+        write_token(store, platform, token, snapshot.version, now)?;
     }
     for (name, map) in &snapshot.maps {
         let payload = serde_json::to_vec(map).map_err(|e| SyncError::Malformed(e.to_string()))?;
@@ -281,6 +265,38 @@ pub fn apply<S: SharedStore + ?Sized>(
         })?;
     }
     mark_synced(store, now, Some(snapshot.version))
+}
+
+/// Writes a platform's token unless shared data already holds the same or a newer generation.
+/// True when it was written.
+pub fn write_token<S: SharedStore + ?Sized>(
+    store: &mut S,
+    platform: &str,
+    token: &TokenState,
+    version: u64,
+    now: u64,
+) -> Result<bool, SyncError> {
+    let payload = serde_json::to_vec(token).map_err(|e| SyncError::Malformed(e.to_string()))?;
+    let written = update(store, &keys::token(platform), ATTEMPTS, |current| {
+        let newer = current
+            .and_then(Stamped::decode)
+            .and_then(|s| serde_json::from_slice::<TokenState>(&s.payload).ok())
+            .is_none_or(|old| token.generation > old.generation);
+        if newer {
+            Update::Write(
+                Stamped {
+                    version,
+                    written_ms: now,
+                    payload: payload.clone(),
+                }
+                .encode(),
+                true,
+            )
+        } else {
+            Update::Keep(false)
+        }
+    })?;
+    Ok(written)
 }
 
 fn write_status<S, F>(store: &mut S, change: F) -> Result<(), SyncError>

@@ -1,0 +1,245 @@
+//! Layer 2: the compiled token filter, 4 workers, virtual clock, both profiles.
+
+use cxgate_abi_host::{Action, CallReply, Host, Profile, filter_wasm};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const KEY: &str = "abi-test-sidecar-key-000";
+
+fn host(profile: Profile) -> Host {
+    let upstream = match profile {
+        Profile::Envoy => "sidecar",
+        Profile::Kong => "127.0.0.1:7070",
+    };
+    let config = json!({
+        "version": 1,
+        "routes": [{"prefix": "/genesys/", "platform": "genesys"}, {"prefix": "/cxone/", "platform": "cxone"}],
+        "sync": {"upstream": upstream, "poll_wait_ms": 2000, "lease_ms": 3000},
+        "wait_ms": 2000
+    });
+    Host::builder(filter_wasm("cxgate-token"))
+        .profile(profile)
+        .workers(4)
+        .cluster("sidecar")
+        .env("CXGATE_SIDECAR_KEY", KEY)
+        .config(&config.to_string())
+        .start()
+        .unwrap()
+}
+
+fn token_json(name: &str, issued_ms: u64, life_s: u64, generation: u64) -> Value {
+    json!({"access_token": name, "token_type": "bearer", "issued_ms": issued_ms, "expires_ms": issued_ms + life_s * 1000,
+           "stale_ms": issued_ms + life_s * 950, "generation": generation})
+}
+
+/// Delivers one sidecar snapshot through the sync poll.
+fn sync_tokens(h: &mut Host, tokens: Value) {
+    h.advance(Duration::from_millis(1000)).unwrap();
+    let poll = h
+        .pending_calls()
+        .into_iter()
+        .find(|c| c.path().starts_with("/v1/state"))
+        .expect("a sync poll");
+    let body = json!({"format": 1, "version": 10, "generated_ms": h.now_ms(), "tokens": tokens, "maps": {}, "health": {}});
+    h.reply(poll.token, CallReply::json(200, &body.to_string()))
+        .unwrap();
+}
+
+#[test]
+fn injects_per_route_on_every_worker_and_never_leaks_the_consumers_credential() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let mut h = host(profile);
+        let now = h.now_ms();
+        sync_tokens(
+            &mut h,
+            json!({"genesys": token_json("g-tok", now, 300, 1), "cxone": token_json("c-tok", now, 3600, 1)}),
+        );
+        for w in 0..4 {
+            for (path, expected) in [
+                ("/genesys/api/v2/users", "Bearer g-tok"),
+                ("/cxone/skills", "Bearer c-tok"),
+            ] {
+                let s = h.new_stream(w).unwrap();
+                let a = h
+                    .request_headers(
+                        s,
+                        &[(":path", path), ("authorization", "Bearer consumer-secret")],
+                        true,
+                    )
+                    .unwrap();
+                assert_eq!(a, Action::Continue);
+                let auth: Vec<String> = h
+                    .upstream_request_headers(s)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|(k, _)| k == "authorization")
+                    .map(|(_, v)| v)
+                    .collect();
+                assert_eq!(auth, vec![expected.to_string()], "{profile:?} worker {w}");
+            }
+        }
+        assert_eq!(h.metric("cxgate_token.injected.genesys"), Some(4));
+        assert_eq!(h.metric("cxgate_token.injected.cxone"), Some(4));
+        assert!(h.violations().is_empty(), "{:?}", h.violations());
+    }
+}
+
+#[test]
+fn a_stale_token_is_served_while_the_refresh_happens() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let mut h = host(profile);
+        let now = h.now_ms();
+        sync_tokens(&mut h, json!({"genesys": token_json("g-old", now, 100, 1)}));
+        h.advance(Duration::from_millis(96_000)).unwrap();
+        let s = h.new_stream(1).unwrap();
+        assert_eq!(
+            h.request_headers(s, &[(":path", "/genesys/x")], true)
+                .unwrap(),
+            Action::Continue
+        );
+        assert_eq!(
+            h.request_header(s, "authorization").as_deref(),
+            Some("Bearer g-old")
+        );
+        assert_eq!(h.metric("cxgate_token.stale_served"), Some(1));
+    }
+}
+
+#[test]
+fn no_valid_token_waits_for_the_sidecar_then_continues() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let mut h = host(profile);
+        let s = h.new_stream(2).unwrap();
+        assert_eq!(
+            h.request_headers(s, &[(":path", "/cxone/skills")], true)
+                .unwrap(),
+            Action::Pause
+        );
+        let wait = h
+            .pending_calls()
+            .into_iter()
+            .find(|c| c.path().starts_with("/v1/tokens"))
+            .unwrap();
+        assert_eq!(wait.path(), "/v1/tokens/cxone?after=0&wait_ms=2000");
+        assert_eq!(wait.header("x-cxgate-sidecar-key"), Some(KEY));
+        h.advance(Duration::from_millis(300)).unwrap();
+        let now = h.now_ms();
+        h.reply(
+            wait.token,
+            CallReply::json(200, &token_json("c-fresh", now, 3600, 5).to_string()),
+        )
+        .unwrap();
+        assert_eq!(h.request_continued(s), 1);
+        assert_eq!(
+            h.request_header(s, "authorization").as_deref(),
+            Some("Bearer c-fresh")
+        );
+        assert!(h.local_reply(s).is_none());
+        assert_eq!(h.metric("cxgate_token.waited"), Some(1));
+        assert_eq!(h.metric("cxgate_token.wait_ms_total"), Some(300));
+        // The token fetched by one worker serves the others without another wait.
+        let s2 = h.new_stream(0).unwrap();
+        assert_eq!(
+            h.request_headers(s2, &[(":path", "/cxone/skills")], true)
+                .unwrap(),
+            Action::Continue
+        );
+        assert_eq!(
+            h.request_header(s2, "authorization").as_deref(),
+            Some("Bearer c-fresh")
+        );
+    }
+}
+
+#[test]
+fn a_wait_past_its_bound_is_a_503_problem_and_nothing_is_forwarded() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let mut h = host(profile);
+        let now = h.now_ms();
+        sync_tokens(
+            &mut h,
+            json!({"genesys": token_json("g-expired", now, 5, 3)}),
+        );
+        h.advance(Duration::from_millis(10_000)).unwrap();
+        for c in h.pending_calls() {
+            h.fail(c.token).unwrap();
+        }
+        let s = h.new_stream(3).unwrap();
+        assert_eq!(
+            h.request_headers(
+                s,
+                &[(":path", "/genesys/x"), ("x-gateway-trace-id", "t-1")],
+                true
+            )
+            .unwrap(),
+            Action::Pause
+        );
+        let wait = h
+            .pending_calls()
+            .into_iter()
+            .find(|c| c.path().starts_with("/v1/tokens"))
+            .unwrap();
+        assert_eq!(
+            wait.path(),
+            "/v1/tokens/genesys?after=3&wait_ms=2000",
+            "waits for a token newer than the expired one"
+        );
+        // The host times the call out (wait_ms + 500 ms); the sidecar never answered.
+        h.advance_skipping(Duration::from_millis(2500), &[0, 1, 2])
+            .unwrap();
+        let reply = h.local_reply(s).expect("503 problem");
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.header("retry-after"), Some("1"));
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["type"], "urn:cxgate:problem:token-unavailable");
+        assert_eq!(body["trace_id"], "t-1");
+        assert_eq!(h.request_continued(s), 0, "nothing forwarded");
+        assert_eq!(
+            h.request_header(s, "authorization"),
+            None,
+            "the expired token is never sent"
+        );
+        assert_eq!(h.metric("cxgate_token.wait_timeouts"), Some(1));
+        assert_eq!(h.logs_containing("TOKEN_WAIT_TIMEOUT").len(), 1);
+    }
+}
+
+#[test]
+fn unrouted_paths_pass_untouched() {
+    let mut h = host(Profile::Kong);
+    let s = h.new_stream(0).unwrap();
+    assert_eq!(
+        h.request_headers(
+            s,
+            &[
+                (":path", "/gateway/v1/whoami"),
+                ("authorization", "Bearer x")
+            ],
+            false
+        )
+        .unwrap(),
+        Action::Continue
+    );
+    assert_eq!(
+        h.request_header(s, "authorization").as_deref(),
+        Some("Bearer x")
+    );
+}
+
+#[test]
+fn bad_config_names_the_field() {
+    let err = Host::builder(filter_wasm("cxgate-token"))
+        .env("CXGATE_SIDECAR_KEY", KEY)
+        .config(r#"{"routes":[{"prefix":"/g/","platform":"avaya"}],"sync":{"upstream":"sidecar"}}"#)
+        .start()
+        .err()
+        .unwrap();
+    assert!(
+        format!("{err:#}").contains(r#"\"field\":\"/routes/0/platform\""#),
+        "{err:#}"
+    );
+}
