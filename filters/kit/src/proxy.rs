@@ -480,6 +480,14 @@ impl SyncDriver {
                             .render(),
                     );
                 }
+                // Poll again at once: a change right after this answer (a refresh following an
+                // invalidation) then reaches the workers in milliseconds, not a tick later.
+                if let Err(e) = self
+                    .client
+                    .on_tick(&mut self.store, &ProxyClock, &mut ProxyCallout)
+                {
+                    self.failed(&e);
+                }
             }
             Err(e) => self.failed(&e),
         }

@@ -179,6 +179,8 @@ pub struct StackOptions {
     pub ports: Option<Ports>,
     /// Directory for logs and the rendered config.
     pub run_dir: Option<PathBuf>,
+    /// The sidecar config's `refresh` object (defaults when `None`).
+    pub sidecar_refresh: Option<serde_json::Value>,
 }
 
 impl Default for StackOptions {
@@ -190,6 +192,7 @@ impl Default for StackOptions {
             start_envoy: true,
             ports: None,
             run_dir: None,
+            sidecar_refresh: None,
         }
     }
 }
@@ -217,7 +220,85 @@ fn unique_run_dir() -> PathBuf {
         .join(format!("{}-{n}", std::process::id()))
 }
 
+/// The sidecar config for the mock platforms. Secrets are named, not written: the mock's demo
+/// credentials reach the sidecar through the environment (see [`MOCK_SECRETS`]).
+pub fn demo_sidecar_config(ports: &Ports, refresh: Option<serde_json::Value>) -> serde_json::Value {
+    let genesys = format!("http://127.0.0.1:{}", ports.genesys);
+    let cxone = format!("http://127.0.0.1:{}", ports.cxone);
+    serde_json::json!({
+        "version": 1,
+        "listen": format!("127.0.0.1:{}", ports.sidecar),
+        "refresh": refresh.unwrap_or_else(|| serde_json::json!({})),
+        "genesys": {"login_url": genesys, "api_url": genesys,
+                    "client_id": {"env": "GENESYS_CLIENT_ID"}, "client_secret": {"env": "GENESYS_CLIENT_SECRET"}},
+        "cxone": {"issuer": cxone, "tenant_id": "demo-tenant",
+                  "client_id": {"env": "CXONE_CLIENT_ID"}, "client_secret": {"env": "CXONE_CLIENT_SECRET"},
+                  "access_key_id": {"env": "CXONE_ACCESS_KEY_ID"}, "access_key_secret": {"env": "CXONE_ACCESS_KEY_SECRET"}}
+    })
+}
+
+/// The mock platforms' demo credentials (their defaults), as the sidecar's environment.
+pub const MOCK_SECRETS: [(&str, &str); 6] = [
+    ("GENESYS_CLIENT_ID", "demo-genesys-client"),
+    ("GENESYS_CLIENT_SECRET", "demo-genesys-secret"),
+    ("CXONE_CLIENT_ID", "demo-cxone-client"),
+    ("CXONE_CLIENT_SECRET", "demo-cxone-secret"),
+    ("CXONE_ACCESS_KEY_ID", "demo-access-key"),
+    ("CXONE_ACCESS_KEY_SECRET", "demo-access-key-secret"),
+];
+
+/// Starts the sidecar with `run_dir/sidecar.json` and waits until it answers.
+pub fn start_sidecar(ports: &Ports, run_dir: &Path) -> Result<Service, String> {
+    let args = vec![
+        "--config".to_string(),
+        run_dir.join("sidecar.json").display().to_string(),
+    ];
+    let mut env: Vec<(&str, &str)> = MOCK_SECRETS.to_vec();
+    env.push(("CXGATE_SIDECAR_KEY", SIDECAR_KEY));
+    let mut s = Service::spawn("sidecar", &bin("cxgate-sidecar"), &args, &env, run_dir)?;
+    wait_ready(
+        &mut s,
+        &format!("http://127.0.0.1:{}/health", ports.sidecar),
+        &[("x-cxgate-sidecar-key", SIDECAR_KEY)],
+        Duration::from_secs(20),
+    )?;
+    Ok(s)
+}
+
 impl Stack {
+    /// Starts the sidecar again (after a test stopped it), same port and config.
+    pub fn restart_sidecar(&mut self) -> Result<(), String> {
+        if let Some(mut old) = self.sidecar.take() {
+            old.stop();
+        }
+        self.sidecar = Some(start_sidecar(&self.ports, &self.run_dir)?);
+        Ok(())
+    }
+
+    /// Calls the sidecar's API with the shared key.
+    pub fn sidecar_post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        self.http
+            .post(format!("http://127.0.0.1:{}{path}", self.ports.sidecar))
+            .header("x-cxgate-sidecar-key", SIDECAR_KEY)
+            .json(&body)
+            .send()
+            .and_then(|r| r.json())
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn sidecar_state(&self) -> Result<serde_json::Value, String> {
+        self.http
+            .get(format!("http://127.0.0.1:{}/v1/state", self.ports.sidecar))
+            .header("x-cxgate-sidecar-key", SIDECAR_KEY)
+            .send()
+            .and_then(|r| r.json())
+            .map_err(|e| e.to_string())
+    }
+
     pub fn start(opts: StackOptions) -> Result<Stack, String> {
         let ports = opts.ports.clone().unwrap_or_else(Ports::free);
         let run_dir = opts.run_dir.clone().unwrap_or_else(unique_run_dir);
@@ -246,25 +327,11 @@ impl Stack {
             )?;
         }
 
+        let sidecar_config = run_dir.join("sidecar.json");
+        let config = demo_sidecar_config(&ports, opts.sidecar_refresh.clone());
+        std::fs::write(&sidecar_config, config.to_string()).map_err(|e| e.to_string())?;
         let sidecar = if opts.start_sidecar {
-            let args = vec![
-                "--listen".to_string(),
-                format!("127.0.0.1:{}", ports.sidecar),
-            ];
-            let mut s = Service::spawn(
-                "sidecar",
-                &bin("cxgate-sidecar"),
-                &args,
-                &[("CXGATE_SIDECAR_KEY", SIDECAR_KEY)],
-                &run_dir,
-            )?;
-            wait_ready(
-                &mut s,
-                &format!("http://127.0.0.1:{}/health", ports.sidecar),
-                &[("x-cxgate-sidecar-key", SIDECAR_KEY)],
-                Duration::from_secs(20),
-            )?;
-            Some(s)
+            Some(start_sidecar(&ports, &run_dir)?)
         } else {
             None
         };
@@ -291,7 +358,13 @@ impl Stack {
                 "--component-log-level".into(),
                 "wasm:info".into(),
             ];
-            let mut e = Service::spawn("envoy", &envoy_bin(), &args, &[], &run_dir)?;
+            let mut e = Service::spawn(
+                "envoy",
+                &envoy_bin(),
+                &args,
+                &[("CXGATE_SIDECAR_KEY", SIDECAR_KEY)],
+                &run_dir,
+            )?;
             wait_ready(
                 &mut e,
                 &format!("http://127.0.0.1:{}/ready", ports.admin),
@@ -332,6 +405,37 @@ impl Stack {
             .send()
             .and_then(|r| r.json::<Vec<serde_json::Value>>())
             .unwrap_or_default()
+    }
+
+    /// What reached a mock through the gateway (Envoy adds `x-request-id`; the sidecar's own
+    /// token grants and metadata syncs do not carry it).
+    pub fn gateway_requests(&self, platform: &str) -> Vec<serde_json::Value> {
+        self.mock_requests(platform)
+            .into_iter()
+            .filter(|r| r["headers"].get("x-request-id").is_some())
+            .collect()
+    }
+
+    /// A counter or gauge from Envoy's admin `/stats` (filter metrics included).
+    pub fn envoy_stat(&self, name: &str) -> Option<u64> {
+        let text = self
+            .http
+            .get(format!(
+                "http://127.0.0.1:{}/stats?filter={name}",
+                self.ports.admin
+            ))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        text.lines()
+            .find(|l| {
+                l.split(": ")
+                    .next()
+                    .is_some_and(|n| n == name || n.ends_with(&format!(".{name}")))
+            })
+            .and_then(|l| l.rsplit(": ").next())
+            .and_then(|v| v.trim().parse().ok())
     }
 
     /// Envoy's log so far (filter logs included).

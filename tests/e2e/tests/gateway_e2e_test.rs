@@ -34,7 +34,10 @@ fn every_shipped_envoy_config_validates() {
             path.file_name().unwrap().to_string_lossy()
         ));
         std::fs::write(&out_path, rendered).unwrap();
+        // Validation configures the Wasm VMs, so it needs the sidecar key in the environment,
+        // exactly as a deployment does.
         let out = Command::new(envoy_bin())
+            .env("CXGATE_SIDECAR_KEY", cxgate_e2e::SIDECAR_KEY)
             .args(["--mode", "validate", "-c"])
             .arg(&out_path)
             .output()
@@ -61,14 +64,17 @@ fn trace_headers_reach_the_platform_and_come_back() {
         .header("x-api-key", KEY)
         .send()
         .unwrap();
-    // No token filter yet: the mock Genesys answers 401 in its own shape.
-    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.status(),
+        200,
+        "the token filter injected a platform token"
+    );
     let trace_id = resp.headers()["x-gateway-trace-id"]
         .to_str()
         .unwrap()
         .to_string();
     assert_eq!(trace_id.len(), 32);
-    let received = s.mock_requests("genesys");
+    let received = s.gateway_requests("genesys");
     assert_eq!(received.len(), 1, "{received:?}");
     let r = &received[0];
     assert_eq!(
@@ -80,6 +86,12 @@ fn trace_headers_reach_the_platform_and_come_back() {
     assert!(
         tp.starts_with(&format!("00-{trace_id}-")) && tp.len() == 55,
         "{tp}"
+    );
+    assert!(
+        r["headers"]["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer genesys-tok-")
     );
     // Neither the consumer's key nor the internal consumer header reaches a platform.
     assert!(r["headers"].get("x-api-key").is_none(), "{r}");
@@ -99,7 +111,7 @@ fn consumer_trace_values_are_kept_end_to_end() {
         .send()
         .unwrap();
     assert_eq!(resp.headers()["x-gateway-trace-id"], "req_8f3a2c9d1e4b");
-    let received = s.mock_requests("cxone");
+    let received = s.gateway_requests("cxone");
     assert_eq!(
         received[0]["headers"]["x-gateway-trace-id"],
         "req_8f3a2c9d1e4b"
@@ -124,7 +136,7 @@ fn unknown_or_missing_key_gets_401_problem_and_nothing_is_forwarded() {
         assert!(body["detail"].as_str().unwrap().contains("x-api-key"));
     }
     assert!(
-        s.mock_requests("genesys").is_empty(),
+        s.gateway_requests("genesys").is_empty(),
         "nothing may reach the platform"
     );
 }
