@@ -89,7 +89,8 @@ cxgate demo gateway is up.
 
 Try:
   curl -s {g}/gateway/v1/whoami -H 'x-api-key: demo-key-omnichannel'
-  curl -i {g}/genesys/api/v2/routing/queues -H 'x-api-key: demo-key-omnichannel'
+  curl -i {g}/genesys/api/v2/routing/queues -H 'x-api-key: demo-key-omnichannel'   # token injected
+  curl -s {g}/cxone/incontactapi/services/v30.0/skills -H 'x-api-key: demo-key-omnichannel'
   curl -i {g}/genesys/api/v2/routing/queues                     # no key: 401 problem+json
   curl -s http://127.0.0.1:{genesys}/__mock/requests             # what the mock Genesys received
 
