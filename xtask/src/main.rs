@@ -120,12 +120,111 @@ Ctrl-C stops everything."#,
     }
 }
 
+/// Sidecar change → every Envoy worker: invalidate the Genesys token, then time until requests
+/// through the gateway carry the new one (first request, and 10 in a row on fresh connections,
+/// which the kernel spreads over the workers). Prints p50/p99 over `rounds`.
+fn bench_sync(rounds: usize) -> Result<(), String> {
+    let stack = Stack::start(StackOptions {
+        mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
+        ..StackOptions::default()
+    })?;
+    let fresh = cxgate_e2e::reqwest_client_without_pooling()?;
+    let gateway = stack.gateway_url("/genesys/api/v2/users");
+    let token_in_use = || -> Option<String> {
+        let _ = fresh
+            .get(&gateway)
+            .header("x-api-key", "demo-key-omnichannel")
+            .send()
+            .ok()?;
+        let reqs = stack.gateway_requests("genesys");
+        reqs.last()?["headers"]["authorization"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let started = std::time::Instant::now();
+    while stack.envoy_stat("cxgate_sync.applied").unwrap_or(0) == 0 || token_in_use().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err("the gateway never reached steady state".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut first, mut all) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let state = stack.sidecar_state()?;
+        let generation = state["tokens"]["genesys"]["generation"]
+            .as_u64()
+            .unwrap_or(0);
+        let t0 = std::time::Instant::now();
+        stack.sidecar_post(
+            "/v1/tokens/genesys/invalidate",
+            serde_json::json!({ "generation": generation }),
+        )?;
+        let new_token = loop {
+            let s = stack.sidecar_state()?;
+            if s["tokens"]["genesys"]["generation"].as_u64().unwrap_or(0) > generation {
+                break format!(
+                    "Bearer {}",
+                    s["tokens"]["genesys"]["access_token"]
+                        .as_str()
+                        .unwrap_or_default()
+                );
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                return Err("the sidecar did not refresh".into());
+            }
+        };
+        let mut in_a_row = 0;
+        let mut seen_first = None;
+        while in_a_row < 10 {
+            if token_in_use().as_deref() == Some(new_token.as_str()) {
+                seen_first.get_or_insert(t0.elapsed());
+                in_a_row += 1;
+            } else {
+                in_a_row = 0;
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                return Err("the new token did not reach the gateway".into());
+            }
+        }
+        first.push(seen_first.unwrap_or_default().as_secs_f64() * 1000.0);
+        all.push(t0.elapsed().as_secs_f64() * 1000.0);
+        stack
+            .http
+            .delete(stack.mock_url("genesys", "/__mock/requests"))
+            .send()
+            .map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    println!("sidecar change -> gateway, {rounds} rounds, 2 Envoy workers, loopback:");
+    println!(
+        "  first request with the new token:   p50 {:6.1} ms   p99 {:6.1} ms",
+        pct(&mut first, 0.5),
+        pct(&mut first, 0.99)
+    );
+    println!(
+        "  10 fresh connections in a row:      p50 {:6.1} ms   p99 {:6.1} ms",
+        pct(&mut all, 0.5),
+        pct(&mut all, 0.99)
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
         "wasm" => build_wasm(),
         "demo" => demo(),
-        _ => Err("usage: xtask wasm|demo".into()),
+        "bench-sync" => bench_sync(
+            std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(40),
+        ),
+        _ => Err("usage: xtask wasm|demo|bench-sync [rounds]".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -53,6 +53,15 @@ pub fn wasm_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target/wasm32-wasip1/release"))
 }
 
+/// A blocking client that opens a new connection per request (spreads load over workers).
+pub fn reqwest_client_without_pooling() -> Result<reqwest::blocking::Client, String> {
+    reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// A child process that is killed when dropped.
 pub struct Service {
     pub name: String,
