@@ -23,6 +23,10 @@ struct Rig {
 }
 
 fn start(mock_args: &[&str], refresh: Value) -> Rig {
+    start_with(mock_args, refresh, 300)
+}
+
+fn start_with(mock_args: &[&str], refresh: Value, metadata_interval_s: u64) -> Rig {
     let (g, c, l, s) = (free_port(), free_port(), free_port(), free_port());
     let dir =
         std::env::temp_dir().join(format!("cxgate-sidecar-tokens-{}-{s}", std::process::id()));
@@ -51,7 +55,7 @@ fn start(mock_args: &[&str], refresh: Value) -> Rig {
         "version": 1,
         "listen": format!("127.0.0.1:{s}"),
         "refresh": refresh,
-        "metadata": {"interval_s": 300, "page_size": 25},
+        "metadata": {"interval_s": metadata_interval_s, "page_size": 25},
         "genesys": {"login_url": genesys, "api_url": genesys,
                     "client_id": {"env": "T_GENESYS_ID"}, "client_secret": {"env": "T_GENESYS_SECRET"}},
         "cxone": {"issuer": cxone, "tenant_id": "tenant-1",
@@ -500,4 +504,61 @@ fn bad_config_is_refused_naming_the_field() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{config}: {err}");
     }
+}
+
+#[test]
+fn a_failed_metadata_sync_keeps_the_previous_map_and_marks_it_stale() {
+    let r = start_with(&[], fast_refresh(), 1);
+    let first = r.wait_for("the queue map", Duration::from_secs(10), |s| {
+        s["maps"]["genesys/queues"]["fetched_ms"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    });
+    let fetched = first["maps"]["genesys/queues"]["fetched_ms"]
+        .as_u64()
+        .unwrap();
+    // Page 2 of the queue listing fails from now on: the fetch is incomplete.
+    r.http
+        .post(format!("{}/__mock/faults", r.genesys))
+        .json(&json!({"status": 500, "path_prefix": "/api/v2/routing/queues"}))
+        .send()
+        .unwrap();
+    let s = r.wait_for("a stale map", Duration::from_secs(10), |s| {
+        s["maps"]["genesys/queues"]["stale"] == true
+    });
+    let m = &s["maps"]["genesys/queues"];
+    assert_eq!(
+        m["entries"].as_object().unwrap().len(),
+        60,
+        "the previous map is kept whole"
+    );
+    assert_eq!(
+        m["fetched_ms"].as_u64().unwrap(),
+        fetched,
+        "its age keeps growing"
+    );
+    assert!(m["last_error"].as_str().unwrap().contains("HTTP 500"));
+    assert_eq!(
+        s["maps"]["genesys/skills"]["stale"], false,
+        "other maps are unaffected"
+    );
+    let metrics = r.metrics();
+    assert!(
+        metrics.contains(r#"cxgate_sidecar_sync_failures_total{map="genesys/queues"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"cxgate_sidecar_sync_age_seconds{map="genesys/queues"}"#),
+        "{metrics}"
+    );
+    // The platform recovers: the next complete fetch swaps the map in and clears the flag.
+    r.http
+        .delete(format!("{}/__mock/faults", r.genesys))
+        .send()
+        .unwrap();
+    let s = r.wait_for("a fresh map", Duration::from_secs(10), |s| {
+        s["maps"]["genesys/queues"]["stale"] == false
+    });
+    assert!(s["maps"]["genesys/queues"]["fetched_ms"].as_u64().unwrap() > fetched);
 }

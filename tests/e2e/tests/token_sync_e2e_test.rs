@@ -68,19 +68,34 @@ fn last_platform_token(s: &Stack, platform: &str) -> String {
 #[test]
 fn one_grant_per_refresh_cycle_under_traffic_and_a_burst_at_refresh_stays_under_the_cap() {
     let _serial = serial();
-    let s = stack(&["--genesys-token-ttl", "3"], true);
+    let s = stack(
+        &["--genesys-token-ttl", "3", "--cxone-token-ttl", "3"],
+        true,
+    );
     wait_for_200(&s, "/genesys/api/v2/users", Duration::from_secs(10));
+    wait_for_200(
+        &s,
+        "/cxone/incontactapi/services/v30.0/skills",
+        Duration::from_secs(10),
+    );
     let token = s.sidecar_state().unwrap()["tokens"]["genesys"].clone();
     let refresh_at = token["issued_ms"].as_u64().unwrap() + 2_850;
     let g0 = grants(&s, "genesys");
+    let c0 = grants(&s, "cxone");
     let stop_at = Instant::now() + Duration::from_secs(6);
     let statuses: Vec<u16> = std::thread::scope(|scope| {
         let mut handles = Vec::new();
-        for _ in 0..4 {
-            handles.push(scope.spawn(|| {
+        for path in [
+            "/genesys/api/v2/users",
+            "/genesys/api/v2/users",
+            "/cxone/incontactapi/services/v30.0/skills",
+            "/cxone/incontactapi/services/v30.0/agents",
+        ] {
+            let s = &s;
+            handles.push(scope.spawn(move || {
                 let mut out = Vec::new();
                 while Instant::now() < stop_at {
-                    out.push(get(&s, "/genesys/api/v2/users"));
+                    out.push(get(s, path));
                 }
                 out
             }));
@@ -102,6 +117,7 @@ fn one_grant_per_refresh_cycle_under_traffic_and_a_burst_at_refresh_stays_under_
         }
         all
     });
+    let cxone_grants = grants(&s, "cxone") - c0;
     let grants = grants(&s, "genesys") - g0;
     let ok = statuses.iter().filter(|c| **c == 200).count();
     assert_eq!(
@@ -117,10 +133,13 @@ fn one_grant_per_refresh_cycle_under_traffic_and_a_burst_at_refresh_stays_under_
         "{grants} grants for {} requests",
         statuses.len()
     );
+    assert!(
+        (1..=3).contains(&cxone_grants),
+        "cxone: {cxone_grants} grants"
+    );
     eprintln!(
-        "figures: {} requests, {} grants, burst of 200 at refresh",
-        statuses.len(),
-        grants
+        "figures: {} requests, {grants} Genesys + {cxone_grants} CXone grants, burst of 200 at refresh",
+        statuses.len()
     );
 }
 
