@@ -506,3 +506,14 @@ impl SyncDriver {
         }
     }
 }
+
+/// Logs a rejected config (one structured line naming the filter and the field) and returns
+/// false, the value `on_configure` must return so the proxy refuses the plugin.
+pub fn reject_config(filter: &str, field: &str, message: &str) -> bool {
+    let event = crate::log::Event::new("CONFIG_REJECTED")
+        .str("filter", filter)
+        .str("field", field)
+        .str("error", message);
+    log(Level::Error, &event.render());
+    false
+}

@@ -42,12 +42,7 @@ struct TokenRoot {
 }
 
 fn reject(field: &str, message: &str) -> bool {
-    let event = Event::new("CONFIG_REJECTED")
-        .str("filter", "cxgate-token")
-        .str("field", field)
-        .str("error", message);
-    proxy::log(Level::Error, &event.render());
-    false
+    proxy::reject_config("cxgate-token", field, message)
 }
 
 impl Context for TokenRoot {

@@ -46,14 +46,7 @@ impl RootContext for TraceRoot {
         };
         match Config::parse(&bytes) {
             Ok(config) => self.config = Some(Rc::new(config)),
-            Err(e) => {
-                let event = Event::new("CONFIG_REJECTED")
-                    .str("filter", "cxgate-trace")
-                    .str("field", &e.field)
-                    .str("error", &e.message);
-                proxy::log(Level::Error, &event.render());
-                return false;
-            }
+            Err(e) => return proxy::reject_config("cxgate-trace", &e.field, &e.message),
         }
         let mut m = ProxyMetrics;
         self.ids = Ids {
