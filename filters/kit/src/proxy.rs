@@ -195,7 +195,9 @@ impl Entropy for ProxyEntropy {
     }
 }
 
-/// Shared data of the VM (`vm_id` scope in Envoy, the shm zone in Kong).
+/// Shared data of the VM (`vm_id` scope in Envoy, the shm zone in Kong). Detect it once per
+/// worker (root context) and copy it into streams: detection writes shared data.
+#[derive(Debug, Clone, Copy)]
 pub struct ProxyStore {
     dialect: CasDialect,
 }

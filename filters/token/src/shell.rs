@@ -39,6 +39,7 @@ struct Shared {
 struct TokenRoot {
     shared: Option<Rc<Shared>>,
     sync: Option<SyncDriver>,
+    store: Option<ProxyStore>,
 }
 
 fn reject(field: &str, message: &str) -> bool {
@@ -78,6 +79,7 @@ impl RootContext for TokenRoot {
         let Ok(sync_store) = ProxyStore::detect() else {
             return reject("", "shared data is unavailable");
         };
+        self.store = Some(sync_store);
         match SyncDriver::new(config.sync.clone(), sync_store) {
             Ok(d) => self.sync = Some(d),
             Err(e) => return reject(&e.field, &e.message),
@@ -112,7 +114,7 @@ impl RootContext for TokenRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let shared = self.shared.clone()?;
-        let store = ProxyStore::detect().ok()?;
+        let store = self.store?;
         Some(Box::new(TokenStream {
             shared,
             store,

@@ -243,3 +243,32 @@ fn bad_config_names_the_field() {
         "{err:#}"
     );
 }
+
+#[test]
+fn the_request_path_reads_shared_data_and_never_writes_it() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let mut h = host(profile);
+        let now = h.now_ms();
+        sync_tokens(&mut h, json!({"genesys": token_json("g-tok", now, 300, 1)}));
+        h.reset_host_calls();
+        let s = h.new_stream(0).unwrap();
+        h.request_headers(s, &[(":path", "/genesys/x")], true)
+            .unwrap();
+        let calls = h.host_calls();
+        assert_eq!(
+            calls.get("proxy_set_shared_data"),
+            None,
+            "{profile:?}: {calls:?}"
+        );
+        assert_eq!(
+            calls.get("proxy_get_shared_data"),
+            Some(&1),
+            "{profile:?}: one read, the token"
+        );
+        assert_eq!(
+            calls.get("proxy_http_call"),
+            None,
+            "no network on the hot path"
+        );
+    }
+}

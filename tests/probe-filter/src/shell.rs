@@ -85,11 +85,7 @@ impl RootContext for Root {
             return false;
         }
         if let Some(sync) = config.sync.clone() {
-            let driver_store = match ProxyStore::detect() {
-                Ok(s) => s,
-                Err(_) => return false,
-            };
-            match SyncDriver::new(sync, driver_store) {
+            match SyncDriver::new(sync, store) {
                 Ok(d) => self.sync = Some(d),
                 Err(e) => {
                     proxy::log(Level::Error, &e.to_string());
@@ -125,7 +121,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Probe {
             config: self.config.clone(),
-            store: ProxyStore::detect().ok()?,
+            store: self.store?,
         }))
     }
 
