@@ -207,23 +207,8 @@ fn the_filter_runs_in_every_envoy_worker_and_counts() {
             .send()
             .unwrap();
     }
-    let stats = s
-        .http
-        .get(format!(
-            "http://127.0.0.1:{}/stats?filter=cxgate_trace",
-            s.ports.admin
-        ))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let generated: u64 = stats
-        .lines()
-        .find(|l| l.contains("cxgate_trace.generated"))
-        .and_then(|l| l.rsplit(": ").next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no cxgate_trace.generated in:\n{stats}"));
-    assert_eq!(generated, 20);
+    let generated = s.envoy_stat("cxgate_trace.generated");
+    assert_eq!(generated, Some(20));
 }
 
 #[test]
