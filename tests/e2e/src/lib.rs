@@ -23,12 +23,30 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from("."))
 }
 
-/// A free loopback port (bound, then released for the child to take).
+/// A free loopback port for a child process to listen on.
+///
+/// Ports come from below the kernel's ephemeral range (32768+ on Linux), so no outgoing
+/// connection can take one between this check and the child's bind, and each port is handed
+/// out once per process, so tests running in parallel never share one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let seed = RandomState::new();
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for attempt in 0u64.. {
+        let port = 20_000 + (seed.hash_one(attempt) % 12_000) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+        if attempt > 100_000 {
+            break;
+        }
+    }
+    0
 }
 
 /// Where the project's binaries are: `$CXGATE_BIN_DIR` or `target/debug`.
