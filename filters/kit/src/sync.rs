@@ -299,6 +299,39 @@ pub fn write_token<S: SharedStore + ?Sized>(
     Ok(written)
 }
 
+/// The platform answered 401 to `generation`: replace that token with its rejected marker so
+/// no worker serves it again. True only for the one caller that made the change (the others
+/// found it already rejected or replaced by a newer generation).
+pub fn reject_token<S: SharedStore + ?Sized>(
+    store: &mut S,
+    platform: &str,
+    generation: u64,
+    now: u64,
+) -> Result<bool, SyncError> {
+    let rejected = update(store, &keys::token(platform), ATTEMPTS, |current| {
+        let stamped = current.and_then(Stamped::decode);
+        let token = stamped
+            .as_ref()
+            .and_then(|s| serde_json::from_slice::<TokenState>(&s.payload).ok());
+        match (stamped, token) {
+            (Some(stamped), Some(t)) if t.generation == generation && !t.rejected => {
+                let marker = serde_json::to_vec(&t.rejected_marker()).unwrap_or_default();
+                Update::Write(
+                    Stamped {
+                        version: stamped.version,
+                        written_ms: now,
+                        payload: marker,
+                    }
+                    .encode(),
+                    true,
+                )
+            }
+            _ => Update::Keep(false),
+        }
+    })?;
+    Ok(rejected)
+}
+
 fn write_status<S, F>(store: &mut S, change: F) -> Result<(), SyncError>
 where
     S: SharedStore + ?Sized,

@@ -12,6 +12,7 @@ use cxgate_kit::fakes::{FakeCallout, FakeClock, FakeStore};
 use cxgate_kit::host::CasDialect;
 use cxgate_kit::sync::{
     Applied, SyncClient, SyncConfig, SyncError, Tick, is_stale, read_map, read_status, read_token,
+    reject_token,
 };
 use cxgate_state::{IdMap, Snapshot, TokenState};
 
@@ -176,6 +177,36 @@ fn an_older_token_never_replaces_a_newer_one() {
             .generation,
         9
     );
+}
+
+#[test]
+fn a_rejected_generation_is_marked_once_and_the_sync_cannot_restore_it() {
+    for dialect in [CasDialect::Envoy, CasDialect::Kong] {
+        let mut w = world(1, dialect);
+        w.tick(0);
+        w.answer(0, Some(200), &snapshot(10, 9)).unwrap();
+        let mut store = w.store.clone();
+        // A stale report (another generation) changes nothing.
+        assert!(!reject_token(&mut store, "genesys", 8, 2_000).unwrap());
+        // The first report of generation 9 wins; the next ones find it already rejected.
+        store.race_next_writes(1);
+        assert!(reject_token(&mut store, "genesys", 9, 2_000).unwrap());
+        assert!(!reject_token(&mut store, "genesys", 9, 2_000).unwrap());
+        let (t, _) = read_token(&w.store, "genesys").unwrap().unwrap();
+        assert!(t.rejected && t.access_token.is_empty() && t.generation == 9);
+        // A snapshot still carrying generation 9 does not bring the token back ...
+        w.tick(0);
+        w.answer(0, Some(200), &snapshot(11, 9)).unwrap();
+        assert!(read_token(&w.store, "genesys").unwrap().unwrap().0.rejected);
+        // ... the next generation replaces the marker.
+        w.tick(0);
+        w.answer(0, Some(200), &snapshot(12, 10)).unwrap();
+        let (t, _) = read_token(&w.store, "genesys").unwrap().unwrap();
+        assert_eq!(
+            (t.rejected, t.generation, t.access_token.as_str()),
+            (false, 10, "tok-10")
+        );
+    }
 }
 
 #[test]

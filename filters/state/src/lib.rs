@@ -42,6 +42,14 @@ pub struct TokenState {
     pub stale_ms: u64,
     /// Counts grants for this platform, so a reader can tell a new token from an old one.
     pub generation: u64,
+    /// The platform answered 401 to this generation: never serve it, ask the sidecar for a
+    /// newer one. Only the filters set this (see [`TokenState::rejected_marker`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub rejected: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl TokenState {
@@ -60,6 +68,21 @@ impl TokenState {
             expires_ms: issued_ms.saturating_add(life),
             stale_ms: issued_ms.saturating_add(life / 20 * 19),
             generation,
+            rejected: false,
+        }
+    }
+
+    /// What replaces a token the platform rejected: same generation (so the sync never
+    /// restores it), no secret, already expired.
+    pub fn rejected_marker(&self) -> Self {
+        TokenState {
+            access_token: String::new(),
+            token_type: self.token_type.clone(),
+            issued_ms: self.issued_ms,
+            expires_ms: 0,
+            stale_ms: 0,
+            generation: self.generation,
+            rejected: true,
         }
     }
 

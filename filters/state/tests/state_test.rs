@@ -15,6 +15,22 @@ fn token_soft_and_hard_expiry_follow_the_received_lifetime() {
 }
 
 #[test]
+fn a_rejected_marker_keeps_the_generation_drops_the_secret_and_is_never_served() {
+    let t = TokenState::new("tok".into(), "bearer".into(), 10_000, 300, 4);
+    let m = t.rejected_marker();
+    assert!(m.rejected);
+    assert_eq!(m.generation, 4);
+    assert!(m.access_token.is_empty());
+    assert_eq!(m.freshness(10_001), Freshness::Expired);
+    let json = serde_json::to_string(&m).unwrap();
+    assert!(!json.contains("tok\""), "{json}");
+    let back: TokenState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, m);
+    // Tokens from the sidecar never carry the flag on the wire.
+    assert!(!serde_json::to_string(&t).unwrap().contains("rejected"));
+}
+
+#[test]
 fn snapshot_round_trips_as_json() {
     let mut s = Snapshot {
         format: cxgate_state::FORMAT,
