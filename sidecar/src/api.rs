@@ -4,7 +4,9 @@
 //!   newer version exists, answering 304 if none came.
 //! - `GET /v1/tokens/{platform}?after=G&wait_ms=N`: that platform's token once its generation
 //!   is above G (the filters' bounded wait on a cold start).
-//! - `POST /v1/tokens/{platform}/invalidate` (`{"generation": G}`): a platform rejected G.
+//! - `POST /v1/tokens/{platform}/invalidate[?wait_ms=N]` (`{"generation": G}`): a platform
+//!   rejected G. Refreshes once however many callers report G; with `wait_ms`, answers like
+//!   the token wait above with `after=G` (the filters' replay after a 401).
 //! - `GET /health`, `GET /metrics` (Prometheus).
 
 use crate::hub::{Hub, now_ms};
@@ -124,11 +126,16 @@ async fn token(
         );
     }
     let after: u64 = q.get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let deadline = tokio::time::Instant::now() + wait_of(&q, api.long_poll_max);
+    wait_for_token(&api, &platform, after, wait_of(&q, api.long_poll_max)).await
+}
+
+/// The platform's token once its generation is above `after`, or a 503 problem after `wait`.
+async fn wait_for_token(api: &Api, platform: &str, after: u64, wait: Duration) -> Response {
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         if let Some(t) = api
             .hub
-            .token(&platform)
+            .token(platform)
             .filter(|t| t.generation > after && t.expires_ms > now_ms())
         {
             return Json(t).into_response();
@@ -146,7 +153,12 @@ async fn token(
     }
 }
 
-async fn invalidate(State(api): S, Path(platform): Path<String>, body: Bytes) -> Response {
+async fn invalidate(
+    State(api): S,
+    Path(platform): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
     let Some(manager) = api.managers.get(platform.as_str()) else {
         return problem(
             StatusCode::NOT_FOUND,
@@ -159,6 +171,11 @@ async fn invalidate(State(api): S, Path(platform): Path<String>, body: Bytes) ->
         .ok()
         .and_then(|v| v["generation"].as_u64());
     let wait_above = manager.invalidate(generation);
+    if q.contains_key("wait_ms") {
+        // Wait for a token newer than the one reported, which may already exist.
+        let after = generation.unwrap_or(wait_above);
+        return wait_for_token(&api, &platform, after, wait_of(&q, api.long_poll_max)).await;
+    }
     (
         StatusCode::ACCEPTED,
         Json(json!({"platform": platform, "wait_for_generation_above": wait_above})),

@@ -76,6 +76,22 @@ pub struct Config {
     pub metadata: Metadata,
     pub genesys: Option<Genesys>,
     pub cxone: Option<Cxone>,
+    pub llm: Option<Llm>,
+}
+
+/// An LLM endpoint's static API key, published like a token so the token filter injects it
+/// (and a 401 re-reads it, which picks up a rotated key file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Llm {
+    pub api_key: SecretSource,
+    /// How long a read of the key is served before it is read again.
+    #[serde(default = "llm_lifetime")]
+    pub reread_s: u64,
+}
+
+fn llm_lifetime() -> u64 {
+    3600
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +221,9 @@ impl Config {
             && (!c.max_grants_per_second.is_finite() || c.max_grants_per_second <= 0.0)
         {
             return Err("config cxone.max_grants_per_second must be > 0".into());
+        }
+        if self.llm.as_ref().is_some_and(|l| l.reread_s < 10) {
+            return Err("config llm.reread_s must be >= 10".into());
         }
         if self.metadata.interval_s == 0 || self.metadata.page_size == 0 {
             return Err("config metadata: interval_s and page_size must be > 0".into());

@@ -136,6 +136,27 @@ async fn main() {
         );
         managers.insert("cxone", Arc::new(m));
     }
+    if let Some(l) = &config.llm {
+        // Fail at start on a missing key, like the other platforms' secrets.
+        l.api_key
+            .resolve("llm.api_key")
+            .unwrap_or_else(|e| fail(&e));
+        let grantor = Grantor::StaticKey {
+            source: l.api_key.clone(),
+            field: "llm.api_key",
+            lifetime_s: l.reread_s,
+        };
+        let m = TokenManager::new(
+            "llm",
+            grantor,
+            1.0,
+            config.refresh.clone(),
+            hub.clone(),
+            metrics.clone(),
+            http.clone(),
+        );
+        managers.insert("llm", Arc::new(m));
+    }
     for m in managers.values() {
         tokio::spawn(m.clone().run());
     }

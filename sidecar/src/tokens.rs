@@ -3,7 +3,7 @@
 //! of the lifetime actually received (minus jitter), never faster than the platform's grant
 //! cap, and backs off with jitter on failure without ever giving up.
 
-use crate::config::{Refresh, Secret};
+use crate::config::{Refresh, Secret, SecretSource};
 use crate::hub::{Hub, now_ms};
 use crate::metrics::Metrics;
 use base64::Engine;
@@ -32,6 +32,12 @@ pub enum Grantor {
         access_key_secret: Secret,
         /// (token endpoint, API endpoint), discovered once and again after a failure.
         discovered: Mutex<Option<(String, String)>>,
+    },
+    /// A static API key (the LLM endpoint), read from its source on every "grant".
+    StaticKey {
+        source: SecretSource,
+        field: &'static str,
+        lifetime_s: u64,
     },
 }
 
@@ -122,7 +128,7 @@ impl Grantor {
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
                 .map(|d| d.1.clone()),
-            Grantor::Genesys { .. } => None,
+            Grantor::Genesys { .. } | Grantor::StaticKey { .. } => None,
         }
     }
 
@@ -167,6 +173,14 @@ impl Grantor {
                         return Err(format!("token endpoint unreachable: {e}"));
                     }
                 }
+            }
+            Grantor::StaticKey {
+                source,
+                field,
+                lifetime_s,
+            } => {
+                let key = source.resolve(field)?;
+                return Ok((key.expose().to_string(), "api-key".into(), *lifetime_s));
             }
         };
         if !resp.status().is_success() {

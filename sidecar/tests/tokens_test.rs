@@ -60,9 +60,11 @@ fn start_with(mock_args: &[&str], refresh: Value, metadata_interval_s: u64) -> R
                     "client_id": {"env": "T_GENESYS_ID"}, "client_secret": {"env": "T_GENESYS_SECRET"}},
         "cxone": {"issuer": cxone, "tenant_id": "tenant-1",
                   "client_id": {"env": "T_CXONE_ID"}, "client_secret": {"env": "T_CXONE_SECRET"},
-                  "access_key_id": {"env": "T_CXONE_AK"}, "access_key_secret": {"file": dir.join("ak-secret").display().to_string()}}
+                  "access_key_id": {"env": "T_CXONE_AK"}, "access_key_secret": {"file": dir.join("ak-secret").display().to_string()}},
+        "llm": {"api_key": {"file": dir.join("llm-key").display().to_string()}, "reread_s": 600}
     });
     std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("llm-key"), "demo-llm-key\n").unwrap();
     std::fs::write(dir.join("ak-secret"), format!("{CXONE_KEY_SECRET}\n")).unwrap();
     let cfg_path = dir.join("sidecar.json");
     std::fs::write(&cfg_path, config.to_string()).unwrap();
@@ -141,6 +143,18 @@ impl Rig {
     fn invalidate(&self, platform: &str, generation: u64) -> reqwest::blocking::Response {
         self.http
             .post(format!("{}/v1/tokens/{platform}/invalidate", self.side))
+            .header("x-cxgate-sidecar-key", KEY)
+            .json(&json!({"generation": generation}))
+            .send()
+            .unwrap()
+    }
+    /// What the token filter's replay calls: invalidate, then wait for the newer token.
+    fn invalidate_and_wait(&self, platform: &str, generation: u64) -> reqwest::blocking::Response {
+        self.http
+            .post(format!(
+                "{}/v1/tokens/{platform}/invalidate?wait_ms=3000",
+                self.side
+            ))
             .header("x-cxgate-sidecar-key", KEY)
             .json(&json!({"generation": generation}))
             .send()
@@ -281,6 +295,64 @@ fn invalidate_after_revocation_gives_a_new_token_within_a_second() {
         .send()
         .unwrap();
     assert_eq!(ok.status(), 200);
+}
+
+#[test]
+fn invalidate_with_wait_answers_every_caller_with_the_one_fresh_token() {
+    let r = start(&[], fast_refresh());
+    let s = r.wait_for("a genesys token", Duration::from_secs(5), |s| {
+        s["tokens"]["genesys"].is_object()
+    });
+    let gen0 = s["tokens"]["genesys"]["generation"].as_u64().unwrap();
+    let before = r.grants(&r.genesys);
+    // 20 replays report the same rejected generation at once, as the token filter does.
+    let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                scope.spawn(|| {
+                    let resp = r.invalidate_and_wait("genesys", gen0);
+                    (resp.status().as_u16(), resp.json().unwrap())
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let generations: std::collections::BTreeSet<u64> = answers
+        .iter()
+        .map(|(status, t)| {
+            assert_eq!(*status, 200, "{t}");
+            t["generation"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(generations.len(), 1, "{generations:?}");
+    assert!(generations.iter().all(|g| *g > gen0));
+    assert_eq!(r.grants(&r.genesys) - before, 1, "one grant for 20 reports");
+    // A late report of the old generation gets the current token at once, with no grant.
+    let late = r.invalidate_and_wait("genesys", gen0);
+    assert_eq!(late.status(), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(r.grants(&r.genesys) - before, 1);
+}
+
+#[test]
+fn the_llm_api_key_is_published_as_a_token_and_a_401_rereads_a_rotated_key() {
+    let r = start(&[], fast_refresh());
+    let s = r.wait_for("the llm key", Duration::from_secs(5), |s| {
+        s["tokens"]["llm"].is_object()
+    });
+    let t = &s["tokens"]["llm"];
+    assert_eq!(t["access_token"], "demo-llm-key");
+    assert_eq!(t["token_type"], "api-key");
+    assert_eq!(
+        t["expires_ms"].as_u64().unwrap() - t["issued_ms"].as_u64().unwrap(),
+        600_000
+    );
+    std::fs::write(r.dir.join("llm-key"), "rotated-llm-key\n").unwrap();
+    r.invalidate("llm", t["generation"].as_u64().unwrap());
+    let s = r.wait_for("the rotated key", Duration::from_secs(3), |s| {
+        s["tokens"]["llm"]["access_token"] == "rotated-llm-key"
+    });
+    assert!(s["tokens"]["llm"]["generation"].as_u64() > t["generation"].as_u64());
 }
 
 #[test]

@@ -260,18 +260,20 @@ pub fn demo_sidecar_config(ports: &Ports, refresh: Option<serde_json::Value>) ->
                     "client_id": {"env": "GENESYS_CLIENT_ID"}, "client_secret": {"env": "GENESYS_CLIENT_SECRET"}},
         "cxone": {"issuer": cxone, "tenant_id": "demo-tenant",
                   "client_id": {"env": "CXONE_CLIENT_ID"}, "client_secret": {"env": "CXONE_CLIENT_SECRET"},
-                  "access_key_id": {"env": "CXONE_ACCESS_KEY_ID"}, "access_key_secret": {"env": "CXONE_ACCESS_KEY_SECRET"}}
+                  "access_key_id": {"env": "CXONE_ACCESS_KEY_ID"}, "access_key_secret": {"env": "CXONE_ACCESS_KEY_SECRET"}},
+        "llm": {"api_key": {"env": "LLM_API_KEY"}}
     })
 }
 
 /// The mock platforms' demo credentials (their defaults), as the sidecar's environment.
-pub const MOCK_SECRETS: [(&str, &str); 6] = [
+pub const MOCK_SECRETS: [(&str, &str); 7] = [
     ("GENESYS_CLIENT_ID", "demo-genesys-client"),
     ("GENESYS_CLIENT_SECRET", "demo-genesys-secret"),
     ("CXONE_CLIENT_ID", "demo-cxone-client"),
     ("CXONE_CLIENT_SECRET", "demo-cxone-secret"),
     ("CXONE_ACCESS_KEY_ID", "demo-access-key"),
     ("CXONE_ACCESS_KEY_SECRET", "demo-access-key-secret"),
+    ("LLM_API_KEY", "demo-llm-key"),
 ];
 
 /// Starts the sidecar with `run_dir/sidecar.json` and waits until it answers.
@@ -432,6 +434,17 @@ impl Stack {
             .send()
             .and_then(|r| r.json::<Vec<serde_json::Value>>())
             .unwrap_or_default()
+    }
+
+    /// Token grants a mock has issued (`GET /__mock/stats`).
+    pub fn mock_grants(&self, platform: &str) -> u64 {
+        self.http
+            .get(self.mock_url(platform, "/__mock/stats"))
+            .send()
+            .and_then(|r| r.json::<serde_json::Value>())
+            .ok()
+            .and_then(|v| v["grants"].as_u64())
+            .unwrap_or(0)
     }
 
     /// What reached a mock through the gateway (Envoy adds `x-request-id`; the sidecar's own
