@@ -2,8 +2,9 @@
 
 use cxgate_kit::host::{Clock, Headers, SharedStore};
 use cxgate_kit::ids::{is_valid_gateway_trace_id, random_hex};
+use cxgate_kit::log::Event;
 use cxgate_kit::problem::{LocalReply, Problem};
-use cxgate_kit::sync::{SyncConfig, read_status, read_token, write_token};
+use cxgate_kit::sync::{SyncConfig, read_status, read_token, reject_token, write_token};
 use cxgate_kit::{ConfigError, Entropy, HostError, config};
 use cxgate_state::{Freshness, TokenState};
 use serde::Deserialize;
@@ -24,6 +25,25 @@ struct RawConfig {
     tick_ms: u32,
     #[serde(default = "default_trace_header")]
     trace_header: String,
+    #[serde(default)]
+    on_unauthorized: OnUnauthorized,
+}
+
+/// What to do when the platform answers 401 to a request that carried our token.
+/// Either way the token is marked rejected in shared data first, so no worker serves it again
+/// and the next request asks the sidecar for a fresh one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUnauthorized {
+    /// The proxy replays the request once (Envoy: this filter as an upstream HTTP filter of
+    /// the platform's cluster, and a route retry policy on 401 with `num_retries: 1`). The
+    /// replay runs this filter again and so carries the fresh token; a second 401 goes back
+    /// to the consumer as it is.
+    Replay,
+    /// The host cannot replay (Kong: no pausing in response headers): answer 503 with
+    /// `Retry-After` instead of leaking the platform's 401.
+    #[default]
+    RetryLater,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +96,7 @@ pub struct Config {
     pub retry_after_s: u32,
     pub tick_ms: u32,
     pub trace_header: String,
+    pub on_unauthorized: OnUnauthorized,
 }
 
 impl Config {
@@ -133,11 +154,17 @@ impl Config {
             retry_after_s: raw.retry_after_s.max(1),
             tick_ms: raw.tick_ms,
             trace_header: raw.trace_header.to_ascii_lowercase(),
+            on_unauthorized: raw.on_unauthorized,
         })
     }
 
     pub fn route_for(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+        self.route_index(path).and_then(|i| self.routes.get(i))
+    }
+
+    /// The index into `routes` of the route for `path`.
+    pub fn route_index(&self, path: &str) -> Option<usize> {
+        self.routes.iter().position(|r| path.starts_with(&r.prefix))
     }
 }
 
@@ -147,18 +174,38 @@ pub enum Decision {
     /// No route: leave the request alone.
     Pass,
     /// The credential was set; `stale` when it is past its soft expiry.
-    Injected { platform: String, stale: bool },
-    /// No valid token: wait (bounded) for one newer than `after`.
-    Wait { platform: String, after: u64 },
+    Injected {
+        /// Index into [`Config::routes`].
+        route: usize,
+        stale: bool,
+        generation: u64,
+    },
+    /// No valid token: wait (bounded) for one newer than `after`; `rejected` when the platform
+    /// answered 401 to generation `after`, so the sidecar must be told.
+    Wait {
+        route: usize,
+        after: u64,
+        rejected: bool,
+    },
 }
 
-/// Request headers: strip the consumer's credential, then inject or ask to wait.
+/// What a routed request's response handling needs from its request: in Envoy's upstream
+/// filter position the request headers are gone by the time the response arrives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    pub path: String,
+    pub trace_id: String,
+}
+
+/// Request headers: strip the consumer's credential, then inject or ask to wait. `info` is
+/// filled for routed requests.
 pub fn on_request<H, S, C, E>(
     cfg: &Config,
     headers: &mut H,
     store: &S,
     clock: &C,
     entropy: &mut E,
+    info: &mut RequestInfo,
 ) -> Result<Decision, HostError>
 where
     H: Headers + ?Sized,
@@ -167,7 +214,10 @@ where
     E: Entropy + ?Sized,
 {
     let path = headers.get(":path")?.unwrap_or_default();
-    let Some(route) = cfg.route_for(&path) else {
+    let Some((index, route)) = cfg
+        .route_index(&path)
+        .and_then(|i| cfg.routes.get(i).map(|r| (i, r)))
+    else {
         return Ok(Decision::Pass);
     };
     // Whatever the consumer sent in the credential header never leaves the gateway.
@@ -175,33 +225,30 @@ where
     if route.header != "authorization" {
         headers.remove("authorization")?;
     }
-    ensure_trace_id(cfg, headers, entropy)?;
+    info.trace_id = ensure_trace_id(cfg, headers, entropy)?;
+    info.path = path;
     if has_body(headers)? && headers.get("content-type")?.is_none() {
         headers.set("content-type", "application/json")?;
     }
     let token = read_token(store, &route.platform)?.map(|(t, _)| t);
     match token.as_ref().map(|t| (t, t.freshness(clock.now_ms()))) {
-        Some((t, Freshness::Fresh)) => {
+        Some((t, f @ (Freshness::Fresh | Freshness::Stale))) if !t.rejected => {
             inject(route, headers, t)?;
             Ok(Decision::Injected {
-                platform: route.platform.clone(),
-                stale: false,
+                route: index,
+                stale: f == Freshness::Stale,
+                generation: t.generation,
             })
         }
-        Some((t, Freshness::Stale)) => {
-            inject(route, headers, t)?;
-            Ok(Decision::Injected {
-                platform: route.platform.clone(),
-                stale: true,
-            })
-        }
-        Some((t, Freshness::Expired)) => Ok(Decision::Wait {
-            platform: route.platform.clone(),
+        Some((t, _)) => Ok(Decision::Wait {
+            route: index,
             after: t.generation,
+            rejected: t.rejected,
         }),
         None => Ok(Decision::Wait {
-            platform: route.platform.clone(),
+            route: index,
             after: 0,
+            rejected: false,
         }),
     }
 }
@@ -210,14 +257,15 @@ fn ensure_trace_id<H: Headers + ?Sized, E: Entropy + ?Sized>(
     cfg: &Config,
     headers: &mut H,
     entropy: &mut E,
-) -> Result<(), HostError> {
-    let valid = headers
-        .get(&cfg.trace_header)?
-        .is_some_and(|v| is_valid_gateway_trace_id(&v));
-    if !valid {
-        headers.set(&cfg.trace_header, &random_hex(entropy, 16)?)?;
+) -> Result<String, HostError> {
+    match headers.get(&cfg.trace_header)? {
+        Some(v) if is_valid_gateway_trace_id(&v) => Ok(v),
+        _ => {
+            let id = random_hex(entropy, 16)?;
+            headers.set(&cfg.trace_header, &id)?;
+            Ok(id)
+        }
     }
-    Ok(())
 }
 
 /// Header callbacks cannot rely on end_of_stream (Kong always says false): judge by headers.
@@ -242,25 +290,48 @@ fn inject<H: Headers + ?Sized>(
     headers.set(&route.header, &value)
 }
 
-/// The sidecar call for a bounded wait: a token of `platform` newer than `after`.
-pub fn wait_path(cfg: &Config, platform: &str, after: u64) -> String {
-    format!(
-        "/v1/tokens/{platform}?after={after}&wait_ms={}",
-        cfg.wait_ms
-    )
+/// The sidecar call for a bounded wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitCall {
+    pub method: &'static str,
+    pub path: String,
+    pub body: Option<Vec<u8>>,
 }
 
-/// The answer to the wait call: inject (and share the token with every worker), or the 503
-/// problem to answer the consumer with. `status` is `None` when the call failed or timed out.
+/// A token of `platform` newer than `after`. When the platform rejected `after`, the call is
+/// the sidecar's invalidate (which refreshes once however many requests report it) and waits
+/// for the fresh token in the same round trip.
+pub fn wait_call(cfg: &Config, platform: &str, after: u64, rejected: bool) -> WaitCall {
+    if rejected {
+        WaitCall {
+            method: "POST",
+            path: format!("/v1/tokens/{platform}/invalidate?wait_ms={}", cfg.wait_ms),
+            body: Some(format!("{{\"generation\":{after}}}").into_bytes()),
+        }
+    } else {
+        WaitCall {
+            method: "GET",
+            path: format!(
+                "/v1/tokens/{platform}?after={after}&wait_ms={}",
+                cfg.wait_ms
+            ),
+            body: None,
+        }
+    }
+}
+
+/// The answer to the wait call: inject (and share the token with every worker) and return its
+/// generation, or the 503 problem to answer the consumer with. `status` is `None` when the
+/// call failed or timed out.
 pub fn on_wait_answer<H, S, C>(
     cfg: &Config,
-    platform: &str,
+    route: usize,
     headers: &mut H,
     store: &mut S,
     clock: &C,
     status: Option<u16>,
     body: &[u8],
-) -> Result<Result<(), LocalReply>, HostError>
+) -> Result<Result<u64, LocalReply>, HostError>
 where
     H: Headers + ?Sized,
     S: SharedStore + ?Sized,
@@ -270,17 +341,20 @@ where
     let token = (status == Some(200))
         .then(|| serde_json::from_slice::<TokenState>(body).ok())
         .flatten()
-        .filter(|t| t.freshness(now) != Freshness::Expired);
-    let route = cfg.routes.iter().find(|r| r.platform == platform);
-    match (token, route) {
-        (Some(t), Some(route)) => {
+        .filter(|t| !t.rejected && t.freshness(now) != Freshness::Expired);
+    let Some(route) = cfg.routes.get(route) else {
+        return Err(HostError::BadArgument);
+    };
+    let platform = route.platform.as_str();
+    match token {
+        Some(t) => {
             let version = read_status(store)?.version;
             // Another worker may have stored it already; losing that race is fine.
             let _ = write_token(store, platform, &t, version, now);
             inject(route, headers, &t)?;
-            Ok(Ok(()))
+            Ok(Ok(t.generation))
         }
-        _ => {
+        None => {
             let trace_id = headers.get(&cfg.trace_header)?;
             let problem = Problem::new(
                 503,
@@ -294,6 +368,98 @@ where
             .with_trace_id(trace_id.as_deref())
             .with_header("retry-after", cfg.retry_after_s.to_string());
             Ok(Err(problem.into_reply()))
+        }
+    }
+}
+
+/// A request that went upstream with our token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// Index into [`Config::routes`].
+    pub route: usize,
+    pub generation: u64,
+    /// 1 for the original request; Envoy numbers replays from 2 (`x-envoy-attempt-count`).
+    pub attempt: u32,
+}
+
+/// What the platform's answer means for the token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Not a 401: nothing to do.
+    Accepted,
+    /// A 401 (drift): the token is marked rejected and the proxy replays the request.
+    /// `invalidated` is true for the one request that marked it.
+    Replay { invalidated: bool, event: Event },
+    /// A 401 to the replay itself: it goes back to the consumer as it is.
+    ReplayFailed { event: Event },
+    /// A 401 where no replay is possible: marked rejected, and the consumer gets this 503.
+    RetryLater {
+        invalidated: bool,
+        event: Event,
+        reply: LocalReply,
+    },
+}
+
+/// The platform's response status to a request we sent with `sent`'s token.
+/// `path` and `trace_id` only go into the log event (never the token).
+pub fn on_response<S: SharedStore + ?Sized>(
+    cfg: &Config,
+    sent: &Sent,
+    status: u16,
+    path: &str,
+    trace_id: Option<&str>,
+    store: &mut S,
+    now: u64,
+) -> Answer {
+    let Some(route) = cfg.routes.get(sent.route).filter(|_| status == 401) else {
+        return Answer::Accepted;
+    };
+    let platform = route.platform.as_str();
+    let path = path.split('?').next().unwrap_or_default();
+    let event = |name: &str| {
+        Event::new(name)
+            .str("platform", platform)
+            .str("route", &route.prefix)
+            .str("path", path)
+            .str("trace_id", trace_id.unwrap_or_default())
+            .num("generation", sent.generation)
+            .num("attempt", u64::from(sent.attempt))
+    };
+    if cfg.on_unauthorized == OnUnauthorized::Replay && sent.attempt > 1 {
+        // The fresh token was refused too: not drift. Keep it, and let the 401 through.
+        return Answer::ReplayFailed {
+            event: event("TOKEN_REPLAY_FAILED"),
+        };
+    }
+    // Losing the race (another request already marked it) or a store error both leave the
+    // next request to find the marker or ask the sidecar; neither may block this answer.
+    let invalidated = reject_token(store, platform, sent.generation, now).unwrap_or(false);
+    match cfg.on_unauthorized {
+        OnUnauthorized::Replay => Answer::Replay {
+            invalidated,
+            event: event("TOKEN_DRIFT_RECOVERY")
+                .str("action", "replay")
+                .flag("invalidated", invalidated),
+        },
+        OnUnauthorized::RetryLater => {
+            let reply = Problem::new(
+                503,
+                "token-rejected",
+                "Platform credential rejected",
+                format!(
+                    "{platform} rejected the gateway's credential; a fresh one is being fetched. Retry shortly."
+                ),
+            )
+            .with_trace_id(trace_id)
+            .with_header("retry-after", cfg.retry_after_s.to_string())
+            .into_reply();
+            Answer::RetryLater {
+                invalidated,
+                event: event("TOKEN_DRIFT_RECOVERY")
+                    .str("action", "retry-later")
+                    .flag("invalidated", invalidated),
+                reply,
+            }
         }
     }
 }

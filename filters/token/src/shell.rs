@@ -1,6 +1,6 @@
 //! proxy-wasm binding of the token filter.
 
-use crate::core::{self, Config, Decision};
+use crate::core::{self, Answer, Config, Decision, OnUnauthorized, RequestInfo, Sent};
 use cxgate_kit::host::{Callout, Clock, HttpCallout, Metrics};
 use cxgate_kit::log::Event;
 use cxgate_kit::problem::Problem;
@@ -10,7 +10,6 @@ use cxgate_kit::proxy::{
 };
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
@@ -21,11 +20,18 @@ proxy_wasm::main! {{
 /// Metric ids, defined once per worker.
 #[derive(Default)]
 struct Ids {
-    injected: HashMap<String, u32>,
+    /// Per route (index into `Config::routes`), named by its platform.
+    injected: Vec<u32>,
     stale_served: u32,
     waited: u32,
     wait_ms_total: u32,
     wait_timeouts: u32,
+    /// 401s to our token that started a recovery (replay or retry-later).
+    drift_recoveries: u32,
+    /// Replays the platform refused again (their 401 went to the consumer).
+    replays_failed: u32,
+    /// 401s answered 503 + Retry-After because the host cannot replay.
+    drift_retry_later: u32,
     errors: u32,
 }
 
@@ -93,6 +99,13 @@ impl RootContext for TokenRoot {
             waited: m.counter("cxgate_token.waited").unwrap_or_default(),
             wait_ms_total: m.counter("cxgate_token.wait_ms_total").unwrap_or_default(),
             wait_timeouts: m.counter("cxgate_token.wait_timeouts").unwrap_or_default(),
+            drift_recoveries: m
+                .counter("cxgate_token.drift_recoveries")
+                .unwrap_or_default(),
+            replays_failed: m.counter("cxgate_token.replays_failed").unwrap_or_default(),
+            drift_retry_later: m
+                .counter("cxgate_token.drift_retry_later")
+                .unwrap_or_default(),
             errors: m.counter("cxgate_token.errors").unwrap_or_default(),
             ..Ids::default()
         };
@@ -100,7 +113,7 @@ impl RootContext for TokenRoot {
             let id = m
                 .counter(&format!("cxgate_token.injected.{}", route.platform))
                 .unwrap_or_default();
-            ids.injected.insert(route.platform.clone(), id);
+            ids.injected.push(id);
         }
         self.shared = Some(Rc::new(Shared { config, key, ids }));
         true
@@ -119,6 +132,8 @@ impl RootContext for TokenRoot {
             shared,
             store,
             waiting: None,
+            sent: None,
+            info: RequestInfo::default(),
         }))
     }
 
@@ -127,11 +142,21 @@ impl RootContext for TokenRoot {
     }
 }
 
+/// A bounded wait in progress.
+struct Waiting {
+    route: usize,
+    attempt: u32,
+    callout: u32,
+    started_ms: u64,
+}
+
 struct TokenStream {
     shared: Rc<Shared>,
     store: ProxyStore,
-    /// (platform, callout token, started at) while waiting for a token.
-    waiting: Option<(String, u32, u64)>,
+    waiting: Option<Waiting>,
+    /// Set once the request carries our token: its 401 is what drift recovery acts on.
+    sent: Option<Sent>,
+    info: RequestInfo,
 }
 
 impl TokenStream {
@@ -154,9 +179,33 @@ impl TokenStream {
         Action::Pause
     }
 
-    fn wait(&mut self, platform: String, after: u64) -> Action {
+    fn injected(&self, route: usize) {
+        if let Some(id) = self.shared.ids.injected.get(route) {
+            self.count(*id, 1);
+        }
+    }
+
+    /// Envoy numbers its retries in `x-envoy-attempt-count` (the virtual host's
+    /// `include_request_attempt_count`); only replay mode needs to know.
+    fn attempt(&self) -> u32 {
+        if self.shared.config.on_unauthorized != OnUnauthorized::Replay {
+            return 1;
+        }
+        cxgate_kit::Headers::get(&ProxyHeaders::request(), "x-envoy-attempt-count")
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1)
+    }
+
+    fn wait(&mut self, route: usize, after: u64, rejected: bool) -> Action {
         let cfg = &self.shared.config;
-        let path = core::wait_path(cfg, &platform, after);
+        let platform = cfg
+            .routes
+            .get(route)
+            .map(|r| r.platform.clone())
+            .unwrap_or_default();
+        let wait = core::wait_call(cfg, &platform, after, rejected);
         let authority = cfg
             .sync
             .authority
@@ -164,18 +213,26 @@ impl TokenStream {
             .unwrap_or_else(|| cfg.sync.upstream.clone());
         let call = Callout {
             upstream: &cfg.sync.upstream,
-            method: "GET",
-            path: &path,
+            method: wait.method,
+            path: &wait.path,
             authority: &authority,
             scheme: "http",
-            headers: vec![("x-cxgate-sidecar-key", self.shared.key.as_str())],
-            body: None,
+            headers: vec![
+                ("x-cxgate-sidecar-key", self.shared.key.as_str()),
+                ("content-type", "application/json"),
+            ],
+            body: wait.body.as_deref(),
             timeout_ms: cfg.wait_ms.saturating_add(500),
         };
         match ProxyCallout.dispatch(&call) {
-            Ok(token) => {
+            Ok(callout) => {
                 self.count(self.shared.ids.waited, 1);
-                self.waiting = Some((platform, token, ProxyClock.now_ms()));
+                self.waiting = Some(Waiting {
+                    route,
+                    attempt: self.attempt(),
+                    callout,
+                    started_ms: ProxyClock.now_ms(),
+                });
                 Action::Pause
             }
             Err(e) => self.fail(&format!(
@@ -193,12 +250,9 @@ impl Context for TokenStream {
         _body: usize,
         _trailers: usize,
     ) {
-        let Some((platform, expected, started)) = self.waiting.take() else {
+        let Some(w) = self.waiting.take_if(|w| w.callout == token) else {
             return;
         };
-        if token != expected {
-            return;
-        }
         let status = if headers == 0 {
             None
         } else {
@@ -208,14 +262,14 @@ impl Context for TokenStream {
                 .and_then(|s| s.parse().ok())
         };
         let body = proxy::buffer(4, 0, usize::MAX).unwrap_or_default();
-        let waited = ProxyClock.now_ms().saturating_sub(started);
+        let waited = ProxyClock.now_ms().saturating_sub(w.started_ms);
         self.count(
             self.shared.ids.wait_ms_total,
             i64::try_from(waited).unwrap_or(i64::MAX),
         );
         let out = core::on_wait_answer(
             &self.shared.config,
-            &platform,
+            w.route,
             &mut ProxyHeaders::request(),
             &mut self.store,
             &ProxyClock,
@@ -223,16 +277,26 @@ impl Context for TokenStream {
             &body,
         );
         match out {
-            Ok(Ok(())) => {
-                if let Some(id) = self.shared.ids.injected.get(&platform) {
-                    self.count(*id, 1);
-                }
+            Ok(Ok(generation)) => {
+                self.injected(w.route);
+                self.sent = Some(Sent {
+                    route: w.route,
+                    generation,
+                    attempt: w.attempt,
+                });
                 let _ = proxy::continue_stream(0);
             }
             Ok(Err(reply)) => {
                 self.count(self.shared.ids.wait_timeouts, 1);
+                let platform = self
+                    .shared
+                    .config
+                    .routes
+                    .get(w.route)
+                    .map(|r| r.platform.as_str())
+                    .unwrap_or_default();
                 let event = Event::new("TOKEN_WAIT_TIMEOUT")
-                    .str("platform", &platform)
+                    .str("platform", platform)
                     .num("waited_ms", waited);
                 proxy::log(Level::Warn, &event.render());
                 let _ = proxy::send_local_reply(&reply, "cxgate_token_unavailable");
@@ -252,20 +316,75 @@ impl HttpContext for TokenStream {
             &self.store,
             &ProxyClock,
             &mut ProxyEntropy,
+            &mut self.info,
         );
         match decision {
             Ok(Decision::Pass) => Action::Continue,
-            Ok(Decision::Injected { platform, stale }) => {
-                if let Some(id) = self.shared.ids.injected.get(&platform) {
-                    self.count(*id, 1);
-                }
+            Ok(Decision::Injected {
+                route,
+                stale,
+                generation,
+            }) => {
+                self.injected(route);
                 if stale {
                     self.count(self.shared.ids.stale_served, 1);
                 }
+                self.sent = Some(Sent {
+                    route,
+                    generation,
+                    attempt: self.attempt(),
+                });
                 Action::Continue
             }
-            Ok(Decision::Wait { platform, after }) => self.wait(platform, after),
+            Ok(Decision::Wait {
+                route,
+                after,
+                rejected,
+            }) => self.wait(route, after, rejected),
             Err(e) => self.fail(&format!("header access failed: {e}")),
         }
+    }
+
+    /// Never pauses: Kong cannot pause in response headers, and Envoy's retry needs none.
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let Some(sent) = self.sent.take() else {
+            return Action::Continue;
+        };
+        let response = ProxyHeaders::response();
+        let status = cxgate_kit::Headers::get(&response, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        if status != 401 {
+            return Action::Continue;
+        }
+        let answer = core::on_response(
+            &self.shared.config,
+            &sent,
+            status,
+            &self.info.path,
+            Some(self.info.trace_id.as_str()),
+            &mut self.store,
+            ProxyClock.now_ms(),
+        );
+        match answer {
+            Answer::Accepted => {}
+            Answer::Replay { event, .. } => {
+                self.count(self.shared.ids.drift_recoveries, 1);
+                proxy::log(Level::Warn, &event.render());
+            }
+            Answer::ReplayFailed { event } => {
+                self.count(self.shared.ids.replays_failed, 1);
+                proxy::log(Level::Warn, &event.render());
+            }
+            Answer::RetryLater { event, reply, .. } => {
+                self.count(self.shared.ids.drift_recoveries, 1);
+                self.count(self.shared.ids.drift_retry_later, 1);
+                proxy::log(Level::Warn, &event.render());
+                let _ = proxy::send_local_reply(&reply, "cxgate_token_rejected");
+            }
+        }
+        Action::Continue
     }
 }

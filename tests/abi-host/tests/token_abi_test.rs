@@ -7,16 +7,24 @@ use std::time::Duration;
 const KEY: &str = "abi-test-sidecar-key-000";
 
 fn host(profile: Profile) -> Host {
+    host_with(profile, json!({}))
+}
+
+/// `extra` keys are merged into the filter config.
+fn host_with(profile: Profile, extra: Value) -> Host {
     let upstream = match profile {
         Profile::Envoy => "sidecar",
         Profile::Kong => "127.0.0.1:7070",
     };
-    let config = json!({
+    let mut config = json!({
         "version": 1,
         "routes": [{"prefix": "/genesys/", "platform": "genesys"}, {"prefix": "/cxone/", "platform": "cxone"}],
         "sync": {"upstream": upstream, "poll_wait_ms": 2000, "lease_ms": 3000},
         "wait_ms": 2000
     });
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
     Host::builder(filter_wasm("cxgate-token"))
         .profile(profile)
         .workers(4)
@@ -270,5 +278,222 @@ fn the_request_path_reads_shared_data_and_never_writes_it() {
             None,
             "no network on the hot path"
         );
+    }
+}
+
+fn auth(h: &Host, s: cxgate_abi_host::Stream) -> Option<String> {
+    h.request_header(s, "authorization")
+}
+
+/// Envoy: the filter sits in the cluster's upstream filter chain and the route retries a 401
+/// once; each attempt runs the filter again, numbered by `x-envoy-attempt-count`.
+#[test]
+fn envoy_drift_a_401_marks_the_token_and_the_single_replay_carries_the_fresh_one() {
+    let mut h = host_with(Profile::Envoy, json!({"on_unauthorized": "replay"}));
+    let now = h.now_ms();
+    sync_tokens(&mut h, json!({"genesys": token_json("g-old", now, 300, 7)}));
+    // Two requests in flight on two workers, both with generation 7, both refused.
+    let a = h.new_stream(0).unwrap();
+    let b = h.new_stream(3).unwrap();
+    for s in [a, b] {
+        h.request_headers(
+            s,
+            &[
+                (":path", "/genesys/api/v2/users"),
+                ("x-gateway-trace-id", "trace-a"),
+                ("x-envoy-attempt-count", "1"),
+            ],
+            true,
+        )
+        .unwrap();
+        assert_eq!(auth(&h, s).as_deref(), Some("Bearer g-old"));
+    }
+    for s in [a, b] {
+        let act = h.response_headers(s, &[(":status", "401")], false).unwrap();
+        assert_eq!(
+            act,
+            Action::Continue,
+            "the 401 goes on to the router, which replays"
+        );
+        assert!(h.local_reply(s).is_none());
+    }
+    let drift = h.logs_containing("TOKEN_DRIFT_RECOVERY");
+    assert_eq!(drift.len(), 2, "one event per refused request");
+    let first: Value = serde_json::from_str(&drift[0].message).unwrap();
+    assert_eq!(first["platform"], "genesys");
+    assert_eq!(first["route"], "/genesys/");
+    assert_eq!(first["trace_id"], "trace-a");
+    assert_eq!(first["invalidated"], true);
+    let second: Value = serde_json::from_str(&drift[1].message).unwrap();
+    assert_eq!(second["invalidated"], false, "only one request marks it");
+    assert!(h.logs().iter().all(|l| !l.message.contains("g-old")));
+    assert_eq!(h.metric("cxgate_token.drift_recoveries"), Some(2));
+    // The replay of a: the marker makes it ask the sidecar (invalidate + wait in one call).
+    let replay = h.new_stream(0).unwrap();
+    let act = h
+        .request_headers(
+            replay,
+            &[
+                (":path", "/genesys/api/v2/users"),
+                ("authorization", "Bearer g-old"),
+                ("x-envoy-attempt-count", "2"),
+            ],
+            true,
+        )
+        .unwrap();
+    assert_eq!(act, Action::Pause);
+    assert_eq!(auth(&h, replay), None, "never the rejected token");
+    let call = h
+        .pending_calls()
+        .into_iter()
+        .find(|c| c.path().contains("/invalidate"))
+        .expect("the sidecar is told");
+    assert_eq!(call.path(), "/v1/tokens/genesys/invalidate?wait_ms=2000");
+    assert_eq!(call.header(":method"), Some("POST"));
+    assert_eq!(call.header("x-cxgate-sidecar-key"), Some(KEY));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&call.body).unwrap(),
+        json!({"generation": 7})
+    );
+    let now = h.now_ms();
+    h.reply(
+        call.token,
+        CallReply::json(200, &token_json("g-new", now, 300, 8).to_string()),
+    )
+    .unwrap();
+    assert_eq!(h.request_continued(replay), 1);
+    assert_eq!(auth(&h, replay).as_deref(), Some("Bearer g-new"));
+    h.response_headers(replay, &[(":status", "200")], false)
+        .unwrap();
+    // Every worker now serves the fresh token without asking.
+    for w in 0..4 {
+        let s = h.new_stream(w).unwrap();
+        assert_eq!(
+            h.request_headers(s, &[(":path", "/genesys/x")], true)
+                .unwrap(),
+            Action::Continue
+        );
+        assert_eq!(auth(&h, s).as_deref(), Some("Bearer g-new"));
+    }
+    // A replay refused again goes back as it is, and the fresh token is kept.
+    let again = h.new_stream(1).unwrap();
+    h.request_headers(
+        again,
+        &[(":path", "/genesys/x"), ("x-envoy-attempt-count", "2")],
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        h.response_headers(again, &[(":status", "401")], false)
+            .unwrap(),
+        Action::Continue
+    );
+    assert!(h.local_reply(again).is_none());
+    assert_eq!(h.metric("cxgate_token.replays_failed"), Some(1));
+    assert_eq!(h.logs_containing("TOKEN_REPLAY_FAILED").len(), 1);
+    let s = h.new_stream(2).unwrap();
+    h.request_headers(s, &[(":path", "/genesys/x")], true)
+        .unwrap();
+    assert_eq!(auth(&h, s).as_deref(), Some("Bearer g-new"));
+    assert!(h.violations().is_empty(), "{:?}", h.violations());
+}
+
+/// Kong cannot replay (no pausing in response headers): the documented degradation is a 503
+/// with Retry-After: 1, never the platform's 401. The same holds in Envoy with this mode.
+#[test]
+fn kong_drift_degrades_to_503_retry_after_and_the_next_request_gets_a_fresh_token() {
+    for profile in [Profile::Kong, Profile::Envoy] {
+        let mut h = host(profile);
+        let now = h.now_ms();
+        sync_tokens(&mut h, json!({"cxone": token_json("c-old", now, 3600, 4)}));
+        let s = h.new_stream(1).unwrap();
+        h.request_headers(
+            s,
+            &[
+                (":path", "/cxone/skills"),
+                ("x-gateway-trace-id", "trace-k"),
+            ],
+            true,
+        )
+        .unwrap();
+        let act = h
+            .response_headers(
+                s,
+                &[(":status", "401"), ("content-type", "application/json")],
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            act,
+            Action::Continue,
+            "{profile:?}: never pauses in response headers"
+        );
+        let reply = h.local_reply(s).expect("a 503 instead of the 401");
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.header("retry-after"), Some("1"));
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+        let p: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(p["type"], "urn:cxgate:problem:token-rejected");
+        assert_eq!(p["trace_id"], "trace-k");
+        let ev: Value =
+            serde_json::from_str(&h.logs_containing("TOKEN_DRIFT_RECOVERY")[0].message).unwrap();
+        assert_eq!(ev["action"], "retry-later");
+        assert_eq!(h.metric("cxgate_token.drift_retry_later"), Some(1));
+        // The consumer's retry (any worker) tells the sidecar and waits for the fresh token.
+        let retry = h.new_stream(2).unwrap();
+        assert_eq!(
+            h.request_headers(retry, &[(":path", "/cxone/skills")], true)
+                .unwrap(),
+            Action::Pause
+        );
+        let call = h
+            .pending_calls()
+            .into_iter()
+            .find(|c| c.path().contains("/invalidate"))
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&call.body).unwrap(),
+            json!({"generation": 4})
+        );
+        let now = h.now_ms();
+        h.reply(
+            call.token,
+            CallReply::json(200, &token_json("c-new", now, 3600, 5).to_string()),
+        )
+        .unwrap();
+        assert_eq!(auth(&h, retry).as_deref(), Some("Bearer c-new"));
+        assert!(
+            h.violations().is_empty(),
+            "{profile:?}: {:?}",
+            h.violations()
+        );
+    }
+}
+
+#[test]
+fn llm_routes_get_the_api_key_in_their_own_header() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let mut h = host_with(
+            profile,
+            json!({"routes": [{"prefix": "/llm/", "platform": "llm", "header": "api-key", "scheme": ""}]}),
+        );
+        let now = h.now_ms();
+        sync_tokens(&mut h, json!({"llm": token_json("sk-live", now, 3600, 1)}));
+        let s = h.new_stream(0).unwrap();
+        h.request_headers(
+            s,
+            &[
+                (":path", "/llm/v1/chat/completions"),
+                ("api-key", "consumer"),
+                ("authorization", "Bearer consumer"),
+            ],
+            true,
+        )
+        .unwrap();
+        assert_eq!(h.request_header(s, "api-key").as_deref(), Some("sk-live"));
+        assert_eq!(auth(&h, s), None);
     }
 }

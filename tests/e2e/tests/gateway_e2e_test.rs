@@ -259,3 +259,32 @@ fn every_filter_ships_a_schema_and_a_matching_kong_meta() {
     }
     assert!(filters >= 1);
 }
+
+#[test]
+fn the_llm_route_carries_the_sidecars_api_key_never_the_consumers() {
+    let s = stack();
+    let mut status = 0;
+    for _ in 0..100 {
+        status = s
+            .http
+            .get(s.gateway_url("/llm/v1/models"))
+            .header("x-api-key", KEY)
+            .header("authorization", "Bearer sk-consumer-own")
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        if status == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(status, 200, "the mock LLM accepts only its API key");
+    let received = s.gateway_requests("llm");
+    let auth = received.last().unwrap()["headers"]["authorization"].clone();
+    assert_eq!(auth, "Bearer demo-llm-key");
+    assert!(
+        received
+            .iter()
+            .all(|r| r["headers"]["authorization"] != "Bearer sk-consumer-own")
+    );
+}
