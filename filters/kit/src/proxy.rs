@@ -274,6 +274,15 @@ impl ProxyHeaders {
         ProxyHeaders { map: 6 }
     }
 
+    /// `:status` of a response (or call response) header map; 0 when absent or unreadable.
+    pub fn status(&self) -> u16 {
+        self.get(":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn pairs(&self) -> Result<Vec<(String, String)>, HostError> {
         let (mut data, mut size) = (null_mut(), 0usize);
         // SAFETY: out-pointers are valid locals; the buffer is taken over by `take`.

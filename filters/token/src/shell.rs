@@ -253,14 +253,7 @@ impl Context for TokenStream {
         let Some(w) = self.waiting.take_if(|w| w.callout == token) else {
             return;
         };
-        let status = if headers == 0 {
-            None
-        } else {
-            cxgate_kit::Headers::get(&ProxyHeaders::call_response(), ":status")
-                .ok()
-                .flatten()
-                .and_then(|s| s.parse().ok())
-        };
+        let status = Some(ProxyHeaders::call_response().status()).filter(|s| headers > 0 && *s > 0);
         let body = proxy::buffer(4, 0, usize::MAX).unwrap_or_default();
         let waited = ProxyClock.now_ms().saturating_sub(w.started_ms);
         self.count(
@@ -350,12 +343,7 @@ impl HttpContext for TokenStream {
         let Some(sent) = self.sent.take() else {
             return Action::Continue;
         };
-        let response = ProxyHeaders::response();
-        let status = cxgate_kit::Headers::get(&response, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse::<u16>().ok())
-            .unwrap_or(0);
+        let status = ProxyHeaders::response().status();
         if status != 401 {
             return Action::Continue;
         }

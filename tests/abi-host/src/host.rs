@@ -58,6 +58,14 @@ pub struct LocalReply {
 }
 
 impl LocalReply {
+    /// The body as an RFC 9457 problem; fails unless the reply is `application/problem+json`.
+    pub fn problem(&self) -> Result<serde_json::Value> {
+        if self.header("content-type") != Some("application/problem+json") {
+            return Err(anyhow!("not a problem reply: {:?}", self.headers));
+        }
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
