@@ -5,6 +5,11 @@ use serde::Serialize;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+/// Set on every reply a cxgate filter generates (value: the problem slug), so filters further
+/// out can tell the gateway's own answers from the platform's (the breaker does not count a
+/// gateway 503 as a platform failure).
+pub const MARKER_HEADER: &str = "x-cxgate-problem";
+
 /// One failing field of a request, for validation problems.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
@@ -69,8 +74,14 @@ impl Problem {
         let body = serde_json::to_vec(&self).unwrap_or_else(|_| {
             br#"{"type":"about:blank","title":"Internal error","status":500}"#.to_vec()
         });
+        let slug = self
+            .type_uri
+            .strip_prefix("urn:cxgate:problem:")
+            .unwrap_or("other")
+            .to_string();
         let mut headers = vec![("content-type".to_string(), CONTENT_TYPE.to_string())];
         headers.extend(self.headers);
+        headers.push((MARKER_HEADER.to_string(), slug));
         LocalReply {
             status: u32::from(self.status),
             headers,

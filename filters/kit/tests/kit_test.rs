@@ -218,6 +218,11 @@ fn problem_renders_rfc9457_with_every_field_error() {
         ("content-type".into(), "application/problem+json".into())
     );
     assert_eq!(reply.headers[1], ("retry-after".into(), "3".into()));
+    assert_eq!(
+        reply.headers[2],
+        ("x-cxgate-problem".into(), "validation".into()),
+        "marks the gateway's own answers"
+    );
     let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(body["type"], "urn:cxgate:problem:validation");
     assert_eq!(body["status"], 400);

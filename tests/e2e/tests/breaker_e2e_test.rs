@@ -1,0 +1,226 @@
+//! Layer 3: the circuit breaker against real Envoy 1.40 and the mocks, with the shipped
+//! settings (30 s window, 20 requests minimum, 50 %, one probe per 15 s).
+
+use cxgate_e2e::{Stack, StackOptions};
+use serde_json::Value;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "demo-key-omnichannel";
+const GENESYS: &str = "/genesys/api/v2/routing/queues";
+const CXONE: &str = "/cxone/incontactapi/services/v30.0/skills";
+
+/// One consumer request: (status, served by the breaker's fallback).
+fn get(s: &Stack, path: &str) -> (u16, bool) {
+    match s
+        .http
+        .get(s.gateway_url(path))
+        .header("x-api-key", KEY)
+        .send()
+    {
+        Ok(r) => (
+            r.status().as_u16(),
+            r.headers().contains_key("x-cxgate-breaker"),
+        ),
+        Err(_) => (0, false),
+    }
+}
+
+fn state(s: &Stack) -> u64 {
+    s.envoy_stat("cxgate_breaker.state.genesys").unwrap_or(99)
+}
+
+fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !ok() {
+        assert!(started.elapsed() < within, "{what} not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+/// The issue's scenario, with a timeline: Genesys fails 100 %, the breaker opens, consumers get
+/// the fallback while the mock only sees probes, clearing the fault closes it after the next
+/// probe, and CXone is served throughout.
+#[test]
+fn genesys_outage_opens_the_breaker_probes_every_15_s_and_recovery_closes_it() {
+    let s = Stack::start(StackOptions {
+        mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
+        ..StackOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_until("tokens", Duration::from_secs(10), || {
+        get(&s, GENESYS).0 == 200 && get(&s, CXONE).0 == 200
+    });
+    let t0 = Instant::now();
+    let stop = AtomicBool::new(false);
+    // (seconds since t0, path is genesys, status, fallback)
+    let log: Mutex<Vec<(f64, bool, u16, bool)>> = Mutex::new(Vec::new());
+    let timeline: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        // 4 consumers on Genesys and 1 on CXone, ~10 requests/s each.
+        for i in 0..5 {
+            let (s, stop, log) = (&s, &stop, &log);
+            scope.spawn(move || {
+                let genesys = i < 4;
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, fallback) = get(s, if genesys { GENESYS } else { CXONE });
+                    let at = t0.elapsed().as_secs_f64();
+                    log.lock().unwrap().push((at, genesys, status, fallback));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        // Sample once a second: requests that reached the mock Genesys, and the breaker state.
+        {
+            let (s, stop, timeline) = (&s, &stop, &timeline);
+            scope.spawn(move || {
+                let mut last = s.gateway_requests("genesys").len();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let now = s.gateway_requests("genesys").len();
+                    timeline.lock().unwrap().push(format!(
+                        "t={:>4.1}s  mock genesys +{:<3} breaker state {}",
+                        t0.elapsed().as_secs_f64(),
+                        now - last,
+                        state(s)
+                    ));
+                    last = now;
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        s.http
+            .post(s.mock_url("genesys", "/__mock/faults"))
+            .json(&serde_json::json!({"status": 503, "scope": "api"}))
+            .send()
+            .unwrap();
+        let fault_at = t0.elapsed();
+        let took = wait_until("the breaker opens", Duration::from_secs(10), || {
+            state(&s) == 1
+        });
+        let opened_at = fault_at + took;
+        eprintln!(
+            "figures: opened {} ms after the fault began",
+            took.as_millis()
+        );
+        // Let requests admitted before the trip drain, then count what still reaches Genesys.
+        std::thread::sleep(Duration::from_millis(500));
+        let before = s.gateway_requests("genesys").len();
+        // Through the first probe (15 s after opening), which fails: re-opened.
+        let probe_1 = opened_at + Duration::from_secs(15);
+        std::thread::sleep((probe_1 + Duration::from_secs(1)).saturating_sub(t0.elapsed()));
+        let during = s.gateway_requests("genesys").len() - before;
+        assert_eq!(during, 1, "only the probe reaches the failing platform");
+        assert_eq!(s.envoy_stat("cxgate_breaker.probes.genesys"), Some(1));
+        assert_eq!(state(&s), 1, "the failed probe re-opened it");
+        // The platform recovers; the next probe (15 s after the first) closes the breaker.
+        s.http
+            .delete(s.mock_url("genesys", "/__mock/faults"))
+            .send()
+            .unwrap();
+        let cleared_at = t0.elapsed();
+        let took = wait_until("the breaker closes", Duration::from_secs(17), || {
+            state(&s) == 0
+        });
+        eprintln!(
+            "figures: closed {} ms after the fault cleared",
+            took.as_millis()
+        );
+        let closed_at = cleared_at + took;
+        wait_until("genesys served again", Duration::from_secs(2), || {
+            get(&s, GENESYS) == (200, false)
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        let log = log.lock().unwrap();
+        let window = |from: Duration, to: Duration| {
+            log.iter().filter(move |(at, g, _, _)| {
+                *g && *at > from.as_secs_f64() && *at < to.as_secs_f64()
+            })
+        };
+        // While open, consumers got the fallback (the degradation document), never the 503s.
+        let open_span = window(
+            opened_at + Duration::from_millis(500),
+            closed_at - Duration::from_millis(200),
+        );
+        let (mut fallbacks, mut other) = (0, Vec::new());
+        for (at, _, status, fallback) in open_span {
+            if *fallback && *status == 503 {
+                fallbacks += 1;
+            } else {
+                other.push((*at, *status));
+            }
+        }
+        assert!(fallbacks > 100, "{fallbacks} fallbacks");
+        // The two probes' consumers got the platform's own answer.
+        assert!(other.len() <= 2, "{other:?}");
+        // CXone was served throughout.
+        let cxone: Vec<u16> = log.iter().filter(|(_, g, _, _)| !g).map(|e| e.2).collect();
+        assert!(
+            cxone.len() > 100 && cxone.iter().all(|s| *s == 200),
+            "{cxone:?}"
+        );
+        eprintln!(
+            "figures: fault at {:.1}s, open at {:.1}s, cleared at {:.1}s, closed at {:.1}s; {} fallbacks; cxone {} x 200",
+            fault_at.as_secs_f64(),
+            opened_at.as_secs_f64(),
+            cleared_at.as_secs_f64(),
+            closed_at.as_secs_f64(),
+            fallbacks,
+            cxone.len()
+        );
+    });
+    let events: Vec<Value> = s
+        .envoy_log()
+        .lines()
+        .filter_map(|l| l.find("{\"event\":\"BREAKER").map(|i| &l[i..]))
+        .filter_map(|j| serde_json::from_str(j).ok())
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "BREAKER_OPENED",
+            "BREAKER_PROBE",
+            "BREAKER_REOPENED",
+            "BREAKER_PROBE",
+            "BREAKER_CLOSED"
+        ],
+        "each change logged once, not once per worker"
+    );
+    eprintln!("timeline:\n{}", timeline.lock().unwrap().join("\n"));
+}
+
+#[test]
+fn the_shipped_alert_rules_name_metrics_envoy_exports() {
+    let s = Stack::start(StackOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let text = s
+        .http
+        .get(format!(
+            "http://127.0.0.1:{}/stats/prometheus",
+            s.ports.admin
+        ))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let rules =
+        std::fs::read_to_string(cxgate_e2e::repo_root().join("envoy/prometheus-alerts.yml"))
+            .unwrap();
+    let mut checked = 0;
+    for name in ["cxgate_breaker_state", "cxgate_token_replays_failed"] {
+        assert!(rules.contains(name));
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "{name} not exported"
+        );
+        checked += 1;
+    }
+    assert!(text.contains(r#"cxgate_breaker_state{cxgate_platform="genesys"}"#));
+    assert_eq!(checked, 2);
+}
