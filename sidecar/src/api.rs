@@ -27,6 +27,8 @@ use std::time::Duration;
 pub const KEY_HEADER: &str = "x-cxgate-sidecar-key";
 
 pub struct Api {
+    /// The shared rate-limit budget (when Redis is configured).
+    pub budget: Option<crate::budget::Budget>,
     pub key: String,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
@@ -53,6 +55,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/state", get(state))
         .route("/v1/tokens/{platform}", get(token))
         .route("/v1/tokens/{platform}/invalidate", post(invalidate))
+        .route("/v1/ratelimit/allot", post(allot))
         .layer(middleware::from_fn_with_state(api.clone(), require_key))
         .with_state(api)
 }
@@ -181,6 +184,43 @@ async fn invalidate(
         Json(json!({"platform": platform, "wait_for_generation_above": wait_above})),
     )
         .into_response()
+}
+
+/// Draws allotments from the shared budget; 503 when Redis cannot be reached, so the filters
+/// fall back to their local share.
+async fn allot(State(api): S, body: Bytes) -> Response {
+    let Some(budget) = api.budget.as_ref() else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "no-shared-budget",
+            "No shared budget",
+            "this sidecar has no redis configured",
+        );
+    };
+    let Ok(req) = serde_json::from_slice::<cxgate_state::AllotRequest>(&body) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "bad-allot-request",
+            "Malformed allotment request",
+            "expected {\"buckets\": [{key, capacity, rate, period_ms, want}]}",
+        );
+    };
+    match budget.allot(&req).await {
+        Ok(answer) => {
+            api.metrics.allotments.inc();
+            Json(answer).into_response()
+        }
+        Err(e) => {
+            api.metrics.budget_errors.inc();
+            tracing::warn!(event = "SHARED_BUDGET_UNAVAILABLE", error = %e);
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shared-budget-unavailable",
+                "Shared budget unavailable",
+                &e,
+            )
+        }
+    }
 }
 
 async fn health(State(api): S) -> Response {

@@ -77,6 +77,27 @@ pub struct Config {
     pub genesys: Option<Genesys>,
     pub cxone: Option<Cxone>,
     pub llm: Option<Llm>,
+    /// The shared rate-limit budget of the filters' distributed mode.
+    pub redis: Option<Redis>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    /// e.g. `redis://127.0.0.1:6379/0` (credentials, if any, belong in the URL's env, not here).
+    pub url: String,
+    #[serde(default = "redis_prefix")]
+    pub key_prefix: String,
+    /// Bound on one Redis call; past it the filters fall back to local limits.
+    #[serde(default = "redis_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn redis_prefix() -> String {
+    "cxgate:rl:".into()
+}
+fn redis_timeout() -> u64 {
+    300
 }
 
 /// An LLM endpoint's static API key, published like a token so the token filter injects it

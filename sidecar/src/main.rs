@@ -6,6 +6,7 @@
 //! the config itself, and never reach a log.
 
 mod api;
+mod budget;
 mod config;
 mod hub;
 mod metrics;
@@ -195,7 +196,12 @@ async fn main() {
         tokio::spawn(task.run());
     }
 
+    let budget = config.redis.as_ref().map(|r| {
+        budget::Budget::new(&r.url, &r.key_prefix, Duration::from_millis(r.timeout_ms))
+            .unwrap_or_else(|e| fail(&e))
+    });
     let api = Arc::new(api::Api {
+        budget,
         key: key.expose().to_string(),
         hub,
         metrics,

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub sync_age_seconds: Family<MapLabel, Gauge<f64, AtomicU64>>,
     pub sync_failures: Family<MapLabel, Counter>,
     pub state_version: Gauge,
+    pub allotments: Counter,
+    pub budget_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -38,6 +40,8 @@ impl Default for Metrics {
             sync_age_seconds: Family::default(),
             sync_failures: Family::default(),
             state_version: Gauge::default(),
+            allotments: Counter::default(),
+            budget_errors: Counter::default(),
         };
         registry.register(
             "token_refresh",
@@ -68,6 +72,16 @@ impl Default for Metrics {
             "state_version",
             "Version of the published state",
             m.state_version.clone(),
+        );
+        registry.register(
+            "ratelimit_allotments",
+            "Allotment requests answered from the shared (Redis) budget",
+            m.allotments.clone(),
+        );
+        registry.register(
+            "ratelimit_budget_errors",
+            "Allotment requests that failed because Redis could not be reached",
+            m.budget_errors.clone(),
         );
         Metrics { registry, ..m }
     }

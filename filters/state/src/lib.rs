@@ -148,3 +148,27 @@ pub struct SyncStatus {
     /// Consecutive failed polls since then.
     pub failures: u32,
 }
+
+/// `POST /v1/ratelimit/allot` (filters → sidecar): top up this instance's local buckets from
+/// the budget all instances share (kept in Redis by the sidecar).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AllotRequest {
+    pub buckets: Vec<AllotItem>,
+}
+
+/// One bucket's limit and the allotment wanted, in scaled units (1 unit = `period_ms` scaled
+/// units, so a millisecond refills `rate` of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllotItem {
+    pub key: String,
+    pub capacity: u64,
+    pub rate: u64,
+    pub period_ms: u64,
+    pub want: u64,
+}
+
+/// The sidecar's answer: what each bucket was granted (same order), scaled units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AllotAnswer {
+    pub grants: Vec<u64>,
+}
