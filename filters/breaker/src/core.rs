@@ -151,14 +151,9 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
 impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let raw: RawConfig = config::parse(bytes)?;
-        if raw.routes.is_empty() {
-            return Err(bad("/routes", "at least one route is required"));
-        }
+        config::check_route_prefixes(raw.routes.iter().map(|r| r.prefix.as_str()))?;
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, r) in raw.routes.into_iter().enumerate() {
-            if !r.prefix.starts_with('/') {
-                return Err(bad(format!("/routes/{i}/prefix"), "must start with '/'"));
-            }
             let name_ok = !r.platform.is_empty()
                 && r.platform
                     .bytes()

@@ -28,6 +28,29 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     })
 }
 
+/// Every filter's `routes`: at least one, each `prefix` an absolute path.
+pub fn check_route_prefixes<'a>(
+    prefixes: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ConfigError> {
+    let mut n = 0;
+    for (i, prefix) in prefixes.into_iter().enumerate() {
+        if !prefix.starts_with('/') {
+            return Err(ConfigError::new(
+                format!("/routes/{i}/prefix"),
+                "must start with '/'",
+            ));
+        }
+        n += 1;
+    }
+    if n == 0 {
+        return Err(ConfigError::new(
+            "/routes",
+            "at least one route is required",
+        ));
+    }
+    Ok(())
+}
+
 fn check_version(value: &serde_json::Value) -> Result<(), ConfigError> {
     let Some(object) = value.as_object() else {
         return Err(ConfigError::new("", "config must be a JSON object"));

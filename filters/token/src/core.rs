@@ -102,20 +102,9 @@ pub struct Config {
 impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let raw: RawConfig = config::parse(bytes)?;
-        if raw.routes.is_empty() {
-            return Err(ConfigError::new(
-                "/routes",
-                "at least one route is required",
-            ));
-        }
+        config::check_route_prefixes(raw.routes.iter().map(|r| r.prefix.as_str()))?;
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, r) in raw.routes.into_iter().enumerate() {
-            if !r.prefix.starts_with('/') {
-                return Err(ConfigError::new(
-                    format!("/routes/{i}/prefix"),
-                    "must start with '/'",
-                ));
-            }
             if !cxgate_state::PLATFORMS.contains(&r.platform.as_str()) {
                 return Err(ConfigError::new(
                     format!("/routes/{i}/platform"),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use render::{Ports, Vars, consumers, render_envoy};
+pub use render::{Ports, Vars, consumers, render_envoy, shipped_ratelimit};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -208,6 +208,19 @@ pub struct StackOptions {
     pub run_dir: Option<PathBuf>,
     /// The sidecar config's `refresh` object (defaults when `None`).
     pub sidecar_refresh: Option<serde_json::Value>,
+    /// The rate-limit filter's config; the shipped `envoy/ratelimit.json` when `None`.
+    pub ratelimit: Option<serde_json::Value>,
+    /// A Redis URL for the sidecar's shared rate-limit budget.
+    pub redis: Option<String>,
+}
+
+/// A rate-limit config that never limits: for tests about other things that send a lot.
+pub fn unlimited_ratelimit() -> serde_json::Value {
+    serde_json::json!({
+        "version": 1,
+        "consumer": {"capacity": 1_000_000_000u64, "per_second": 1_000_000_000u64},
+        "routes": [{"prefix": "/"}]
+    })
 }
 
 impl Default for StackOptions {
@@ -220,6 +233,8 @@ impl Default for StackOptions {
             ports: None,
             run_dir: None,
             sidecar_refresh: None,
+            ratelimit: None,
+            redis: None,
         }
     }
 }
@@ -294,7 +309,116 @@ pub fn start_sidecar(ports: &Ports, run_dir: &Path) -> Result<Service, String> {
     Ok(s)
 }
 
+/// Starts a throwaway `redis-server` (installed by `./cxgate setup`) on a free loopback port,
+/// without persistence, and waits until it answers PING. Returns it and its URL.
+pub fn start_redis(run_dir: &Path) -> Result<(Service, String), String> {
+    let program = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("redis-server"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| p.exists())
+        .ok_or("redis-server not found (run ./cxgate setup)")?;
+    let port = free_port();
+    let args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut redis = Service::spawn("redis", &program, &args, &[], run_dir)?;
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 7];
+            if c.write_all(b"PING\r\n").is_ok()
+                && c.read_exact(&mut buf).is_ok()
+                && &buf == b"+PONG\r\n"
+            {
+                return Ok((redis, format!("redis://127.0.0.1:{port}/0")));
+            }
+        }
+        if !redis.alive() || started.elapsed() > Duration::from_secs(10) {
+            return Err(format!("redis did not start:\n{}", redis.log_tail(20)));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Renders `envoy/envoy.yaml` for `ports` into `run_dir/<name>.yaml`, starts Envoy and waits
+/// until its admin port says ready.
+pub fn start_envoy(
+    name: &str,
+    ports: &Ports,
+    run_dir: &Path,
+    workers: u32,
+    ratelimit: serde_json::Value,
+) -> Result<Service, String> {
+    let vars = Vars {
+        ports: ports.clone(),
+        wasm_dir: wasm_dir(),
+        ratelimit,
+    };
+    let template =
+        std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).map_err(|e| e.to_string())?;
+    let config = render_envoy(&template, &vars)?;
+    let path = run_dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let args = vec![
+        "-c".to_string(),
+        path.display().to_string(),
+        "--concurrency".into(),
+        workers.to_string(),
+        "--base-id".into(),
+        ports.gateway.to_string(),
+        "--log-level".into(),
+        "info".into(),
+        "--component-log-level".into(),
+        "wasm:info".into(),
+    ];
+    let mut e = Service::spawn(
+        name,
+        &envoy_bin(),
+        &args,
+        &[("CXGATE_SIDECAR_KEY", SIDECAR_KEY)],
+        run_dir,
+    )?;
+    wait_ready(
+        &mut e,
+        &format!("http://127.0.0.1:{}/ready", ports.admin),
+        &[],
+        Duration::from_secs(60),
+    )?;
+    Ok(e)
+}
+
 impl Stack {
+    /// Another Envoy in front of the same sidecar and mocks (its own gateway and admin ports).
+    pub fn start_another_envoy(
+        &self,
+        name: &str,
+        ratelimit: serde_json::Value,
+    ) -> Result<(Service, Ports), String> {
+        let ports = Ports {
+            gateway: free_port(),
+            admin: free_port(),
+            ..self.ports.clone()
+        };
+        let e = start_envoy(name, &ports, &self.run_dir, 2, ratelimit)?;
+        Ok((e, ports))
+    }
+
     /// Starts the sidecar again (after a test stopped it), same port and config.
     pub fn restart_sidecar(&mut self) -> Result<(), String> {
         if let Some(mut old) = self.sidecar.take() {
@@ -357,7 +481,10 @@ impl Stack {
         }
 
         let sidecar_config = run_dir.join("sidecar.json");
-        let config = demo_sidecar_config(&ports, opts.sidecar_refresh.clone());
+        let mut config = demo_sidecar_config(&ports, opts.sidecar_refresh.clone());
+        if let Some(url) = &opts.redis {
+            config["redis"] = serde_json::json!({"url": url});
+        }
         std::fs::write(&sidecar_config, config.to_string()).map_err(|e| e.to_string())?;
         let sidecar = if opts.start_sidecar {
             Some(start_sidecar(&ports, &run_dir)?)
@@ -365,42 +492,18 @@ impl Stack {
             None
         };
 
+        let ratelimit = match opts.ratelimit.clone() {
+            Some(r) => r,
+            None => shipped_ratelimit(&repo_root())?,
+        };
         let envoy = if opts.start_envoy {
-            let vars = Vars {
-                ports: ports.clone(),
-                wasm_dir: wasm_dir(),
-            };
-            let template = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml"))
-                .map_err(|e| e.to_string())?;
-            let config = render_envoy(&template, &vars)?;
-            let path = run_dir.join("envoy.yaml");
-            std::fs::write(&path, config).map_err(|e| e.to_string())?;
-            let args = vec![
-                "-c".to_string(),
-                path.display().to_string(),
-                "--concurrency".into(),
-                opts.envoy_workers.to_string(),
-                "--base-id".into(),
-                ports.gateway.to_string(),
-                "--log-level".into(),
-                "info".into(),
-                "--component-log-level".into(),
-                "wasm:info".into(),
-            ];
-            let mut e = Service::spawn(
+            Some(start_envoy(
                 "envoy",
-                &envoy_bin(),
-                &args,
-                &[("CXGATE_SIDECAR_KEY", SIDECAR_KEY)],
+                &ports,
                 &run_dir,
-            )?;
-            wait_ready(
-                &mut e,
-                &format!("http://127.0.0.1:{}/ready", ports.admin),
-                &[],
-                Duration::from_secs(60),
-            )?;
-            Some(e)
+                opts.envoy_workers,
+                ratelimit,
+            )?)
         } else {
             None
         };
@@ -458,12 +561,14 @@ impl Stack {
 
     /// A counter or gauge from Envoy's admin `/stats` (filter metrics included).
     pub fn envoy_stat(&self, name: &str) -> Option<u64> {
+        self.envoy_stat_at(self.ports.admin, name)
+    }
+
+    /// The same, from the Envoy whose admin port is `admin` (e.g. a second instance).
+    pub fn envoy_stat_at(&self, admin: u16, name: &str) -> Option<u64> {
         let text = self
             .http
-            .get(format!(
-                "http://127.0.0.1:{}/stats?filter={name}",
-                self.ports.admin
-            ))
+            .get(format!("http://127.0.0.1:{admin}/stats?filter={name}"))
             .send()
             .ok()?
             .text()

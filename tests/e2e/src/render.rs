@@ -43,6 +43,15 @@ impl Ports {
 pub struct Vars {
     pub ports: Ports,
     pub wasm_dir: PathBuf,
+    /// The rate-limit filter's config (JSON).
+    pub ratelimit: serde_json::Value,
+}
+
+/// The shipped rate-limit config (`envoy/ratelimit.json`).
+pub fn shipped_ratelimit(repo: &Path) -> Result<serde_json::Value, String> {
+    let path = repo.join("envoy/ratelimit.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[derive(Deserialize)]
@@ -87,6 +96,11 @@ pub fn render_envoy(template: &str, vars: &Vars) -> Result<String, String> {
         ("LLM_PORT", p.llm.to_string()),
         ("WASM_DIR", vars.wasm_dir.display().to_string()),
         ("API_KEY_CREDENTIALS", credentials.trim_end().to_string()),
+        // Inside a single-quoted YAML scalar: a quote is written twice.
+        (
+            "RATELIMIT_CONFIG",
+            vars.ratelimit.to_string().replace('\'', "''"),
+        ),
     ] {
         out = out.replace(&format!("{{{{{name}}}}}"), &value);
     }

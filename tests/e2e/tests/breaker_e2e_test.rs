@@ -1,7 +1,7 @@
 //! Layer 3: the circuit breaker against real Envoy 1.40 and the mocks, with the shipped
 //! settings (30 s window, 20 requests minimum, 50 %, one probe per 15 s).
 
-use cxgate_e2e::{Stack, StackOptions};
+use cxgate_e2e::{Stack, StackOptions, unlimited_ratelimit};
 use serde_json::Value;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +47,8 @@ fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Dur
 fn genesys_outage_opens_the_breaker_probes_every_15_s_and_recovery_closes_it() {
     let s = Stack::start(StackOptions {
         mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
+        // Not about rate limits: this test sends far more than a consumer's budget.
+        ratelimit: Some(unlimited_ratelimit()),
         ..StackOptions::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));

@@ -1,6 +1,9 @@
 //! Layer 3: real Envoy 1.40 + the trace filter + mock platforms, over real HTTP.
 
-use cxgate_e2e::{Ports, Stack, StackOptions, Vars, envoy_bin, render_envoy, repo_root, wasm_dir};
+use cxgate_e2e::{
+    Ports, Stack, StackOptions, Vars, envoy_bin, render_envoy, repo_root, shipped_ratelimit,
+    wasm_dir,
+};
 use serde_json::Value;
 use std::process::Command;
 
@@ -25,6 +28,7 @@ fn every_shipped_envoy_config_validates() {
             &Vars {
                 ports: Ports::free(),
                 wasm_dir: wasm_dir(),
+                ratelimit: shipped_ratelimit(&repo_root()).unwrap(),
             },
         )
         .unwrap();

@@ -2,7 +2,7 @@
 //! The token filter runs as an upstream filter of each platform cluster and the route replays
 //! a 401 once, so the consumer sees 200 while the gateway swaps the token. One at a time.
 
-use cxgate_e2e::{Stack, StackOptions};
+use cxgate_e2e::{Stack, StackOptions, unlimited_ratelimit};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -21,6 +21,8 @@ const CXONE: &str = "/cxone/incontactapi/services/v30.0/skills";
 fn stack() -> Stack {
     Stack::start(StackOptions {
         mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
+        // Not about rate limits: this test sends far more than a consumer's budget.
+        ratelimit: Some(unlimited_ratelimit()),
         ..StackOptions::default()
     })
     .unwrap_or_else(|e| panic!("{e}"))

@@ -1,7 +1,7 @@
 //! Layer 3: the sidecar, the state sync and the token filter's waits, against real Envoy 1.40,
 //! the sidecar and the mocks (drift recovery: `token_drift_e2e_test.rs`). Timing-sensitive, so the tests run one at a time.
 
-use cxgate_e2e::{Stack, StackOptions};
+use cxgate_e2e::{Stack, StackOptions, unlimited_ratelimit};
 use serde_json::{Value, json};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,6 +20,8 @@ fn stack(mock_args: &[&str], start_sidecar: bool) -> Stack {
     Stack::start(StackOptions {
         mock_args: args,
         start_sidecar,
+        // Not about rate limits: this test sends far more than a consumer's budget.
+        ratelimit: Some(unlimited_ratelimit()),
         ..StackOptions::default()
     })
     .unwrap_or_else(|e| panic!("{e}"))
