@@ -144,6 +144,9 @@ impl Default for Refresh {
 pub struct Metadata {
     pub interval_s: u64,
     pub page_size: u32,
+    /// Also sync `cxone/queues` from the seed documents' `/api/v2/routing/queues` (the mock
+    /// platforms speak it; real CXone routes by skills and has no queue entity).
+    pub seed_queues: bool,
 }
 
 impl Default for Metadata {
@@ -151,6 +154,7 @@ impl Default for Metadata {
         Metadata {
             interval_s: 300,
             page_size: 100,
+            seed_queues: false,
         }
     }
 }

@@ -161,7 +161,7 @@ async fn main() {
     for m in managers.values() {
         tokio::spawn(m.clone().run());
     }
-    let maps: [(&'static str, &'static str, sync::Source); 3] = [
+    let mut maps: Vec<(&'static str, &'static str, sync::Source)> = vec![
         (
             "genesys",
             "genesys/queues",
@@ -176,8 +176,30 @@ async fn main() {
                 path: "/api/v2/routing/skills",
             },
         ),
-        ("cxone", "cxone/skills", sync::Source::CxoneSkills),
+        (
+            "cxone",
+            "cxone/skills",
+            sync::Source::CxoneSkipTop {
+                path: "/incontactapi/services/v30.0/skills",
+                list: "skills",
+                name: "skillName",
+                id: "skillId",
+            },
+        ),
     ];
+    if config.metadata.seed_queues {
+        // The seed documents' CXone queue entity (the mock speaks it; real CXone has none).
+        maps.push((
+            "cxone",
+            "cxone/queues",
+            sync::Source::CxoneSkipTop {
+                path: "/api/v2/routing/queues",
+                list: "queues",
+                name: "name",
+                id: "id",
+            },
+        ));
+    }
     for (platform, name, source) in maps {
         let Some(tokens) = managers.get(platform) else {
             continue;

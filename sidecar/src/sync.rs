@@ -15,8 +15,14 @@ use std::time::Duration;
 pub enum Source {
     /// Genesys page-based listing: `pageNumber`/`pageSize`, entities `{name, id}`.
     GenesysPaged { path: &'static str },
-    /// CXone `skip`/`top` listing of skills `{skillName, skillId}`.
-    CxoneSkills,
+    /// CXone `skip`/`top` listing under the discovered API base: `path`, the array under
+    /// `list`, and each item's `name` and `id` fields (skills: `skillName`, `skillId`).
+    CxoneSkipTop {
+        path: &'static str,
+        list: &'static str,
+        name: &'static str,
+        id: &'static str,
+    },
 }
 
 pub struct MapSync {
@@ -96,7 +102,12 @@ impl MapSync {
                     page += 1;
                 }
             }
-            Source::CxoneSkills => {
+            Source::CxoneSkipTop {
+                path,
+                list,
+                name: name_field,
+                id: id_field,
+            } => {
                 let base = self
                     .tokens
                     .grantor
@@ -105,18 +116,17 @@ impl MapSync {
                 let mut skip = 0usize;
                 loop {
                     let v = self
-                        .get(&format!(
-                            "{base}/incontactapi/services/v30.0/skills?skip={skip}&top={}",
-                            self.page_size
-                        ))
+                        .get(&format!("{base}{path}?skip={skip}&top={}", self.page_size))
                         .await?;
-                    let page = v["skills"].as_array().ok_or("listing without skills")?;
+                    let page = v[list]
+                        .as_array()
+                        .ok_or_else(|| format!("listing without {list}"))?;
                     for s in page {
-                        let id = s["skillId"]
+                        let id = s[id_field]
                             .as_i64()
                             .map(|i| i.to_string())
-                            .or_else(|| s["skillId"].as_str().map(str::to_string));
-                        if let (Some(name), Some(id)) = (s["skillName"].as_str(), id) {
+                            .or_else(|| s[id_field].as_str().map(str::to_string));
+                        if let (Some(name), Some(id)) = (s[name_field].as_str(), id) {
                             entries.insert(name.to_string(), id);
                         }
                     }

@@ -79,6 +79,21 @@ mod abi {
         ) -> u32;
         pub fn proxy_increment_metric(id: u32, offset: i64) -> u32;
         pub fn proxy_record_metric(id: u32, value: u64) -> u32;
+        pub fn proxy_set_buffer_bytes(
+            kind: u32,
+            start: usize,
+            size: usize,
+            data: *const u8,
+            len: usize,
+        ) -> u32;
+        pub fn proxy_call_foreign_function(
+            name: *const u8,
+            name_size: usize,
+            args: *const u8,
+            args_size: usize,
+            ret_data: *mut *mut u8,
+            ret_size: *mut usize,
+        ) -> u32;
     }
 }
 
@@ -140,6 +155,36 @@ pub fn buffer(kind: u32, start: usize, max: usize) -> Result<Vec<u8>, HostError>
         Err(HostError::NotFound) => Ok(Vec::new()),
         Err(e) => Err(e),
     }
+}
+
+/// Replaces the `current` bytes of a body buffer (0 request, 1 response) with `data`. Pass
+/// exactly what the host holds: Envoy drains that many bytes, then prepends `data`.
+pub fn replace_buffer(kind: u32, current: usize, data: &[u8]) -> Result<(), HostError> {
+    // SAFETY: `data` is a valid slice for the duration of the call.
+    HostError::check(unsafe {
+        abi::proxy_set_buffer_bytes(kind, 0, current, data.as_ptr(), data.len())
+    })
+}
+
+/// Envoy re-selects the route after the filter changed `:path` only when asked: its
+/// `clear_route_cache` foreign function. Hosts without it (Kong) answer NotFound; the caller
+/// then relies on the route the proxy already chose. True when the cache was cleared.
+pub fn clear_route_cache() -> bool {
+    let name = "clear_route_cache";
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: valid name slice and out-pointers; a returned buffer is taken over by `take`.
+    let status = unsafe {
+        abi::proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            [].as_ptr(),
+            0,
+            &mut data,
+            &mut size,
+        )
+    };
+    let _ = unsafe { take(data, size) };
+    HostError::check(status).is_ok()
 }
 
 pub fn set_tick_period_ms(period: u32) -> Result<(), HostError> {

@@ -682,10 +682,17 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
         },
     )?;
 
+    // Envoy offers `clear_route_cache` (route re-selection after a :path change); Kong has no
+    // foreign functions.
     l.func_wrap(
         "env",
         "proxy_call_foreign_function",
-        |_c: C<'_>, _a: i32, _b: i32, _d: i32, _e: i32, _f: i32, _g: i32| -> Result<i32> {
+        |mut c: C<'_>, nptr: i32, nlen: i32, _a: i32, _b: i32, _rp: i32, _rs: i32| -> Result<i32> {
+            let name = read_string(&mut c, nptr, nlen)?;
+            if c.data().profile == Profile::Envoy && name == "clear_route_cache" {
+                c.data().count("clear_route_cache");
+                return Ok(OK);
+            }
             Ok(NOT_FOUND)
         },
     )?;

@@ -726,6 +726,15 @@ impl Host {
             .unwrap_or_default()
     }
 
+    /// The response body as it leaves the proxy (after the filter's changes).
+    pub fn response_body_bytes(&self, s: Stream) -> Vec<u8> {
+        self.workers
+            .get(s.worker)
+            .and_then(|w| w.stream(s.id).ok())
+            .map(|st| st.response_body.clone())
+            .unwrap_or_default()
+    }
+
     pub fn local_reply(&self, s: Stream) -> Option<LocalReply> {
         self.workers
             .get(s.worker)?

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use render::{Ports, Vars, consumers, render_envoy, shipped_ratelimit};
+pub use render::{Ports, Vars, consumers, render_envoy, shipped_ratelimit, shipped_transform};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -271,6 +271,7 @@ pub fn demo_sidecar_config(ports: &Ports, refresh: Option<serde_json::Value>) ->
         "version": 1,
         "listen": format!("127.0.0.1:{}", ports.sidecar),
         "refresh": refresh.unwrap_or_else(|| serde_json::json!({})),
+        "metadata": {"seed_queues": true},
         "genesys": {"login_url": genesys, "api_url": genesys,
                     "client_id": {"env": "GENESYS_CLIENT_ID"}, "client_secret": {"env": "GENESYS_CLIENT_SECRET"}},
         "cxone": {"issuer": cxone, "tenant_id": "demo-tenant",
@@ -369,6 +370,7 @@ pub fn start_envoy(
         ports: ports.clone(),
         wasm_dir: wasm_dir(),
         ratelimit,
+        transform: shipped_transform(&repo_root())?,
     };
     let template =
         std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).map_err(|e| e.to_string())?;

@@ -45,6 +45,21 @@ pub struct Vars {
     pub wasm_dir: PathBuf,
     /// The rate-limit filter's config (JSON).
     pub ratelimit: serde_json::Value,
+    /// The transform filter's config (JSON, schemas inlined).
+    pub transform: serde_json::Value,
+}
+
+/// The shipped transform config (`envoy/transform.json`) with the schema files it names
+/// (under `schemas/`) inlined.
+pub fn shipped_transform(repo: &Path) -> Result<serde_json::Value, String> {
+    let path = repo.join("envoy/transform.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    cxgate_transform::config::inline_schema_files(&mut doc, &|p| {
+        std::fs::read_to_string(repo.join(p)).map_err(|e| format!("{p}: {e}"))
+    })?;
+    Ok(doc)
 }
 
 /// The shipped rate-limit config (`envoy/ratelimit.json`).
@@ -100,6 +115,10 @@ pub fn render_envoy(template: &str, vars: &Vars) -> Result<String, String> {
         (
             "RATELIMIT_CONFIG",
             vars.ratelimit.to_string().replace('\'', "''"),
+        ),
+        (
+            "TRANSFORM_CONFIG",
+            vars.transform.to_string().replace('\'', "''"),
         ),
     ] {
         out = out.replace(&format!("{{{{{name}}}}}"), &value);

@@ -2,7 +2,7 @@
 
 use cxgate_e2e::{
     Ports, Stack, StackOptions, Vars, envoy_bin, render_envoy, repo_root, shipped_ratelimit,
-    wasm_dir,
+    shipped_transform, wasm_dir,
 };
 use serde_json::Value;
 use std::process::Command;
@@ -29,6 +29,7 @@ fn every_shipped_envoy_config_validates() {
                 ports: Ports::free(),
                 wasm_dir: wasm_dir(),
                 ratelimit: shipped_ratelimit(&repo_root()).unwrap(),
+                transform: shipped_transform(&repo_root()).unwrap(),
             },
         )
         .unwrap();
@@ -291,4 +292,28 @@ fn the_llm_route_carries_the_sidecars_api_key_never_the_consumers() {
             .iter()
             .all(|r| r["headers"]["authorization"] != "Bearer sk-consumer-own")
     );
+}
+
+#[test]
+fn the_shipped_filter_configs_pass_their_published_schemas() {
+    let root = repo_root();
+    let schema = |name: &str| -> Value {
+        let path = root.join(format!("schemas/filters/{name}.config.schema.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    for (name, config) in [
+        ("ratelimit", shipped_ratelimit(&root).unwrap()),
+        ("transform", shipped_transform(&root).unwrap()),
+    ] {
+        let validator = jsonschema::validator_for(&schema(name)).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&config)
+            .map(|e| format!("{}: {e}", e.instance_path().as_str()))
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+        // And the schema is not a rubber stamp: an unknown field is refused, as the filter does.
+        let mut bad = config.clone();
+        bad["unknwon_field"] = serde_json::json!(1);
+        assert!(!validator.is_valid(&bad), "{name}");
+    }
 }

@@ -1,0 +1,675 @@
+//! The transform filter's pure core: a consumer request in, the platform request (or the
+//! problem to answer) out; the platform response in, the normalized response out.
+
+use crate::config::{Config, Paging, PathPiece, PlatformFrom, Profile, Route, Schema};
+use crate::page::{self, Cursor};
+use crate::template::{ApplyError, Found, Lookup, fill_default};
+use cxgate_kit::log::Event;
+use cxgate_kit::problem::{LocalReply, Problem};
+use serde_json::{Map, Value, json};
+
+/// The consumer's request, as far as the core needs it.
+pub struct Incoming<'a> {
+    pub route: usize,
+    /// The path with its query.
+    pub path: &'a str,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+    pub consumer: &'a str,
+    pub trace_id: Option<&'a str>,
+    /// The cursor signing key.
+    pub cursor_key: &'a [u8],
+}
+
+/// What to send the platform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    pub method: String,
+    /// The gateway path of the platform route, e.g. `/genesys/api/v2/routing/queues/q-1`.
+    pub path: String,
+    pub body: Option<Vec<u8>>,
+    /// Extra request headers (Envoy timeout / retry hints).
+    pub headers: Vec<(String, String)>,
+    pub profile: usize,
+    /// The consumer's platform name (GENESYS, CXONE).
+    pub platform: String,
+    /// For listings: the page being fetched.
+    pub cursor: Option<Cursor>,
+    /// For idempotent routes: the fingerprint (the shell claims it before forwarding).
+    pub fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Forward(Forward),
+    Reply(LocalReply),
+}
+
+fn problem(
+    status: u16,
+    slug: &str,
+    title: &str,
+    detail: impl Into<String>,
+    trace: Option<&str>,
+) -> Problem {
+    Problem::new(status, slug, title, detail).with_trace_id(trace)
+}
+
+fn reply(p: Problem) -> Outcome {
+    Outcome::Reply(p.into_reply())
+}
+
+/// Runs a schema; every failing field becomes one `{pointer, message}`.
+pub fn schema_errors(schema: &Schema, doc: &Value) -> Vec<(String, String)> {
+    schema
+        .validator
+        .iter_errors(doc)
+        .map(|e| (e.instance_path().as_str().to_string(), e.to_string()))
+        .collect()
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+}
+
+fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
+    path.split_once('?')?
+        .1
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Checks a consumer body before anything else: size, media type, UTF-8, JSON.
+pub fn parse_body(
+    cfg: &Config,
+    content_type: Option<&str>,
+    body: &[u8],
+    trace: Option<&str>,
+) -> Result<Value, Box<LocalReply>> {
+    if body.len() > cfg.max_body_bytes {
+        return Err(Box::new(
+            problem(
+                413,
+                "body-too-large",
+                "Request body too large",
+                format!(
+                    "The body has {} bytes; the limit is {}.",
+                    body.len(),
+                    cfg.max_body_bytes
+                ),
+                trace,
+            )
+            .into_reply(),
+        ));
+    }
+    if !is_json(content_type) {
+        return Err(Box::new(
+            problem(
+                415,
+                "unsupported-media-type",
+                "Unsupported media type",
+                format!(
+                    "Expected application/json, got {}.",
+                    content_type.unwrap_or("no content type")
+                ),
+                trace,
+            )
+            .into_reply(),
+        ));
+    }
+    let text = std::str::from_utf8(body).map_err(|e| {
+        Box::new(
+            problem(
+                400,
+                "invalid-utf8",
+                "Body is not UTF-8",
+                format!("Invalid UTF-8 at byte {}.", e.valid_up_to()),
+                trace,
+            )
+            .into_reply(),
+        )
+    })?;
+    serde_json::from_str(text).map_err(|e| {
+        Box::new(
+            problem(
+                400,
+                "malformed-json",
+                "Malformed JSON",
+                format!("The body is not JSON: {e}."),
+                trace,
+            )
+            .into_reply(),
+        )
+    })
+}
+
+struct NoMaps;
+impl Lookup for NoMaps {
+    fn lookup(&self, _: &str, _: &str) -> Found {
+        Found::NoMap
+    }
+}
+
+fn apply_error(e: ApplyError, trace: Option<&str>) -> Outcome {
+    match e {
+        ApplyError::UnknownName { map, name } => {
+            let what = map
+                .rsplit('/')
+                .next()
+                .unwrap_or("name")
+                .trim_end_matches('s');
+            reply(problem(
+                422,
+                "unknown-name",
+                "Unknown name",
+                format!(
+                    "No {what} named {name:?} exists on the platform ({map}); nothing was sent."
+                ),
+                trace,
+            ))
+        }
+        ApplyError::MapUnavailable { map } => reply(
+            problem(
+                503,
+                "metadata-unavailable",
+                "Platform metadata not synced yet",
+                format!("The {map} ID map has not been synced yet; retry shortly."),
+                trace,
+            )
+            .with_header("retry-after", "1"),
+        ),
+        ApplyError::Unconvertible { pointer, reason } => reply(
+            problem(
+                400,
+                "unmappable-value",
+                "Value cannot be mapped",
+                format!("{pointer}: {reason}"),
+                trace,
+            )
+            .with_error(pointer, reason),
+        ),
+    }
+}
+
+/// Builds the platform path from a profile's pieces and resolved parameters.
+fn platform_path(p: &Profile, params: &[(String, String)]) -> String {
+    let mut out = format!("/{}", p.platform);
+    for piece in &p.path {
+        match piece {
+            PathPiece::Text(t) => out.push_str(t),
+            PathPiece::Param(name) => {
+                let v = params
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or_default();
+                out.push_str(&encode_segment(v));
+            }
+        }
+    }
+    out
+}
+
+fn encode_segment(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn route_headers(r: &Route) -> Vec<(String, String)> {
+    let mut h = Vec::new();
+    if let Some(ms) = r.timeout_ms {
+        h.push(("x-envoy-upstream-rq-timeout-ms".into(), ms.to_string()));
+    }
+    if let Some((on, n)) = &r.retry {
+        h.push(("x-envoy-retry-on".into(), on.clone()));
+        h.push(("x-envoy-max-retries".into(), n.to_string()));
+    }
+    h
+}
+
+/// The whole request pipeline. `lookup` resolves names through the synced ID maps.
+pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outcome {
+    let trace = inc.trace_id;
+    let Some(route) = cfg.routes.get(inc.route) else {
+        return reply(problem(
+            500,
+            "gateway-error",
+            "Gateway error",
+            "no such route",
+            trace,
+        ));
+    };
+    let has_body = matches!(route.method.as_str(), "POST" | "PUT" | "PATCH");
+    let body = if has_body {
+        match parse_body(cfg, inc.content_type, inc.body, trace) {
+            Ok(v) => v,
+            Err(r) => return Outcome::Reply(*r),
+        }
+    } else {
+        Value::Null
+    };
+    if let Some(schema) = &route.request_schema {
+        let errors = schema_errors(schema, &body);
+        if !errors.is_empty() {
+            let mut p = problem(
+                400,
+                "validation",
+                "Invalid request",
+                format!("{} field(s) are invalid; nothing was sent.", errors.len()),
+                trace,
+            );
+            for (pointer, message) in errors {
+                p = p.with_error(pointer, message);
+            }
+            return reply(p);
+        }
+    }
+    let platform = match &route.platform_from {
+        PlatformFrom::Fixed(p) => Some(p.clone()),
+        PlatformFrom::Body(pointer) => body
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_ascii_uppercase),
+        PlatformFrom::Query(q) => query_param(inc.path, q).map(str::to_ascii_uppercase),
+    };
+    let known: Vec<&str> = route.platforms.keys().map(String::as_str).collect();
+    let Some((platform, profile_index)) = platform
+        .as_ref()
+        .and_then(|p| route.platforms.get(p).map(|i| (p.clone(), *i)))
+    else {
+        let (pointer, said) = match &route.platform_from {
+            PlatformFrom::Body(p) => (p.clone(), platform.clone()),
+            PlatformFrom::Query(q) => (format!("?{q}"), platform.clone()),
+            PlatformFrom::Fixed(p) => (String::new(), Some(p.clone())),
+        };
+        return reply(
+            problem(
+                400,
+                "unknown-platform",
+                "Unknown target platform",
+                format!("{said:?} is not one of {known:?}."),
+                trace,
+            )
+            .with_error(pointer, format!("must be one of {known:?}")),
+        );
+    };
+    let Some(profile) = cfg.profiles.get(profile_index) else {
+        return reply(problem(
+            500,
+            "gateway-error",
+            "Gateway error",
+            "no such profile",
+            trace,
+        ));
+    };
+    let mut params = Vec::with_capacity(profile.params.len());
+    for (name, t) in &profile.params {
+        match t.apply(&body, lookup) {
+            Ok(Some(v)) => params.push((
+                name.clone(),
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string()),
+            )),
+            Ok(None) => {
+                return reply(problem(
+                    400,
+                    "validation",
+                    "Invalid request",
+                    format!("Nothing in the request gives the path parameter {{{name}}}."),
+                    trace,
+                ));
+            }
+            Err(e) => return apply_error(e, trace),
+        }
+    }
+    if let Some(paging) = &profile.paging {
+        return listing(
+            cfg,
+            route,
+            inc,
+            profile,
+            profile_index,
+            paging,
+            &platform,
+            params,
+        );
+    }
+    let payload = match &profile.body {
+        Some(t) => match t.apply(&body, lookup) {
+            Ok(v) => {
+                let mut v = v.unwrap_or_else(|| Value::Object(Map::new()));
+                for (pointer, value) in &profile.defaults {
+                    fill_default(&mut v, pointer, value);
+                }
+                Some(v)
+            }
+            Err(e) => return apply_error(e, trace),
+        },
+        None => None,
+    };
+    if let (Some(schema), Some(v)) = (&profile.platform_schema, &payload) {
+        let errors = schema_errors(schema, v);
+        if !errors.is_empty() {
+            // Our mapping produced something the platform would refuse: never send it.
+            let mut p = problem(
+                500,
+                "transform-invalid",
+                "Transformed payload failed the platform schema",
+                format!(
+                    "Profile {} produced a payload that {} rejects ({} field(s)); nothing was sent.",
+                    profile.name,
+                    schema.name,
+                    errors.len()
+                ),
+                trace,
+            );
+            for (pointer, message) in errors {
+                p = p.with_error(pointer, message);
+            }
+            return reply(p);
+        }
+    }
+    let fingerprint = route.idempotent.then(|| {
+        crate::idem::fingerprint(
+            inc.consumer,
+            &route.method,
+            &route.name,
+            &body,
+            body.get("idempotency_key").and_then(Value::as_str),
+        )
+    });
+    Outcome::Forward(Forward {
+        method: profile.method.clone(),
+        path: platform_path(profile, &params),
+        body: payload.map(|v| v.to_string().into_bytes()),
+        headers: route_headers(route),
+        profile: profile_index,
+        platform,
+        cursor: None,
+        fingerprint,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn listing(
+    cfg: &Config,
+    route: &Route,
+    inc: &Incoming<'_>,
+    profile: &Profile,
+    profile_index: usize,
+    paging: &Paging,
+    platform: &str,
+    params: Vec<(String, String)>,
+) -> Outcome {
+    let trace = inc.trace_id;
+    let _ = cfg;
+    let (default_size, max_size, first) = match paging {
+        Paging::PageNumber {
+            default_size,
+            max_size,
+            ..
+        } => (*default_size, *max_size, 1),
+        Paging::SkipTop {
+            default_size,
+            max_size,
+            ..
+        } => (*default_size, *max_size, 0),
+    };
+    let cursor = match query_param(inc.path, "cursor") {
+        Some(text) => match Cursor::decode(text, inc.cursor_key) {
+            Some(c) if c.route == route.name && c.platform == platform => c,
+            _ => {
+                return reply(
+                    problem(
+                        400,
+                        "invalid-cursor",
+                        "Invalid cursor",
+                        "The cursor was not issued for this listing, or was altered.",
+                        trace,
+                    )
+                    .with_error("?cursor", "not a cursor of this listing"),
+                );
+            }
+        },
+        None => {
+            let size = match query_param(inc.path, "page_size").map(str::parse::<u32>) {
+                None => default_size,
+                Some(Ok(n)) if (1..=max_size).contains(&n) => n,
+                Some(_) => {
+                    return reply(
+                        problem(
+                            400,
+                            "validation",
+                            "Invalid request",
+                            format!("page_size must be within 1..={max_size}."),
+                            trace,
+                        )
+                        .with_error("?page_size", format!("within 1..={max_size}")),
+                    );
+                }
+            };
+            Cursor::first(&route.name, platform, first, size)
+        }
+    };
+    let mut path = platform_path(profile, &params);
+    let (a, b) = match paging {
+        Paging::PageNumber {
+            page_param,
+            size_param,
+            ..
+        } => (
+            (page_param, cursor.next),
+            (size_param, u64::from(cursor.size)),
+        ),
+        Paging::SkipTop {
+            skip_param,
+            top_param,
+            ..
+        } => (
+            (skip_param, cursor.next),
+            (top_param, u64::from(cursor.size)),
+        ),
+    };
+    path.push(if path.contains('?') { '&' } else { '?' });
+    path.push_str(&format!("{}={}&{}={}", a.0, a.1, b.0, b.1));
+    Outcome::Forward(Forward {
+        method: profile.method.clone(),
+        path,
+        body: None,
+        headers: route_headers(route),
+        profile: profile_index,
+        platform: platform.to_string(),
+        cursor: Some(cursor),
+        fingerprint: None,
+    })
+}
+
+/// The platform's answer.
+pub struct Returned<'a> {
+    pub status: u16,
+    pub body: &'a [u8],
+    /// `ININ-Correlation-Id` or the like.
+    pub correlation_id: Option<&'a str>,
+    /// The consumer asked for platform metadata (the documented header).
+    pub include_metadata: bool,
+    pub trace_id: Option<&'a str>,
+    pub cursor_key: &'a [u8],
+}
+
+/// The normalized response for the consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalized {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    pub event: Option<Event>,
+}
+
+fn platform_message(v: &Value) -> Option<String> {
+    [
+        "/message",
+        "/error_description",
+        "/error/message",
+        "/description",
+        "/error",
+    ]
+    .iter()
+    .find_map(|p| v.pointer(p).and_then(Value::as_str).map(str::to_string))
+}
+
+pub fn on_response(cfg: &Config, fwd: &Forward, ret: &Returned<'_>) -> Normalized {
+    let trace = ret.trace_id;
+    let parsed: Option<Value> = serde_json::from_slice(ret.body).ok();
+    let Some(profile) = cfg.profiles.get(fwd.profile) else {
+        return passthrough(ret);
+    };
+    if ret.status >= 400 {
+        let detail = parsed
+            .as_ref()
+            .and_then(platform_message)
+            .unwrap_or_else(|| format!("{} answered {}", fwd.platform, ret.status));
+        let reply = problem(
+            ret.status,
+            "platform-error",
+            "Platform error",
+            detail,
+            trace,
+        )
+        .into_reply();
+        let mut doc: Value = serde_json::from_slice(&reply.body).unwrap_or_else(|_| json!({}));
+        set(&mut doc, "platform", json!(fwd.platform));
+        set(&mut doc, "platform_status", json!(ret.status));
+        if let Some(c) = ret.correlation_id {
+            set(&mut doc, "correlation_id", json!(c));
+        }
+        return Normalized {
+            status: ret.status,
+            content_type: cxgate_kit::problem::CONTENT_TYPE.into(),
+            body: doc.to_string().into_bytes(),
+            event: None,
+        };
+    }
+    let Some(v) = parsed else {
+        return passthrough(ret);
+    };
+    let metadata = |src: &Value, out: &mut Value| {
+        if ret.include_metadata && !profile.metadata.is_empty() {
+            let m: Map<String, Value> = profile
+                .metadata
+                .iter()
+                .filter_map(|k| src.get(k).map(|x| (k.clone(), x.clone())))
+                .collect();
+            set(out, "platform_metadata", Value::Object(m));
+        }
+    };
+    if let (Some(paging), Some(cursor)) = (&profile.paging, &fwd.cursor) {
+        let (items_at, total_at) = match paging {
+            Paging::PageNumber { items, total, .. } | Paging::SkipTop { items, total, .. } => {
+                (items, total)
+            }
+        };
+        let raw_items = v
+            .pointer(items_at)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let items: Vec<Value> = raw_items
+            .iter()
+            .map(|item| match &profile.response {
+                Some(t) => t.apply(item, &NoMaps).ok().flatten().unwrap_or(Value::Null),
+                None => item.clone(),
+            })
+            .collect();
+        let total = v.pointer(total_at).and_then(Value::as_u64);
+        let seen = cursor.seen + items.len() as u64;
+        let has_more = !raw_items.is_empty()
+            && match paging {
+                Paging::PageNumber { .. } => v
+                    .get("pageCount")
+                    .and_then(Value::as_u64)
+                    .map(|pc| cursor.next < pc)
+                    .unwrap_or_else(|| v.get("nextUri").is_some_and(|n| !n.is_null())),
+                Paging::SkipTop { .. } => total.is_some_and(|t| seen < t),
+            };
+        let next_cursor = has_more.then(|| {
+            let mut c = cursor.clone();
+            c.next = match paging {
+                Paging::PageNumber { .. } => cursor.next + 1,
+                Paging::SkipTop { .. } => cursor.next + raw_items.len() as u64,
+            };
+            c.seen = seen;
+            c.encode(ret.cursor_key)
+        });
+        let event = match total {
+            Some(t) if !has_more && page::mismatch(seen, t) => Some(
+                Event::new("PAGINATION_MISMATCH")
+                    .str("platform", &fwd.platform)
+                    .num("seen", seen)
+                    .num("total", t)
+                    .str("trace_id", trace.unwrap_or_default()),
+            ),
+            _ => None,
+        };
+        let mut out = json!({"items": items, "next_cursor": next_cursor, "has_more": has_more});
+        if let Some(t) = total {
+            set(&mut out, "total", json!(t));
+        }
+        return Normalized {
+            status: ret.status,
+            content_type: "application/json".into(),
+            body: out.to_string().into_bytes(),
+            event,
+        };
+    }
+    let mut out = match &profile.response {
+        Some(t) => t
+            .apply(&v, &NoMaps)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| json!({})),
+        None => v.clone(),
+    };
+    if out.is_object() {
+        metadata(&v, &mut out);
+    }
+    Normalized {
+        status: ret.status,
+        content_type: "application/json".into(),
+        body: out.to_string().into_bytes(),
+        event: None,
+    }
+}
+
+fn set(doc: &mut Value, key: &str, v: Value) {
+    if let Some(o) = doc.as_object_mut() {
+        o.insert(key.to_string(), v);
+    }
+}
+
+fn passthrough(ret: &Returned<'_>) -> Normalized {
+    Normalized {
+        status: ret.status,
+        content_type: "application/json".into(),
+        body: ret.body.to_vec(),
+        event: None,
+    }
+}

@@ -1,0 +1,16 @@
+//! cxgate transform filter: one normalized consumer API in front of platforms with different
+//! data models. A route table (precompiled) maps a consumer method and path to a platform
+//! request through a declarative mapping profile: the body is validated against the route's
+//! JSON Schema (every failing field reported), mapped, completed with the platform's explicit
+//! defaults, and checked against the platform schema before anything is sent. Idempotent routes
+//! answer duplicates from shared data; responses are normalized back, platform errors become
+//! problem+json, and listings page through an opaque signed cursor.
+
+pub mod config;
+pub mod core;
+pub mod idem;
+pub mod page;
+pub mod template;
+
+#[cfg(feature = "proxy")]
+mod shell;

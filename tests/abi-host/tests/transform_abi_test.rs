@@ -1,0 +1,216 @@
+//! Layer 2: the compiled transform filter, 4 workers, both profiles: the request rewrite, and
+//! idempotency across workers (concurrent duplicates make one upstream call).
+
+use cxgate_abi_host::{Action, CallReply, Host, Profile, Stream, filter_wasm};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+const KEY: &str = "abi-test-sidecar-key-000";
+const SEED: &str = r#"{"idempotency_key": "k-1", "target_platform": "GENESYS",
+  "payload": {"queue_name": "Premium_Support", "routing_strategy": "LONGEST_IDLE_AGENT",
+              "skill_requirements": ["billing", "tier2"], "max_wait_time_ms": 120000}}"#;
+
+/// The shipped config (schemas inlined), plus a state sync so the ID maps arrive.
+fn config(profile: Profile) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("envoy/transform.json")).unwrap())
+            .unwrap();
+    cxgate_transform::config::inline_schema_files(&mut v, &|p| {
+        std::fs::read_to_string(root.join(p)).map_err(|e| e.to_string())
+    })
+    .unwrap();
+    let upstream = if profile == Profile::Envoy {
+        "sidecar"
+    } else {
+        "127.0.0.1:7070"
+    };
+    v["sync"] = json!({"upstream": upstream, "poll_wait_ms": 2000, "lease_ms": 3000});
+    v.to_string()
+}
+
+fn host(profile: Profile) -> Host {
+    let mut h = Host::builder(filter_wasm("cxgate-transform"))
+        .profile(profile)
+        .workers(4)
+        .cluster("sidecar")
+        .env("CXGATE_SIDECAR_KEY", KEY)
+        .config(&config(profile))
+        .start()
+        .unwrap();
+    h.advance(Duration::from_millis(1000)).unwrap();
+    let poll = h
+        .pending_calls()
+        .into_iter()
+        .find(|c| c.path().starts_with("/v1/state"))
+        .expect("a sync poll");
+    let map = |entries: Value| json!({"entries": entries, "fetched_ms": 1, "stale": false, "last_error": null});
+    let snapshot = json!({"format": 1, "version": 5, "generated_ms": 1, "tokens": {}, "health": {},
+        "maps": {"genesys/queues": map(json!({"Premium_Support": "q-1"})),
+                 "cxone/queues": map(json!({"Premium_Support": "cxq-0001"})),
+                 "cxone/skills": map(json!({"billing": "11000", "tier2": "11001"}))}});
+    h.reply(poll.token, CallReply::json(200, &snapshot.to_string()))
+        .unwrap();
+    h
+}
+
+fn post(h: &mut Host, w: usize, consumer: &str, body: &str) -> (Stream, Action) {
+    let s = h.new_stream(w).unwrap();
+    let len = body.len().to_string();
+    let a = h
+        .request_headers(
+            s,
+            &[
+                (":method", "POST"),
+                (":path", "/gateway/v1/routing/queues/update"),
+                ("content-type", "application/json"),
+                ("content-length", &len),
+                ("x-cxgate-consumer", consumer),
+            ],
+            false,
+        )
+        .unwrap();
+    assert_eq!(a, Action::Pause, "waits for the body");
+    let a = h.request_body(s, body.as_bytes(), true).unwrap();
+    (s, a)
+}
+
+fn answer(h: &mut Host, s: Stream, status: u16, body: &Value) {
+    let text = body.to_string();
+    let len = text.len().to_string();
+    h.response_headers(
+        s,
+        &[
+            (":status", &status.to_string()),
+            ("content-type", "application/json"),
+            ("content-length", &len),
+        ],
+        false,
+    )
+    .unwrap();
+    h.response_body(s, text.as_bytes(), true).unwrap();
+}
+
+#[test]
+fn the_request_is_rewritten_to_the_platform_route_and_the_response_normalized() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let mut h = host(profile);
+        let (s, a) = post(&mut h, 1, "app", SEED);
+        assert_eq!(a, Action::Continue, "{profile:?}: {:?}", h.local_reply(s));
+        assert_eq!(h.request_header(s, ":method").as_deref(), Some("PUT"));
+        assert_eq!(
+            h.request_header(s, ":path").as_deref(),
+            Some("/genesys/api/v2/routing/queues/q-1")
+        );
+        let sent: Value = serde_json::from_slice(&h.request_body_bytes(s)).unwrap();
+        assert_eq!(sent["routingConfig"]["maxWaitTime"], "PT2M");
+        assert_eq!(
+            h.request_header(s, "content-length"),
+            Some(h.request_body_bytes(s).len().to_string())
+        );
+        let cleared = h
+            .host_calls()
+            .get("clear_route_cache")
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(
+            cleared,
+            u64::from(profile == Profile::Envoy),
+            "{profile:?}: Envoy picks the route again"
+        );
+        answer(
+            &mut h,
+            s,
+            200,
+            &json!({"id": "q-1", "name": "Premium_Support", "enabled": true, "selfUri": "/x",
+            "routingConfig": {"strategy": "LONGESTIDLEAGENT", "skillsRequired": [], "maxWaitTime": "PT2M"}}),
+        );
+        let out: Value = serde_json::from_slice(&h.response_body_bytes(s)).unwrap();
+        assert_eq!(out["queue_id"], "q-1");
+        assert!(out.get("selfUri").is_none());
+        assert_eq!(
+            h.response_header(s, "content-length"),
+            None,
+            "the length changed"
+        );
+        assert!(h.violations().is_empty(), "{:?}", h.violations());
+    }
+}
+
+#[test]
+fn concurrent_duplicates_on_4_workers_make_one_upstream_call() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let mut h = host(profile);
+        h.race_next_writes(2);
+        let sent: Vec<(Stream, Action)> = (0..4).map(|w| post(&mut h, w, "app", SEED)).collect();
+        let forwarded: Vec<Stream> = sent
+            .iter()
+            .filter(|(_, a)| *a == Action::Continue)
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(forwarded.len(), 1, "{profile:?}: one upstream call");
+        for (s, a) in &sent {
+            if *a != Action::Continue {
+                let r = h.local_reply(*s).unwrap();
+                assert_eq!(r.status, 409, "in flight");
+                assert_eq!(
+                    r.problem().unwrap()["type"],
+                    "urn:cxgate:problem:idempotent-request-in-flight"
+                );
+            }
+        }
+        answer(
+            &mut h,
+            forwarded[0],
+            200,
+            &json!({"id": "q-1", "name": "Premium_Support", "enabled": true,
+            "routingConfig": {"strategy": "LONGESTIDLEAGENT", "skillsRequired": [], "maxWaitTime": "PT2M"}}),
+        );
+        let first = h.response_body_bytes(forwarded[0]);
+        // Once answered, any worker replays it without a platform call.
+        for w in 0..4 {
+            let (s, a) = post(&mut h, w, "app", SEED);
+            assert_eq!(a, Action::Pause, "{profile:?} worker {w}");
+            let r = h.local_reply(s).unwrap();
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("idempotent-replayed"), Some("true"));
+            assert_eq!(r.body, first);
+        }
+        // Another consumer's identical request is not a duplicate.
+        let (_, a) = post(&mut h, 2, "other-app", SEED);
+        assert_eq!(a, Action::Continue);
+        assert_eq!(h.metric("cxgate_transform.idempotent_replays"), Some(4));
+        assert!(h.cas_mismatches() >= 1);
+        assert!(h.violations().is_empty(), "{:?}", h.violations());
+    }
+}
+
+#[test]
+fn a_platform_failure_is_not_replayed_and_a_retry_goes_through() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let mut h = host(profile);
+        let (s, a) = post(&mut h, 0, "app", SEED);
+        assert_eq!(a, Action::Continue);
+        answer(&mut h, s, 503, &json!({"message": "down", "status": 503}));
+        let p: Value = serde_json::from_slice(&h.response_body_bytes(s)).unwrap();
+        assert_eq!(p["type"], "urn:cxgate:problem:platform-error");
+        assert_eq!(
+            h.response_header(s, "content-type").as_deref(),
+            Some("application/problem+json")
+        );
+        let (_, a) = post(&mut h, 3, "app", SEED);
+        assert_eq!(
+            a,
+            Action::Continue,
+            "{profile:?}: the retry reaches the platform"
+        );
+        // A stream that dies before its response gives its claim up too.
+        let body = SEED.replace("k-1", "k-2");
+        let (s, a) = post(&mut h, 1, "app", &body);
+        assert_eq!(a, Action::Continue);
+        h.finish(s).unwrap();
+        let (_, a) = post(&mut h, 2, "app", &body);
+        assert_eq!(a, Action::Continue);
+    }
+}
