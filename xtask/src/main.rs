@@ -2,6 +2,12 @@
 //!
 //! - `wasm`: builds every filter for wasm32-wasip1 (release) and prints each .wasm's size.
 //! - `demo`: starts the gateway on the documented ports with the built-in mock platforms.
+//! - `bench [rounds] [seconds]`: the benchmark suite (see `bench.rs`, `micro.rs`, BENCHMARKS.md).
+//! - `bench-micro [--no-callgrind]`: only the per-filter microbenchmarks.
+//! - `bench-sync [rounds]`: sidecar change → gateway propagation.
+
+mod bench;
+mod micro;
 
 use cxgate_e2e::{Ports, Stack, StackOptions, repo_root, wasm_dir};
 use std::process::{Command, ExitCode};
@@ -224,7 +230,29 @@ fn main() -> ExitCode {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(40),
         ),
-        _ => Err("usage: xtask wasm|demo|bench-sync [rounds]".into()),
+        "bench" => {
+            let arg = |i: usize, d: u64| {
+                std::env::args()
+                    .nth(i)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(d)
+            };
+            bench::run(arg(2, 15) as usize, arg(3, 2)).and_then(|()| micro::run(true))
+        }
+        "bench-micro" => micro::run(std::env::args().nth(2).as_deref() != Some("--no-callgrind")),
+        // One microbenchmark run, what callgrind executes: `micro-one <filter> <requests>`.
+        "micro-one" => {
+            let filter = std::env::args().nth(2).unwrap_or_default();
+            let n = std::env::args()
+                .nth(3)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(100);
+            micro::run_one(&filter, n).map(|_| ())
+        }
+        _ => Err(
+            "usage: xtask wasm|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]"
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,8 @@
 //! Idempotency: a fingerprint per (verified consumer, method, route, canonical body, key), the
 //! first response kept in shared data for a while, duplicates answered from it. An entry is
 //! claimed (`in_flight`) by CAS before anything is forwarded, so concurrent duplicates on any
-//! worker never both reach the platform. Entries are bounded in count and bytes by an index.
+//! worker never both reach the platform. Entries are bounded in count and bytes by a ring of
+//! slots.
 
 use cxgate_kit::host::{Expect, SharedStore};
 use cxgate_kit::shared::{Update, UpdateError, update};
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub const INDEX: &str = "cxgate/idem/index";
+pub const RING: &str = "cxgate/idem/ring";
 const ATTEMPTS: u32 = 8;
 /// An in-flight claim older than this is abandoned (its worker died) and may be taken over.
 pub const IN_FLIGHT_MS: u64 = 60_000;
@@ -35,7 +36,7 @@ pub fn fingerprint(
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    cxgate_kit::ids::hex(&h.finalize())
 }
 
 pub fn key(consumer: &str, fingerprint: &str) -> String {
@@ -96,13 +97,16 @@ pub fn begin<S: SharedStore + ?Sized>(
 }
 
 /// Stores the response of a claimed request, and evicts what the bounds require.
-#[allow(clippy::too_many_arguments)]
+///
+/// Bounds without an index to rewrite: a ring of `max_entries` slots. A CAS record
+/// (`cxgate/idem/ring`: next, tail, bytes held) numbers every stored entry; entry `n` lives in
+/// slot `n % max_entries`. Past the count or byte bound the oldest entries (at the tail) are
+/// evicted. Every step is O(1) in shared data.
 pub fn finish<S: SharedStore + ?Sized>(
     store: &mut S,
     key: &str,
     stored: Stored,
     now: u64,
-    ttl_ms: u64,
     max_entries: usize,
     max_bytes: usize,
 ) -> Result<(), UpdateError> {
@@ -111,31 +115,119 @@ pub fn finish<S: SharedStore + ?Sized>(
         stored,
     })
     .unwrap_or_default();
-    let size = value.len();
+    let size = value.len() as u64;
     update(store, key, ATTEMPTS, |_| Update::Write(value.clone(), ()))?;
-    // The index: (key, bytes, stored_ms), oldest first.
-    let evicted = update(store, INDEX, ATTEMPTS, |current| {
-        let mut index: Vec<(String, usize, u64)> = current
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .unwrap_or_default();
-        index.retain(|(k, _, _)| k != key);
-        index.push((key.to_string(), size, now));
-        let mut evicted = Vec::new();
-        let mut bytes: usize = index.iter().map(|e| e.1).sum();
-        while let Some(first) = index.first() {
-            let expired = now >= first.2.saturating_add(ttl_ms);
-            if !(expired || index.len() > max_entries || bytes > max_bytes) || index.len() == 1 {
-                break;
+    let slots = max_entries.max(1) as u64;
+    let n = update(store, RING, ATTEMPTS, |current| {
+        let r = Ring::decode(current);
+        Update::Write(
+            Ring {
+                next: r.next + 1,
+                bytes: r.bytes + size,
+                ..r
             }
-            bytes -= first.1;
-            evicted.push(index.remove(0).0);
-        }
-        Update::Write(serde_json::to_vec(&index).unwrap_or_default(), evicted)
+            .encode(),
+            r.next,
+        )
     })?;
-    for k in evicted {
-        clear(store, &k)?;
+    if let Some((old_size, old_key)) = put_slot(store, n % slots, Some((size, key)))? {
+        clear(store, &old_key)?;
+        release(store, old_size)?;
+    }
+    // Evict from the tail while over a bound (a few per call; later calls continue).
+    for _ in 0..8 {
+        let evict = update(store, RING, ATTEMPTS, |current| {
+            let r = Ring::decode(current);
+            let live = r.next.saturating_sub(r.tail);
+            if live > slots || (r.bytes > max_bytes as u64 && live > 1) {
+                Update::Write(
+                    Ring {
+                        tail: r.tail + 1,
+                        ..r
+                    }
+                    .encode(),
+                    Some(r.tail),
+                )
+            } else {
+                Update::Keep(None)
+            }
+        })?;
+        let Some(t) = evict else {
+            break;
+        };
+        if t % slots == n % slots {
+            continue;
+        }
+        if let Some((old_size, old_key)) = put_slot(store, t % slots, None)? {
+            clear(store, &old_key)?;
+            release(store, old_size)?;
+        }
     }
     Ok(())
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Ring {
+    next: u64,
+    tail: u64,
+    bytes: u64,
+}
+
+impl Ring {
+    fn decode(bytes: Option<&[u8]>) -> Ring {
+        let word = |i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes?.get(i..i + 8)?.try_into().ok()?))
+        };
+        Ring {
+            next: word(0).unwrap_or(0),
+            tail: word(8).unwrap_or(0),
+            bytes: word(16).unwrap_or(0),
+        }
+    }
+
+    fn encode(self) -> Vec<u8> {
+        let mut out = self.next.to_le_bytes().to_vec();
+        out.extend_from_slice(&self.tail.to_le_bytes());
+        out.extend_from_slice(&self.bytes.to_le_bytes());
+        out
+    }
+}
+
+fn slot_key(i: u64) -> String {
+    format!("cxgate/idem/slot/{i}")
+}
+
+/// Puts `entry` (size, key) in a slot (or empties it); returns what the slot held.
+fn put_slot<S: SharedStore + ?Sized>(
+    store: &mut S,
+    slot: u64,
+    entry: Option<(u64, &str)>,
+) -> Result<Option<(u64, String)>, UpdateError> {
+    let value = entry
+        .map(|(size, key)| format!("{size}\n{key}").into_bytes())
+        .unwrap_or_default();
+    update(store, &slot_key(slot), ATTEMPTS, |current| {
+        let held = current
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|t| t.split_once('\n'))
+            .and_then(|(n, k)| Some((n.parse::<u64>().ok()?, k.to_string())));
+        Update::Write(value.clone(), held)
+    })
+}
+
+/// Takes `size` off the bytes held.
+fn release<S: SharedStore + ?Sized>(store: &mut S, size: u64) -> Result<(), UpdateError> {
+    update(store, RING, ATTEMPTS, |current| {
+        let r = Ring::decode(current);
+        Update::Write(
+            Ring {
+                bytes: r.bytes.saturating_sub(size),
+                ..r
+            }
+            .encode(),
+            (),
+        )
+    })
 }
 
 /// Gives a claim up (the platform failed, or the stream died): a retry may go through.

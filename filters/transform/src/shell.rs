@@ -374,7 +374,6 @@ impl HttpContext for TransformStream {
                     &key,
                     stored,
                     now,
-                    idem_cfg.ttl_ms,
                     idem_cfg.max_entries,
                     idem_cfg.max_bytes,
                 )

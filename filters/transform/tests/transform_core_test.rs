@@ -663,7 +663,7 @@ fn idempotency_fingerprints_claims_replays_and_bounds() {
         content_type: "application/json".into(),
         body: "{\"ok\":true}".into(),
     };
-    idem::finish(&mut store, &k, stored.clone(), 20, 900_000, 2, 1 << 20).unwrap();
+    idem::finish(&mut store, &k, stored.clone(), 20, 2, 1 << 20).unwrap();
     assert_eq!(
         idem::begin(&mut store, &k, 30, 900_000).unwrap(),
         Begin::Replay(stored.clone())
@@ -689,7 +689,6 @@ fn idempotency_fingerprints_claims_replays_and_bounds() {
             key,
             stored.clone(),
             1_000_000 + i as u64,
-            900_000,
             2,
             1 << 20,
         )
@@ -704,6 +703,33 @@ fn idempotency_fingerprints_claims_replays_and_bounds() {
         idem::begin(&mut store, "cxgate/idem/a/3", 1_000_010, 900_000).unwrap(),
         Begin::Replay(_)
     ));
+}
+
+#[test]
+fn the_idempotency_store_also_stays_under_its_byte_bound() {
+    let mut store = FakeStore::new(CasDialect::Envoy);
+    let stored = Stored {
+        status: 200,
+        content_type: "application/json".into(),
+        body: "x".repeat(400),
+    };
+    // Room for 100 entries by count, but only ~2 by bytes (each entry is ~460 bytes).
+    let keys: Vec<String> = (0..6).map(|i| format!("cxgate/idem/a/{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        idem::begin(&mut store, k, i as u64, 900_000).unwrap();
+        idem::finish(&mut store, k, stored.clone(), i as u64, 100, 1000).unwrap();
+    }
+    let live: Vec<bool> = keys
+        .iter()
+        .map(|k| {
+            matches!(
+                idem::begin(&mut store, k, 10, 900_000).unwrap(),
+                Begin::Replay(_)
+            )
+        })
+        .collect();
+    assert!(live.iter().filter(|l| **l).count() <= 2, "{live:?}");
+    assert!(live[5], "the newest stays");
 }
 
 #[test]

@@ -19,6 +19,7 @@ struct Genesys {
     client_id: String,
     client_secret: String,
     ttl: u64,
+    body_credentials: bool,
     rate_limit: u64,
     queues: Mutex<Vec<Value>>,
     skills: Vec<Value>,
@@ -81,6 +82,7 @@ pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
         client_id: args.genesys_client_id.clone(),
         client_secret: args.genesys_client_secret.clone(),
         ttl: args.genesys_token_ttl,
+        body_credentials: args.genesys_body_credentials,
         rate_limit: args.genesys_rate_limit,
         queues: Mutex::new(queues),
         skills,
@@ -169,7 +171,12 @@ fn token_error(status: StatusCode, error: &str, description: &str) -> Response {
 
 /// `POST /oauth/token`: client credentials with HTTP Basic, form body.
 async fn token(State(g): S, headers: HeaderMap, body: Bytes) -> Response {
-    let Some((id, secret)) = basic_auth(&headers) else {
+    let from_body = || {
+        let f = form(&body);
+        Some((f.get("client_id")?.clone(), f.get("client_secret")?.clone()))
+    };
+    let creds = basic_auth(&headers).or_else(|| g.body_credentials.then(from_body).flatten());
+    let Some((id, secret)) = creds else {
         return token_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",

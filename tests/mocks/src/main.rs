@@ -29,6 +29,11 @@ pub struct Args {
     /// CXone token lifetime (s).
     #[arg(long, default_value_t = 3_600)]
     cxone_token_ttl: u64,
+    /// Also accept client credentials in the token request's form body (RFC 6749 §2.3.1), as
+    /// Envoy's native oauth2 credential injector sends them. Off by default: Genesys is
+    /// documented with HTTP Basic only. The benchmark's native anchor turns it on.
+    #[arg(long)]
+    genesys_body_credentials: bool,
     /// Genesys API requests per minute per token (0 = unlimited). Real default: 300.
     #[arg(long, default_value_t = 300)]
     genesys_rate_limit: u64,

@@ -1,0 +1,235 @@
+//! `./cxgate bench micro`: each filter's per-request work in the wasmtime ABI host (1 worker,
+//! envoy profile): nanoseconds per request, host calls per request, and, under valgrind's
+//! callgrind, instructions per request (exact and repeatable, unlike time on a shared machine).
+
+use cxgate_abi_host::{Action, CallReply, Host, Profile, filter_wasm};
+use cxgate_e2e::{repo_root, shipped_transform};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "microbench-sidecar-key-0001";
+
+pub const FILTERS: [&str; 5] = ["trace", "ratelimit", "breaker", "token", "transform"];
+
+fn config(filter: &str) -> Value {
+    match filter {
+        "trace" => json!({"version": 1, "echo_in_response": true}),
+        "ratelimit" => {
+            json!({"version": 1, "consumer": {"capacity": 1_000_000_000u64, "per_second": 1_000_000_000u64},
+            "routes": [{"prefix": "/gateway/v1/", "cost": 5}, {"prefix": "/genesys/", "platform": "genesys", "cost": 1}]})
+        }
+        "breaker" => {
+            json!({"version": 1, "routes": [{"prefix": "/genesys/", "platform": "genesys"}]})
+        }
+        "token" => json!({"version": 1, "routes": [{"prefix": "/", "platform": "genesys"}],
+            "sync": {"upstream": "sidecar", "poll_wait_ms": 2000}}),
+        _ => {
+            let mut t = shipped_transform(&repo_root()).unwrap_or_default();
+            t["sync"] = json!({"upstream": "sidecar", "poll_wait_ms": 2000});
+            t
+        }
+    }
+}
+
+/// 1 KB normalized update with a fresh idempotency key.
+fn json_body(n: u64) -> String {
+    let skills: Vec<String> = (0..48).map(|i| format!("skill_{i:03}")).collect();
+    json!({"idempotency_key": format!("k-{n}"), "target_platform": "GENESYS",
+        "payload": {"queue_name": "Premium_Support", "enabled": true, "routing_strategy": "LONGEST_IDLE_AGENT",
+                    "skill_requirements": skills, "max_wait_time_ms": 120000}})
+    .to_string()
+}
+
+const PLATFORM_RESPONSE: &str = r#"{"id":"q-1","name":"Premium_Support","enabled":true,"version":2,"selfUri":"/api/v2/routing/queues/q-1","routingConfig":{"strategy":"LONGESTIDLEAGENT","skillsRequired":["billing"],"maxWaitTime":"PT2M"}}"#;
+
+fn host(filter: &str) -> Result<Host, String> {
+    let mut h = Host::builder(filter_wasm(&format!("cxgate-{filter}")))
+        .profile(Profile::Envoy)
+        .workers(1)
+        .cluster("sidecar")
+        .env("CXGATE_SIDECAR_KEY", KEY)
+        .config(&config(filter).to_string())
+        .start()
+        .map_err(|e| format!("{filter}: {e:#}"))?;
+    if matches!(filter, "token" | "transform") {
+        h.advance(Duration::from_millis(1000))
+            .map_err(|e| e.to_string())?;
+        let now = h.now_ms();
+        let poll = h
+            .pending_calls()
+            .into_iter()
+            .find(|c| c.path().starts_with("/v1/state"))
+            .ok_or("no sync poll")?;
+        let map =
+            |e: Value| json!({"entries": e, "fetched_ms": 1, "stale": false, "last_error": null});
+        let snapshot = json!({"format": 1, "version": 5, "generated_ms": now, "health": {},
+            "tokens": {"genesys": {"access_token": "tok", "token_type": "bearer", "issued_ms": now,
+                                   "expires_ms": now + 86_400_000, "stale_ms": now + 82_080_000, "generation": 1}},
+            "maps": {"genesys/queues": map(json!({"Premium_Support": "q-1"}))}});
+        h.reply(poll.token, CallReply::json(200, &snapshot.to_string()))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(h)
+}
+
+/// One request through the filter, as the proxy would drive it.
+fn one(h: &mut Host, filter: &str, n: u64) -> Result<(), String> {
+    let s = h.new_stream(0).map_err(|e| e.to_string())?;
+    let e = |e: wasmtime::Error| e.to_string();
+    if filter == "transform" {
+        let body = json_body(n);
+        let len = body.len().to_string();
+        let a = h
+            .request_headers(
+                s,
+                &[
+                    (":method", "POST"),
+                    (":path", "/gateway/v1/routing/queues/update"),
+                    ("content-type", "application/json"),
+                    ("content-length", &len),
+                    ("x-cxgate-consumer", "app"),
+                    ("x-gateway-trace-id", "0123456789abcdef0123456789abcdef"),
+                ],
+                false,
+            )
+            .map_err(e)?;
+        if a != Action::Pause {
+            return Err("transform did not wait for the body".into());
+        }
+        if h.request_body(s, body.as_bytes(), true).map_err(e)? != Action::Continue {
+            return Err(format!("transform refused: {:?}", h.local_reply(s)));
+        }
+        let rlen = PLATFORM_RESPONSE.len().to_string();
+        h.response_headers(
+            s,
+            &[
+                (":status", "200"),
+                ("content-type", "application/json"),
+                ("content-length", &rlen),
+            ],
+            false,
+        )
+        .map_err(e)?;
+        h.response_body(s, PLATFORM_RESPONSE.as_bytes(), true)
+            .map_err(e)?;
+    } else {
+        let path = if filter == "token" {
+            "/api/v2/users"
+        } else {
+            "/genesys/api/v2/users"
+        };
+        let a = h
+            .request_headers(
+                s,
+                &[
+                    (":method", "GET"),
+                    (":path", path),
+                    (":authority", "gateway"),
+                    ("x-cxgate-consumer", "app"),
+                    ("x-gateway-trace-id", "0123456789abcdef0123456789abcdef"),
+                    ("user-agent", "wrk"),
+                ],
+                true,
+            )
+            .map_err(e)?;
+        if a != Action::Continue {
+            return Err(format!("{filter} did not forward: {:?}", h.local_reply(s)));
+        }
+        h.response_headers(
+            s,
+            &[
+                (":status", "200"),
+                ("content-type", "application/json"),
+                ("content-length", "2"),
+            ],
+            false,
+        )
+        .map_err(e)?;
+    }
+    h.finish(s).map_err(e)
+}
+
+/// Runs `requests` requests after a warm-up; prints what it measured.
+pub fn run_one(filter: &str, requests: u64) -> Result<(f64, f64), String> {
+    let mut h = host(filter)?;
+    for n in 0..50 {
+        one(&mut h, filter, 1_000_000 + n)?;
+    }
+    h.reset_host_calls();
+    one(&mut h, filter, 2_000_000)?;
+    let calls: u64 = h.host_calls().values().sum();
+    let t0 = Instant::now();
+    for n in 0..requests {
+        one(&mut h, filter, n)?;
+    }
+    let ns = t0.elapsed().as_nanos() as f64 / requests as f64;
+    Ok((ns, calls as f64))
+}
+
+/// Total instructions callgrind counts for `xtask micro-one <filter> <n>`.
+fn callgrind(filter: &str, n: u64) -> Result<u64, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::env::temp_dir().join(format!(
+        "cxgate-callgrind-{filter}-{n}-{}.out",
+        std::process::id()
+    ));
+    let status = Command::new("valgrind")
+        .args([
+            "--tool=callgrind",
+            "--smc-check=all-non-file",
+            &format!("--callgrind-out-file={}", out.display()),
+        ])
+        .arg(&exe)
+        .args(["micro-one", filter, &n.to_string()])
+        .output()
+        .map_err(|e| format!("valgrind: {e}"))?;
+    if !status.status.success() {
+        return Err(format!(
+            "callgrind {filter}: {}",
+            String::from_utf8_lossy(&status.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        ));
+    }
+    let text = std::fs::read_to_string(&out).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&out);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .ok_or_else(|| "no callgrind summary".into())
+}
+
+pub fn run(with_callgrind: bool) -> Result<(), String> {
+    println!(
+        "\n| filter (ABI host, wasmtime) | route | ns/request (median of 5) | host calls/request | instructions/request (callgrind) |"
+    );
+    println!("|---|---|---|---|---|");
+    for f in FILTERS {
+        let mut samples = Vec::new();
+        let mut calls = 0.0;
+        for _ in 0..5 {
+            let (ns, c) = run_one(f, 2_000)?;
+            samples.push(ns);
+            calls = c;
+        }
+        samples.sort_by(f64::total_cmp);
+        let ir = if with_callgrind {
+            let (a, b) = (callgrind(f, 100)?, callgrind(f, 600)?);
+            format!("{}", b.saturating_sub(a) / 500)
+        } else {
+            "(skipped)".into()
+        };
+        let route = if f == "transform" {
+            "1 KB JSON update"
+        } else {
+            "headers only"
+        };
+        println!("| {f} | {route} | {:.0} | {calls:.0} | {ir} |", samples[2]);
+    }
+    Ok(())
+}
