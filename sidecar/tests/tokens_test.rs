@@ -438,12 +438,23 @@ fn failed_and_malformed_grants_back_off_and_never_stop() {
 fn long_poll_answers_at_once_when_newer_and_waits_otherwise() {
     let r = start(&[], fast_refresh());
     let s = r.wait_for("tokens and maps", Duration::from_secs(10), |s| {
-        s["maps"]["cxone/skills"]["fetched_ms"]
-            .as_u64()
-            .unwrap_or(0)
-            > 0
+        ["genesys", "cxone", "llm"]
+            .iter()
+            .all(|t| s["tokens"][t].is_object())
+            && ["genesys/queues", "genesys/skills", "cxone/skills"]
+                .iter()
+                .all(|m| s["maps"][m]["fetched_ms"].as_u64().unwrap_or(0) > 0)
     });
-    let v = s["version"].as_u64().unwrap();
+    // Settled: no change for a whole second (nothing else is due for minutes).
+    let mut v = r.state()["version"].as_u64().unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = r.state()["version"].as_u64().unwrap();
+        if now == v {
+            break;
+        }
+        v = now;
+    }
     let get = |since: u64, wait: u64| {
         let started = Instant::now();
         let resp = r
