@@ -9,8 +9,7 @@
 //! rate limiter's admission accuracy under load with 2 workers.
 
 use cxgate_e2e::{
-    Ports, Service, Stack, StackOptions, envoy_bin, free_port, repo_root, shipped_transform,
-    wait_ready, wasm_dir,
+    Ports, Service, Stack, StackOptions, free_port, repo_root, shipped_transform, wasm_dir,
 };
 use serde_json::json;
 use std::path::Path;
@@ -18,7 +17,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "demo-key-omnichannel";
-const SIDECAR_KEY: &str = cxgate_e2e::SIDECAR_KEY;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum F {
@@ -310,33 +308,7 @@ fn start_envoy(
     admin: u16,
     workers: u32,
 ) -> Result<Service, String> {
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).map_err(|e| e.to_string())?;
-    let args = vec![
-        "-c".to_string(),
-        path.display().to_string(),
-        "--concurrency".into(),
-        workers.to_string(),
-        "--base-id".into(),
-        admin.to_string(),
-        "--log-level".into(),
-        "warn".into(),
-    ];
-    let mut e = Service::spawn(
-        name,
-        &envoy_bin(),
-        &args,
-        &[("CXGATE_SIDECAR_KEY", SIDECAR_KEY)],
-        dir,
-    )?;
-    wait_ready(
-        &mut e,
-        &format!("http://127.0.0.1:{admin}/ready"),
-        &[],
-        Duration::from_secs(60),
-    )
-    .map_err(|err| format!("{name}: {err}\n{}", e.log_tail(20)))?;
-    Ok(e)
+    cxgate_e2e::run_envoy(name, yaml, dir, admin, workers, "warn")
 }
 
 /// 1 KB normalized queue update, a fresh idempotency key per request (so every request takes

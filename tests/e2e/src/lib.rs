@@ -375,6 +375,20 @@ pub fn start_envoy(
     let template =
         std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).map_err(|e| e.to_string())?;
     let config = render_envoy(&template, &vars)?;
+    run_envoy(name, &config, run_dir, ports.admin, workers, "info")
+}
+
+/// Writes `config` to `run_dir/<name>.yaml`, starts Envoy with it (`workers` workers, the
+/// sidecar key in its environment, base id = admin port) and waits until the admin port at
+/// `admin` says ready.
+pub fn run_envoy(
+    name: &str,
+    config: &str,
+    run_dir: &Path,
+    admin: u16,
+    workers: u32,
+    log_level: &str,
+) -> Result<Service, String> {
     let path = run_dir.join(format!("{name}.yaml"));
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
     let args = vec![
@@ -383,11 +397,11 @@ pub fn start_envoy(
         "--concurrency".into(),
         workers.to_string(),
         "--base-id".into(),
-        ports.gateway.to_string(),
+        admin.to_string(),
         "--log-level".into(),
-        "info".into(),
+        log_level.into(),
         "--component-log-level".into(),
-        "wasm:info".into(),
+        format!("wasm:{log_level}"),
     ];
     let mut e = Service::spawn(
         name,
@@ -398,10 +412,11 @@ pub fn start_envoy(
     )?;
     wait_ready(
         &mut e,
-        &format!("http://127.0.0.1:{}/ready", ports.admin),
+        &format!("http://127.0.0.1:{admin}/ready"),
         &[],
         Duration::from_secs(60),
-    )?;
+    )
+    .map_err(|err| format!("{name}: {err}\n{}", e.log_tail(20)))?;
     Ok(e)
 }
 
