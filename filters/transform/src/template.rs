@@ -15,6 +15,7 @@
 //! Operations apply in the order `$map`, `$lookup`, `$convert`, then `$each`.
 
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,32 +128,40 @@ impl Expr {
         item: Option<&Value>,
         lookup: &dyn Lookup,
     ) -> Result<Option<Value>, ApplyError> {
-        let (place, found) = match &self.from {
-            From::Root(p) => (p.clone(), root.pointer(p)),
-            From::Item(p) => (format!("$item{p}"), item.and_then(|i| i.pointer(p))),
+        let found = match &self.from {
+            From::Root(p) => root.pointer(p),
+            From::Item(p) => item.and_then(|i| i.pointer(p)),
         };
-        let Some(mut v) = found.filter(|v| !v.is_null()).cloned() else {
+        let Some(found) = found.filter(|v| !v.is_null()) else {
             return Ok(None);
         };
+        // Only errors name the place; the value stays borrowed until an operation changes it
+        // (a `$each` over a 48-item array used to clone the array first).
+        let place = || match &self.from {
+            From::Root(p) => p.clone(),
+            From::Item(p) => format!("$item{p}"),
+        };
+        let mut v = Cow::Borrowed(found);
         if let Some(map) = &self.map {
             let key = v
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| v.to_string());
-            v = map
+            let mapped = map
                 .get(&key)
                 .cloned()
                 .ok_or_else(|| ApplyError::Unconvertible {
-                    pointer: place.clone(),
+                    pointer: place(),
                     reason: format!("{key} has no mapping"),
                 })?;
+            v = Cow::Owned(mapped);
         }
         if let Some(map) = &self.lookup {
             let name = v.as_str().ok_or_else(|| ApplyError::Unconvertible {
-                pointer: place.clone(),
+                pointer: place(),
                 reason: "a name must be a string".into(),
             })?;
-            v = match lookup.lookup(map, name) {
+            let id = match lookup.lookup(map, name) {
                 Found::Id(id) => Value::String(id),
                 Found::Unknown => {
                     return Err(ApplyError::UnknownName {
@@ -162,16 +171,18 @@ impl Expr {
                 }
                 Found::NoMap => return Err(ApplyError::MapUnavailable { map: map.clone() }),
             };
+            v = Cow::Owned(id);
         }
         if let Some(c) = self.convert {
-            v = convert(c, &v).map_err(|reason| ApplyError::Unconvertible {
-                pointer: place.clone(),
+            let converted = convert(c, &v).map_err(|reason| ApplyError::Unconvertible {
+                pointer: place(),
                 reason,
             })?;
+            v = Cow::Owned(converted);
         }
         if let Some(each) = &self.each {
             let items = v.as_array().ok_or_else(|| ApplyError::Unconvertible {
-                pointer: place.clone(),
+                pointer: place(),
                 reason: "$each needs an array".into(),
             })?;
             let mut out = Vec::with_capacity(items.len());
@@ -180,9 +191,9 @@ impl Expr {
                     out.push(x);
                 }
             }
-            v = Value::Array(out);
+            v = Cow::Owned(Value::Array(out));
         }
-        Ok(Some(v))
+        Ok(Some(v.into_owned()))
     }
 }
 
