@@ -33,6 +33,10 @@ enum F {
 struct Config {
     name: &'static str,
     filters: Vec<F>,
+    /// Copies of the do-nothing Wasm filter: the proxy's own cost per Proxy-Wasm filter.
+    noops: usize,
+    /// Every cxgate filter from the one-module bundle (one VM) instead of its own module.
+    bundle: bool,
     /// JSON route (POST 1 KB normalized update) instead of the header route.
     json: bool,
 }
@@ -42,23 +46,57 @@ fn configs() -> Vec<Config> {
     let c = |name, filters: Vec<F>, json| Config {
         name,
         filters,
+        noops: 0,
+        bundle: false,
         json,
+    };
+    let one_module = |name, filters: Vec<F>, json| Config {
+        name,
+        filters,
+        noops: 0,
+        bundle: true,
+        json,
+    };
+    let noop = |name, noops| Config {
+        name,
+        filters: vec![],
+        noops,
+        bundle: false,
+        json: false,
     };
     vec![
         c("bare", vec![], false),
         c("native", vec![Native], false),
-        c(
+        one_module(
             "chain-headers",
             vec![Auth, Trace, Ratelimit, Breaker, Token],
             false,
         ),
+        c(
+            "chain-headers (module per filter)",
+            vec![Auth, Trace, Ratelimit, Breaker, Token],
+            false,
+        ),
+        c("api_key_auth alone", vec![Auth], false),
+        one_module(
+            "chain-headers without token",
+            vec![Auth, Trace, Ratelimit, Breaker],
+            false,
+        ),
+        noop("no-op Wasm filter alone", 1),
+        noop("4 no-op Wasm filters", 4),
         c("trace alone", vec![Trace], false),
         c("ratelimit alone", vec![Ratelimit], false),
         c("breaker alone", vec![Breaker], false),
         c("token alone", vec![Token], false),
         c("bare-json", vec![], true),
-        c(
+        one_module(
             "chain-json",
+            vec![Auth, Trace, Ratelimit, Transform, Breaker, Token],
+            true,
+        ),
+        c(
+            "chain-json (module per filter)",
             vec![Auth, Trace, Ratelimit, Transform, Breaker, Token],
             true,
         ),
@@ -95,6 +133,14 @@ fn wasm_filter(name: &str, file: &str, config: &str, env: bool, extra: &str) -> 
 
 /// The Envoy config for one benchmark configuration.
 fn envoy_yaml(cfg: &Config, listen: u16, admin: u16, upstream: u16, stack_ports: &Ports) -> String {
+    // The bundle needs one vm_config for all its plugins (same code, same environment).
+    let wasm_filter = |name: &str, file: &str, config: &str, env: bool, extra: &str| {
+        if cfg.bundle {
+            wasm_filter(name, "cxgate_bundle.wasm", config, true, extra)
+        } else {
+            wasm_filter(name, file, config, env, extra)
+        }
+    };
     let mut filters = String::new();
     let has = |f: F| cfg.filters.contains(&f);
     if has(F::Auth) {
@@ -108,6 +154,15 @@ fn envoy_yaml(cfg: &Config, listen: u16, admin: u16, upstream: u16, stack_ports:
               forwarding: { header: x-cxgate-consumer, hide_credentials: true }
 "#,
         );
+    }
+    for n in 0..cfg.noops {
+        filters.push_str(&wasm_filter(
+            &format!("noop{n}"),
+            "cxgate_noop_filter.wasm",
+            "{}",
+            false,
+            "",
+        ));
     }
     if has(F::Trace) {
         filters.push_str(&wasm_filter(
@@ -441,7 +496,18 @@ pub fn run(rounds: usize, seconds: u64) -> Result<(), String> {
         1,
     )?;
     let script = wrk_json_script(&dir)?;
-    let cfgs = configs();
+    // CXGATE_BENCH_ONLY=name,name: a subset (the baselines always run); skips memory and P8.
+    let only: Option<Vec<String>> = std::env::var("CXGATE_BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(|n| n.trim().to_string()).collect());
+    let cfgs: Vec<Config> = configs()
+        .into_iter()
+        .filter(|c| {
+            only.as_ref().is_none_or(|o| {
+                c.name.starts_with("bare") || o.iter().any(|n| n.as_str() == c.name)
+            })
+        })
+        .collect();
     let mut running = Vec::new();
     for (i, c) in cfgs.iter().enumerate() {
         let (listen, admin) = (free_port(), free_port());
@@ -553,6 +619,12 @@ pub fn run(rounds: usize, seconds: u64) -> Result<(), String> {
         );
     }
     drop(running);
+    if std::env::var_os("CXGATE_BENCH_MEMORY").is_some() {
+        memory(&stack, &dir, up_port, &script)?;
+    }
+    if only.is_some() {
+        return Ok(());
+    }
     memory(&stack, &dir, up_port, &script)?;
     accuracy(&stack, &dir, up_port)?;
     Ok(())
@@ -564,8 +636,13 @@ fn memory(stack: &Stack, dir: &Path, upstream: u16, script: &str) -> Result<(), 
     println!("\n| Envoy RSS (MiB) | workers | idle | after load | chain − bare (after load) |");
     println!("|---|---|---|---|---|");
     for workers in [1u32, 2] {
-        let mut after = Vec::new();
-        for name in ["bare-json", "chain-json"] {
+        let mut base = 0u64;
+        for name in [
+            "bare-json",
+            "no-op Wasm filter alone",
+            "chain-json",
+            "chain-json (module per filter)",
+        ] {
             let Some(c) = all.iter().find(|c| c.name == name) else {
                 continue;
             };
@@ -581,11 +658,11 @@ fn memory(stack: &Stack, dir: &Path, upstream: u16, script: &str) -> Result<(), 
             let idle = rss_kib(e.pid());
             wrk(listen, 5, 16, Some(script))?;
             let loaded = rss_kib(e.pid());
-            after.push(loaded);
-            let delta = if after.len() == 2 {
-                format!("{:.1}", (after[1] as f64 - after[0] as f64) / 1024.0)
-            } else {
+            let delta = if name == "bare-json" {
+                base = loaded;
                 String::new()
+            } else {
+                format!("{:+.1}", (loaded as f64 - base as f64) / 1024.0)
             };
             println!(
                 "| {name} | {workers} | {:.1} | {:.1} | {delta} |",
@@ -605,6 +682,8 @@ fn accuracy(stack: &Stack, dir: &Path, upstream: u16) -> Result<(), String> {
     let c = Config {
         name: "accuracy",
         filters: vec![F::Auth],
+        noops: 0,
+        bundle: false,
         json: false,
     };
     let yaml = envoy_yaml(&c, listen, admin, upstream, &stack.ports).replace(

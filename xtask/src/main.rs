@@ -44,21 +44,46 @@ fn filters() -> Vec<(String, bool)> {
     out
 }
 
+/// The one crate that links every filter's shell into a single module.
+const BUNDLE: &str = "cxgate-bundle";
+
 fn build_wasm() -> Result<(), String> {
     let filters = filters();
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "--release", "--target", "wasm32-wasip1"])
-        .current_dir(repo_root());
-    let mut features = Vec::new();
-    for (name, _) in &filters {
-        cmd.args(["-p", name]);
-        features.push(format!("{name}/proxy"));
-    }
-    cmd.args(["--features", &features.join(",")]);
-    let status = cmd.status().map_err(|e| format!("cargo: {e}"))?;
-    if !status.success() {
-        return Err("wasm build failed".into());
-    }
+    let cargo_build = |crates: &[&String], features: &[String]| -> Result<(), String> {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--release", "--target", "wasm32-wasip1"])
+            .current_dir(repo_root());
+        for name in crates {
+            cmd.args(["-p", name]);
+        }
+        cmd.args(["--features", &features.join(",")]);
+        match cmd.status() {
+            Ok(s) if s.success() => Ok(()),
+            Ok(_) => Err("wasm build failed".into()),
+            Err(e) => Err(format!("cargo: {e}")),
+        }
+    };
+    // Two builds: the filters' `standalone` feature (their own entry point) must not reach
+    // the bundle, which links the same crates, and features unify within one build. The
+    // bundle goes first so the standalone build is the last to write the filters' .wasm.
+    cargo_build(&[&BUNDLE.to_string()], &[format!("{BUNDLE}/proxy")])?;
+    let standalone: Vec<&String> = filters
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.as_str() != BUNDLE)
+        .collect();
+    let features: Vec<String> = filters
+        .iter()
+        .filter(|(n, _)| n.as_str() != BUNDLE)
+        .map(|(n, shipped)| {
+            if *shipped {
+                format!("{n}/standalone")
+            } else {
+                format!("{n}/proxy")
+            }
+        })
+        .collect();
+    cargo_build(&standalone, &features)?;
     println!("\nfilter .wasm sizes (wasm32-wasip1, release):");
     for (name, shipped) in &filters {
         let path = wasm_dir().join(format!("{}.wasm", name.replace('-', "_")));
@@ -237,7 +262,9 @@ fn main() -> ExitCode {
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(d)
             };
-            bench::run(arg(2, 15) as usize, arg(3, 2)).and_then(|()| micro::run(true))
+            let subset = std::env::var_os("CXGATE_BENCH_ONLY").is_some();
+            bench::run(arg(2, 15) as usize, arg(3, 2))
+                .and_then(|()| if subset { Ok(()) } else { micro::run(true) })
         }
         "bench-micro" => micro::run(std::env::args().nth(2).as_deref() != Some("--no-callgrind")),
         // One microbenchmark run, what callgrind executes: `micro-one <filter> <requests>`.

@@ -10,7 +10,16 @@ use std::time::{Duration, Instant};
 
 const KEY: &str = "microbench-sidecar-key-0001";
 
-pub const FILTERS: [&str; 5] = ["trace", "ratelimit", "breaker", "token", "transform"];
+/// `noop` is the do-nothing filter: the harness's own cost per request, the floor under every
+/// other row (a filter's work is its row minus this one).
+pub const FILTERS: [&str; 6] = [
+    "noop",
+    "trace",
+    "ratelimit",
+    "breaker",
+    "token",
+    "transform",
+];
 
 fn config(filter: &str) -> Value {
     match filter {
@@ -44,7 +53,12 @@ fn json_body(n: u64) -> String {
 const PLATFORM_RESPONSE: &str = r#"{"id":"q-1","name":"Premium_Support","enabled":true,"version":2,"selfUri":"/api/v2/routing/queues/q-1","routingConfig":{"strategy":"LONGESTIDLEAGENT","skillsRequired":["billing"],"maxWaitTime":"PT2M"}}"#;
 
 fn host(filter: &str) -> Result<Host, String> {
-    let mut h = Host::builder(filter_wasm(&format!("cxgate-{filter}")))
+    let module = if filter == "noop" {
+        "cxgate-noop-filter".to_string()
+    } else {
+        format!("cxgate-{filter}")
+    };
+    let mut h = Host::builder(filter_wasm(&module))
         .profile(Profile::Envoy)
         .workers(1)
         .cluster("sidecar")
@@ -159,6 +173,9 @@ pub fn run_one(filter: &str, requests: u64) -> Result<(f64, f64), String> {
     h.reset_host_calls();
     one(&mut h, filter, 2_000_000)?;
     let calls: u64 = h.host_calls().values().sum();
+    if std::env::var_os("CXGATE_BENCH_CALLS").is_some() {
+        eprintln!("{filter}: {:?}", h.host_calls());
+    }
     let t0 = Instant::now();
     for n in 0..requests {
         one(&mut h, filter, n)?;

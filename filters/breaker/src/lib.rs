@@ -8,4 +8,4 @@ pub mod core;
 pub mod window;
 
 #[cfg(feature = "proxy")]
-mod shell;
+pub mod shell;

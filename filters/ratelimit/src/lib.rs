@@ -9,4 +9,4 @@ pub mod bucket;
 pub mod core;
 
 #[cfg(feature = "proxy")]
-mod shell;
+pub mod shell;

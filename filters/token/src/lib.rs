@@ -7,4 +7,4 @@
 pub mod core;
 
 #[cfg(feature = "proxy")]
-mod shell;
+pub mod shell;

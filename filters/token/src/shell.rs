@@ -12,10 +12,16 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::rc::Rc;
 
+#[cfg(feature = "standalone")]
 proxy_wasm::main! {{
     proxy::install_panic_hook();
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(TokenRoot::default()) });
+    proxy_wasm::set_root_context(|_| root());
 }}
+
+/// This filter's root context; the standalone module and the one-module bundle both start here.
+pub fn root() -> Box<dyn RootContext> {
+    Box::new(TokenRoot::default())
+}
 
 /// Metric ids, defined once per worker.
 #[derive(Default)]

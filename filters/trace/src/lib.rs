@@ -5,4 +5,4 @@
 pub mod core;
 
 #[cfg(feature = "proxy")]
-mod shell;
+pub mod shell;

@@ -13,4 +13,4 @@ pub mod page;
 pub mod template;
 
 #[cfg(feature = "proxy")]
-mod shell;
+pub mod shell;
