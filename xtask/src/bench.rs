@@ -51,18 +51,12 @@ fn configs() -> Vec<Config> {
         json,
     };
     let one_module = |name, filters: Vec<F>, json| Config {
-        name,
-        filters,
-        noops: 0,
         bundle: true,
-        json,
+        ..c(name, filters, json)
     };
     let noop = |name, noops| Config {
-        name,
-        filters: vec![],
         noops,
-        bundle: false,
-        json: false,
+        ..c(name, vec![], false)
     };
     vec![
         c("bare", vec![], false),
@@ -500,14 +494,13 @@ pub fn run(rounds: usize, seconds: u64) -> Result<(), String> {
     let only: Option<Vec<String>> = std::env::var("CXGATE_BENCH_ONLY")
         .ok()
         .map(|v| v.split(',').map(|n| n.trim().to_string()).collect());
-    let cfgs: Vec<Config> = configs()
-        .into_iter()
-        .filter(|c| {
-            only.as_ref().is_none_or(|o| {
-                c.name.starts_with("bare") || o.iter().any(|n| n.as_str() == c.name)
-            })
-        })
-        .collect();
+    let all = configs();
+    let chosen = |c: &Config| only.as_ref().is_none_or(|o| o.iter().any(|n| n == c.name));
+    // A baseline runs when a chosen configuration is measured against it.
+    let needed = |c: &Config| {
+        c.name.starts_with("bare") && all.iter().any(|o| o.json == c.json && chosen(o))
+    };
+    let cfgs: Vec<&Config> = all.iter().filter(|c| chosen(c) || needed(c)).collect();
     let mut running = Vec::new();
     for (i, c) in cfgs.iter().enumerate() {
         let (listen, admin) = (free_port(), free_port());
