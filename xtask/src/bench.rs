@@ -8,341 +8,14 @@
 //! plus Envoy's own CPU time per request from /proc. Also: RSS idle and after load, and the
 //! rate limiter's admission accuracy under load with 2 workers.
 
-use cxgate_e2e::{
-    Ports, Service, Stack, StackOptions, free_port, repo_root, shipped_transform, wasm_dir,
-};
+use crate::bench_config::{Config, configs, document, envoy_yaml, upstream_yaml, wasm_filter};
+use cxgate_e2e::{Service, Stack, StackOptions, free_port};
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "demo-key-omnichannel";
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum F {
-    Auth,
-    Trace,
-    Ratelimit,
-    Transform,
-    Breaker,
-    Token,
-    /// Envoy's local_ratelimit + credential_injector (oauth2): the nearest native equivalents.
-    Native,
-}
-
-struct Config {
-    name: &'static str,
-    filters: Vec<F>,
-    /// Copies of the do-nothing Wasm filter: the proxy's own cost per Proxy-Wasm filter.
-    noops: usize,
-    /// Every cxgate filter from the one-module bundle (one VM) instead of its own module.
-    bundle: bool,
-    /// JSON route (POST 1 KB normalized update) instead of the header route.
-    json: bool,
-}
-
-fn configs() -> Vec<Config> {
-    use F::*;
-    let c = |name, filters: Vec<F>, json| Config {
-        name,
-        filters,
-        noops: 0,
-        bundle: false,
-        json,
-    };
-    let one_module = |name, filters: Vec<F>, json| Config {
-        bundle: true,
-        ..c(name, filters, json)
-    };
-    let noop = |name, noops| Config {
-        noops,
-        ..c(name, vec![], false)
-    };
-    vec![
-        c("bare", vec![], false),
-        c("native", vec![Native], false),
-        one_module(
-            "chain-headers",
-            vec![Auth, Trace, Ratelimit, Breaker, Token],
-            false,
-        ),
-        c(
-            "chain-headers (module per filter)",
-            vec![Auth, Trace, Ratelimit, Breaker, Token],
-            false,
-        ),
-        c("api_key_auth alone", vec![Auth], false),
-        one_module(
-            "chain-headers without token",
-            vec![Auth, Trace, Ratelimit, Breaker],
-            false,
-        ),
-        noop("no-op Wasm filter alone", 1),
-        noop("4 no-op Wasm filters", 4),
-        c("trace alone", vec![Trace], false),
-        c("ratelimit alone", vec![Ratelimit], false),
-        c("breaker alone", vec![Breaker], false),
-        c("token alone", vec![Token], false),
-        c("bare-json", vec![], true),
-        one_module(
-            "chain-json",
-            vec![Auth, Trace, Ratelimit, Transform, Breaker, Token],
-            true,
-        ),
-        c(
-            "chain-json (module per filter)",
-            vec![Auth, Trace, Ratelimit, Transform, Breaker, Token],
-            true,
-        ),
-        c("transform alone", vec![Transform], true),
-    ]
-}
-
-fn wasm_filter(name: &str, file: &str, config: &str, env: bool, extra: &str) -> String {
-    let env = if env {
-        "\n                  environment_variables: { host_env_keys: [CXGATE_SIDECAR_KEY] }"
-    } else {
-        ""
-    };
-    format!(
-        r#"          - name: cxgate.{name}
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: cxgate.{name}
-                root_id: cxgate.{name}
-                fail_open: false{extra}
-                vm_config:
-                  vm_id: cxgate
-                  runtime: envoy.wasm.runtime.v8{env}
-                  code: {{ local: {{ filename: "{dir}/{file}" }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: '{config}'
-"#,
-        dir = wasm_dir().display(),
-        config = config.replace('\'', "''"),
-    )
-}
-
-/// The Envoy config for one benchmark configuration.
-fn envoy_yaml(cfg: &Config, listen: u16, admin: u16, upstream: u16, stack_ports: &Ports) -> String {
-    // The bundle needs one vm_config for all its plugins (same code, same environment).
-    let wasm_filter = |name: &str, file: &str, config: &str, env: bool, extra: &str| {
-        if cfg.bundle {
-            wasm_filter(name, "cxgate_bundle.wasm", config, true, extra)
-        } else {
-            wasm_filter(name, file, config, env, extra)
-        }
-    };
-    let mut filters = String::new();
-    let has = |f: F| cfg.filters.contains(&f);
-    if has(F::Auth) {
-        filters.push_str(
-            r#"          - name: envoy.filters.http.api_key_auth
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth
-              credentials:
-              - { key: "demo-key-omnichannel", client: "omnichannel-app-prod" }
-              key_sources: [{ header: x-api-key }]
-              forwarding: { header: x-cxgate-consumer, hide_credentials: true }
-"#,
-        );
-    }
-    for n in 0..cfg.noops {
-        filters.push_str(&wasm_filter(
-            &format!("noop{n}"),
-            "cxgate_noop_filter.wasm",
-            "{}",
-            false,
-            "",
-        ));
-    }
-    if has(F::Trace) {
-        filters.push_str(&wasm_filter(
-            "trace",
-            "cxgate_trace.wasm",
-            r#"{"version": 1, "echo_in_response": true}"#,
-            false,
-            "",
-        ));
-    }
-    if has(F::Ratelimit) {
-        // Real bucket work on every request, a budget never reached.
-        let rl = json!({"version": 1, "consumer": {"capacity": 1_000_000_000u64, "per_second": 1_000_000_000u64},
-            "routes": [{"prefix": "/gateway/v1/", "cost": 5}, {"prefix": "/genesys/", "platform": "genesys", "cost": 1}]});
-        filters.push_str(&wasm_filter(
-            "ratelimit",
-            "cxgate_ratelimit.wasm",
-            &rl.to_string(),
-            false,
-            "",
-        ));
-    }
-    if has(F::Transform) {
-        let mut t = shipped_transform(&repo_root()).unwrap_or_default();
-        t["sync"] = json!({"upstream": "sidecar", "authority": "sidecar"});
-        filters.push_str(&wasm_filter(
-            "transform",
-            "cxgate_transform.wasm",
-            &t.to_string(),
-            true,
-            "\n                allow_on_headers_stop_iteration: true",
-        ));
-    }
-    if has(F::Breaker) {
-        let b = json!({"version": 1, "routes": [{"prefix": "/genesys/", "platform": "genesys"}]});
-        filters.push_str(&wasm_filter(
-            "breaker",
-            "cxgate_breaker.wasm",
-            &b.to_string(),
-            false,
-            "",
-        ));
-    }
-    if has(F::Native) {
-        filters.push_str(&format!(
-            r#"          - name: envoy.filters.http.local_ratelimit
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
-              stat_prefix: native_rl
-              token_bucket: {{ max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }}
-              filter_enabled: {{ default_value: {{ numerator: 100, denominator: HUNDRED }} }}
-              filter_enforced: {{ default_value: {{ numerator: 100, denominator: HUNDRED }} }}
-          - name: envoy.filters.http.credential_injector
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector
-              overwrite: true
-              allow_request_without_credential: false
-              credential:
-                name: envoy.http.injected_credentials.oauth2
-                typed_config:
-                  "@type": type.googleapis.com/envoy.extensions.http.injected_credentials.oauth2.v3.OAuth2
-                  token_endpoint: {{ cluster: token, timeout: 3s, uri: "http://127.0.0.1:{genesys}/oauth/token" }}
-                  client_credentials:
-                    client_id: demo-genesys-client
-                    client_secret: {{ name: genesys-secret }}
-"#,
-            genesys = stack_ports.genesys
-        ));
-    }
-    filters.push_str(
-        r#"          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"#,
-    );
-    let token_upstream = if has(F::Token) {
-        let t = json!({"version": 1, "routes": [{"prefix": "/", "platform": "genesys"}], "on_unauthorized": "replay",
-            "sync": {"upstream": "sidecar", "authority": "sidecar"}});
-        format!(
-            r#"    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http_protocol_options: {{}} }}
-        http_filters:
-{}        - name: envoy.filters.http.upstream_codec
-          typed_config:
-            "@type": type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec
-"#,
-            wasm_filter("token", "cxgate_token.wasm", &t.to_string(), true, "")
-                .lines()
-                .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
-                .collect::<String>()
-        )
-    } else {
-        String::new()
-    };
-    let secret = if has(F::Native) {
-        r#"  secrets:
-  - name: genesys-secret
-    generic_secret: { secret: { inline_string: demo-genesys-secret } }
-"#
-    } else {
-        ""
-    };
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-{secret}  listeners:
-  - name: bench
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
-          route_config:
-            virtual_hosts:
-            - name: bench
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/genesys/" }}
-                route: {{ cluster: genesys, prefix_rewrite: "/" }}
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: genesys }}
-          http_filters:
-{filters}  clusters:
-  - name: genesys
-    type: STATIC
-    connect_timeout: 2s
-    load_assignment:
-      cluster_name: genesys
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }} }}] }}]
-{token_upstream}  - name: sidecar
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: sidecar
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {sidecar} }} }} }} }}] }}]
-  - name: token
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: token
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {genesys} }} }} }} }}] }}]
-"#,
-        sidecar = stack_ports.sidecar,
-        genesys = stack_ports.genesys,
-    )
-}
-
-/// The fast upstream: answers every request at once with a small Genesys-like queue.
-fn upstream_yaml(listen: u16, admin: u16) -> String {
-    let body = json!({"id": "00009e0e-0000-4000-8000-000000000000", "name": "Premium_Support", "enabled": true,
-        "routingConfig": {"strategy": "LONGESTIDLEAGENT", "skillsRequired": ["billing"], "maxWaitTime": "PT2M"},
-        "selfUri": "/api/v2/routing/queues/00009e0e-0000-4000-8000-000000000000"})
-    .to_string();
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:
-  - name: upstream
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: upstream
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 200, body: {{ inline_string: '{body}' }} }}
-                response_headers_to_add: [{{ header: {{ key: content-type, value: application/json }} }}]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"#
-    )
-}
 
 struct Running {
     cfg_index: usize,
@@ -630,12 +303,7 @@ fn memory(stack: &Stack, dir: &Path, upstream: u16, script: &str) -> Result<(), 
     println!("|---|---|---|---|---|");
     for workers in [1u32, 2] {
         let mut base = 0u64;
-        for name in [
-            "bare-json",
-            "no-op Wasm filter alone",
-            "chain-json",
-            "chain-json (module per filter)",
-        ] {
+        for name in ["bare-json", "no-op Wasm filter alone", "pipeline-json"] {
             let Some(c) = all.iter().find(|c| c.name == name) else {
                 continue;
             };
@@ -669,27 +337,19 @@ fn memory(stack: &Stack, dir: &Path, upstream: u16, script: &str) -> Result<(), 
 
 /// P8: 2 workers, a budget far below the offered load; admitted against the bucket math.
 fn accuracy(stack: &Stack, dir: &Path, upstream: u16) -> Result<(), String> {
-    let rl = json!({"version": 1, "consumer": {"capacity": 100, "per_second": 50},
-        "routes": [{"prefix": "/genesys/", "platform": "genesys", "cost": 1}]});
+    let mut doc = document(&["ratelimit"]);
+    doc["model"]["default_consumer"]["limit"] = json!({"capacity": 100, "per_second": 50});
+    doc["ratelimit"] = json!({});
     let (listen, admin) = (free_port(), free_port());
     let c = Config {
-        name: "accuracy",
-        filters: vec![F::Auth],
-        noops: 0,
-        bundle: false,
-        json: false,
+        auth: true,
+        ..configs().swap_remove(0)
     };
     let yaml = envoy_yaml(&c, listen, admin, upstream, &stack.ports).replace(
         "          - name: envoy.filters.http.router",
         &format!(
             "{}          - name: envoy.filters.http.router",
-            wasm_filter(
-                "ratelimit",
-                "cxgate_ratelimit.wasm",
-                &rl.to_string(),
-                false,
-                ""
-            )
+            wasm_filter("ratelimit", "cxgate_ratelimit.wasm", &doc.to_string(), "")
         ),
     );
     let e = start_envoy("accuracy", &yaml, dir, admin, 2)?;
@@ -707,6 +367,8 @@ fn accuracy(stack: &Stack, dir: &Path, upstream: u16) -> Result<(), String> {
     let t0 = Instant::now();
     let run = wrk(listen, 10, 16, None)?;
     let took = t0.elapsed().as_secs_f64();
+    // Counters reach Envoy on each worker's next tick.
+    std::thread::sleep(Duration::from_millis(1500));
     let admitted = stat("cxgate_ratelimit.admitted");
     let limited = stat("cxgate_ratelimit.limited");
     // The bucket starts full (100) and refills 50/s while the load lasts.

@@ -7,6 +7,7 @@
 //! - `bench-sync [rounds]`: sidecar change → gateway propagation.
 
 mod bench;
+mod bench_config;
 mod micro;
 
 use cxgate_e2e::{Ports, Stack, StackOptions, repo_root, wasm_dir};
@@ -44,8 +45,8 @@ fn filters() -> Vec<(String, bool)> {
     out
 }
 
-/// The one crate that links every filter's shell into a single module.
-const BUNDLE: &str = "cxgate-bundle";
+/// The one crate that links every stage into a single module.
+const PIPELINE: &str = "cxgate-pipeline";
 
 fn build_wasm() -> Result<(), String> {
     let filters = filters();
@@ -64,17 +65,20 @@ fn build_wasm() -> Result<(), String> {
         }
     };
     // Two builds: the filters' `standalone` feature (their own entry point) must not reach
-    // the bundle, which links the same crates, and features unify within one build. The
-    // bundle goes first so the standalone build is the last to write the filters' .wasm.
-    cargo_build(&[&BUNDLE.to_string()], &[format!("{BUNDLE}/proxy")])?;
+    // the pipeline, which links the same crates, and features unify within one build. The
+    // pipeline goes first so the standalone build is the last to write the filters' .wasm.
+    cargo_build(
+        &[&PIPELINE.to_string()],
+        &[format!("{PIPELINE}/standalone")],
+    )?;
     let standalone: Vec<&String> = filters
         .iter()
         .map(|(n, _)| n)
-        .filter(|n| n.as_str() != BUNDLE)
+        .filter(|n| n.as_str() != PIPELINE)
         .collect();
     let features: Vec<String> = filters
         .iter()
-        .filter(|(n, _)| n.as_str() != BUNDLE)
+        .filter(|(n, _)| n.as_str() != PIPELINE)
         .map(|(n, shipped)| {
             if *shipped {
                 format!("{n}/standalone")

@@ -2,43 +2,90 @@
 //! envoy profile): nanoseconds per request, host calls per request, and, under valgrind's
 //! callgrind, instructions per request (exact and repeatable, unlike time on a shared machine).
 
-use cxgate_abi_host::{Action, CallReply, Host, Profile, filter_wasm};
-use cxgate_e2e::{repo_root, shipped_transform};
+use cxgate_abi_host::fixtures::start_synced;
+use cxgate_abi_host::{Action, Host, Profile, filter_wasm};
 use serde_json::{Value, json};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const KEY: &str = "microbench-sidecar-key-0001";
+/// A row: its name, the module, the stages its document lists, and whether it takes the JSON
+/// route. `noop` is the do-nothing filter: the harness's own cost per request, the floor under
+/// every other row (a row's work is its figure minus this one's).
+pub struct Row {
+    pub name: &'static str,
+    module: &'static str,
+    stages: &'static [&'static str],
+    json: bool,
+}
 
-/// `noop` is the do-nothing filter: the harness's own cost per request, the floor under every
-/// other row (a filter's work is its row minus this one).
-pub const FILTERS: [&str; 6] = [
-    "noop",
-    "trace",
-    "ratelimit",
-    "breaker",
-    "token",
-    "transform",
+pub const ROWS: [Row; 9] = [
+    Row {
+        name: "noop",
+        module: "cxgate-noop-filter",
+        stages: &[],
+        json: false,
+    },
+    Row {
+        name: "trace",
+        module: "cxgate-trace",
+        stages: &["trace"],
+        json: false,
+    },
+    Row {
+        name: "ratelimit",
+        module: "cxgate-ratelimit",
+        stages: &["ratelimit"],
+        json: false,
+    },
+    Row {
+        name: "breaker",
+        module: "cxgate-breaker",
+        stages: &["breaker"],
+        json: false,
+    },
+    Row {
+        name: "token",
+        module: "cxgate-token",
+        stages: &["token"],
+        json: false,
+    },
+    Row {
+        name: "pipeline (trace, authz, ratelimit, breaker)",
+        module: "cxgate-pipeline",
+        stages: &["trace", "authz", "ratelimit", "breaker"],
+        json: false,
+    },
+    Row {
+        name: "pipeline + token in one context",
+        module: "cxgate-pipeline",
+        stages: &["trace", "authz", "ratelimit", "breaker", "token"],
+        json: false,
+    },
+    Row {
+        name: "transform",
+        module: "cxgate-transform",
+        stages: &["transform"],
+        json: true,
+    },
+    Row {
+        name: "pipeline-json (trace, authz, ratelimit, transform, breaker)",
+        module: "cxgate-pipeline",
+        stages: &["trace", "authz", "ratelimit", "transform", "breaker"],
+        json: true,
+    },
 ];
 
-fn config(filter: &str) -> Value {
-    match filter {
-        "trace" => json!({"version": 1, "echo_in_response": true}),
-        "ratelimit" => {
-            json!({"version": 1, "consumer": {"capacity": 1_000_000_000u64, "per_second": 1_000_000_000u64},
-            "routes": [{"prefix": "/gateway/v1/", "cost": 5}, {"prefix": "/genesys/", "platform": "genesys", "cost": 1}]})
-        }
-        "breaker" => {
-            json!({"version": 1, "routes": [{"prefix": "/genesys/", "platform": "genesys"}]})
-        }
-        "token" => json!({"version": 1, "routes": [{"prefix": "/", "platform": "genesys"}],
-            "sync": {"upstream": "sidecar", "poll_wait_ms": 2000}}),
-        _ => {
-            let mut t = shipped_transform(&repo_root()).unwrap_or_default();
-            t["sync"] = json!({"upstream": "sidecar", "poll_wait_ms": 2000});
-            t
-        }
+fn config(row: &Row) -> Value {
+    if row.stages.is_empty() {
+        return json!({});
     }
+    if row.stages == ["token"] {
+        return json!({"version": 2, "stages": ["token"], "sync": {"upstream": "sidecar", "poll_wait_ms": 2000},
+            "model": {"routes": [{"id": "genesys", "prefix": "/", "platform": "genesys"}]}});
+    }
+    let mut doc = crate::bench_config::document(row.stages);
+    doc["sync"] = json!({"upstream": "sidecar", "poll_wait_ms": 2000});
+    doc
 }
 
 /// 1 KB normalized update with a fresh idempotency key.
@@ -52,46 +99,18 @@ fn json_body(n: u64) -> String {
 
 const PLATFORM_RESPONSE: &str = r#"{"id":"q-1","name":"Premium_Support","enabled":true,"version":2,"selfUri":"/api/v2/routing/queues/q-1","routingConfig":{"strategy":"LONGESTIDLEAGENT","skillsRequired":["billing"],"maxWaitTime":"PT2M"}}"#;
 
-fn host(filter: &str) -> Result<Host, String> {
-    let module = if filter == "noop" {
-        "cxgate-noop-filter".to_string()
-    } else {
-        format!("cxgate-{filter}")
-    };
-    let mut h = Host::builder(filter_wasm(&module))
-        .profile(Profile::Envoy)
-        .workers(1)
-        .cluster("sidecar")
-        .env("CXGATE_SIDECAR_KEY", KEY)
-        .config(&config(filter).to_string())
-        .start()
-        .map_err(|e| format!("{filter}: {e:#}"))?;
-    if matches!(filter, "token" | "transform") {
-        h.advance(Duration::from_millis(1000))
-            .map_err(|e| e.to_string())?;
-        let now = h.now_ms();
-        let poll = h
-            .pending_calls()
-            .into_iter()
-            .find(|c| c.path().starts_with("/v1/state"))
-            .ok_or("no sync poll")?;
-        let map =
-            |e: Value| json!({"entries": e, "fetched_ms": 1, "stale": false, "last_error": null});
-        let snapshot = json!({"format": 1, "version": 5, "generated_ms": now, "health": {},
-            "tokens": {"genesys": {"access_token": "tok", "token_type": "bearer", "issued_ms": now,
-                                   "expires_ms": now + 86_400_000, "stale_ms": now + 82_080_000, "generation": 1}},
-            "maps": {"genesys/queues": map(json!({"Premium_Support": "q-1"}))}});
-        h.reply(poll.token, CallReply::json(200, &snapshot.to_string()))
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(h)
+/// The row's module, with tokens and ID maps synced as the sidecar would.
+fn host(row: &Row) -> Result<Host, String> {
+    start_synced(&filter_wasm(row.module), Profile::Envoy, 1, &config(row))
+        .map_err(|e| format!("{}: {e}", row.name))
 }
 
 /// One request through the filter, as the proxy would drive it.
-fn one(h: &mut Host, filter: &str, n: u64) -> Result<(), String> {
+fn one(h: &mut Host, row: &Row, n: u64) -> Result<(), String> {
     let s = h.new_stream(0).map_err(|e| e.to_string())?;
     let e = |e: wasmtime::Error| e.to_string();
-    if filter == "transform" {
+    let filter = row.name;
+    if row.json {
         let body = json_body(n);
         let len = body.len().to_string();
         let a = h
@@ -128,7 +147,7 @@ fn one(h: &mut Host, filter: &str, n: u64) -> Result<(), String> {
         h.response_body(s, PLATFORM_RESPONSE.as_bytes(), true)
             .map_err(e)?;
     } else {
-        let path = if filter == "token" {
+        let path = if row.stages == ["token"] {
             "/api/v2/users"
         } else {
             "/genesys/api/v2/users"
@@ -143,6 +162,7 @@ fn one(h: &mut Host, filter: &str, n: u64) -> Result<(), String> {
                     ("x-cxgate-consumer", "app"),
                     ("x-gateway-trace-id", "0123456789abcdef0123456789abcdef"),
                     ("user-agent", "wrk"),
+                    ("accept", "*/*"),
                 ],
                 true,
             )
@@ -165,20 +185,26 @@ fn one(h: &mut Host, filter: &str, n: u64) -> Result<(), String> {
 }
 
 /// Runs `requests` requests after a warm-up; prints what it measured.
-pub fn run_one(filter: &str, requests: u64) -> Result<(f64, f64), String> {
-    let mut h = host(filter)?;
+pub fn run_one(name: &str, requests: u64) -> Result<(f64, f64), String> {
+    let row = ROWS
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| format!("no microbenchmark row {name:?}"))?;
+    let mut h = host(row)?;
     for n in 0..50 {
-        one(&mut h, filter, 1_000_000 + n)?;
+        one(&mut h, row, 1_000_000 + n)?;
     }
     h.reset_host_calls();
-    one(&mut h, filter, 2_000_000)?;
+    one(&mut h, row, 2_000_000)?;
     let calls: u64 = h.host_calls().values().sum();
     if std::env::var_os("CXGATE_BENCH_CALLS").is_some() {
-        eprintln!("{filter}: {:?}", h.host_calls());
+        let mut by_name: Vec<_> = h.host_calls().into_iter().collect();
+        by_name.sort();
+        eprintln!("{name}: {by_name:?}");
     }
     let t0 = Instant::now();
     for n in 0..requests {
-        one(&mut h, filter, n)?;
+        one(&mut h, row, n)?;
     }
     let ns = t0.elapsed().as_nanos() as f64 / requests as f64;
     Ok((ns, calls as f64))
@@ -226,7 +252,8 @@ pub fn run(with_callgrind: bool) -> Result<(), String> {
         "\n| filter (ABI host, wasmtime) | route | ns/request (median of 5) | host calls/request | instructions/request (callgrind) |"
     );
     println!("|---|---|---|---|---|");
-    for f in FILTERS {
+    for row in &ROWS {
+        let f = row.name;
         let mut samples = Vec::new();
         let mut calls = 0.0;
         for _ in 0..5 {
@@ -241,7 +268,7 @@ pub fn run(with_callgrind: bool) -> Result<(), String> {
         } else {
             "(skipped)".into()
         };
-        let route = if f == "transform" {
+        let route = if row.json {
             "1 KB JSON update"
         } else {
             "headers only"

@@ -2,21 +2,23 @@
 //! makes (admit on the way in, record or answer a probe on the way out).
 
 use crate::window::{Breaker, Phase, Rules, Trip};
+use cxgate_kit::ConfigError;
+use cxgate_kit::config::from_value;
 use cxgate_kit::host::SharedStore;
 use cxgate_kit::log::Event;
 use cxgate_kit::problem::{LocalReply, Problem};
 use cxgate_kit::shared::{Update, UpdateError, update};
-use cxgate_kit::{ConfigError, config};
+use cxgate_model::Model;
 use serde::Deserialize;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// Platform id → what its requests get while its breaker is open (default: a problem).
     #[serde(default)]
-    #[allow(dead_code)]
-    version: Option<u64>,
-    routes: Vec<RawRoute>,
+    fallbacks: BTreeMap<String, RawFallback>,
     #[serde(default = "d_window")]
     window_s: u32,
     #[serde(default = "d_bucket")]
@@ -33,17 +35,6 @@ struct RawConfig {
     probe_interval_s: u32,
     #[serde(default = "d_probe_timeout")]
     probe_timeout_ms: u32,
-    #[serde(default = "d_trace")]
-    trace_header: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRoute {
-    prefix: String,
-    platform: String,
-    #[serde(default)]
-    fallback: RawFallback,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,9 +85,6 @@ fn d_probe() -> u32 {
 fn d_probe_timeout() -> u32 {
     30_000
 }
-fn d_trace() -> String {
-    "x-gateway-trace-id".into()
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fallback {
@@ -112,9 +100,9 @@ pub enum Fallback {
     },
 }
 
+/// One platform's breaker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    pub prefix: String,
     pub platform: String,
     /// `cxgate/cb/<platform>`: one breaker per platform, whichever route reaches it.
     pub key: String,
@@ -123,14 +111,13 @@ pub struct Route {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Longest prefix first.
+    /// One per platform of the request model.
     pub routes: Vec<Route>,
     pub rules: Rules,
     /// Inclusive status ranges that count as failures.
     pub failure_statuses: Vec<(u16, u16)>,
     pub slow_ms: Option<u64>,
     pub window_ms: u64,
-    pub trace_header: String,
 }
 
 fn status_range(s: &str) -> Option<(u16, u16)> {
@@ -149,22 +136,24 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
-    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
-        let raw: RawConfig = config::parse(bytes)?;
-        config::check_route_prefixes(raw.routes.iter().map(|r| r.prefix.as_str()))?;
-        let mut routes = Vec::with_capacity(raw.routes.len());
-        for (i, r) in raw.routes.into_iter().enumerate() {
-            let name_ok = !r.platform.is_empty()
-                && r.platform
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !name_ok {
-                return Err(bad(
-                    format!("/routes/{i}/platform"),
-                    "must be a lowercase name ([a-z0-9-]+)",
-                ));
-            }
-            let fallback = match r.fallback {
+    /// `section` is the document's `breaker` object; every platform of the model gets a breaker.
+    pub fn compile(section: Value, model: &Model) -> Result<Config, ConfigError> {
+        let section = if section.is_null() {
+            json!({})
+        } else {
+            section
+        };
+        let mut raw: RawConfig = from_value(section, "/breaker")?;
+        if let Some(p) = raw.fallbacks.keys().find(|p| !model.platforms.contains(p)) {
+            return Err(bad(
+                format!("/breaker/fallbacks/{p}"),
+                format!("{p:?} is not a platform of /model/platforms"),
+            ));
+        }
+        let mut routes = Vec::with_capacity(model.platforms.len());
+        for platform in &model.platforms {
+            let i = platform;
+            let fallback = match raw.fallbacks.remove(platform).unwrap_or_default() {
                 RawFallback::Problem => Fallback::Problem,
                 RawFallback::Static {
                     status,
@@ -173,7 +162,7 @@ impl Config {
                 } => {
                     if !(200..=599).contains(&status) {
                         return Err(bad(
-                            format!("/routes/{i}/fallback/status"),
+                            format!("/breaker/fallbacks/{i}/status"),
                             "must be within 200..=599",
                         ));
                     }
@@ -196,7 +185,7 @@ impl Config {
                     let header = header.trim().to_ascii_lowercase();
                     if header.is_empty() || header.starts_with(':') || value.is_empty() {
                         return Err(bad(
-                            format!("/routes/{i}/fallback/header"),
+                            format!("/breaker/fallbacks/{i}/header"),
                             "a reroute needs a header name and a value",
                         ));
                     }
@@ -204,25 +193,26 @@ impl Config {
                 }
             };
             routes.push(Route {
-                key: format!("cxgate/cb/{}", r.platform),
-                prefix: r.prefix,
-                platform: r.platform,
+                key: format!("cxgate/cb/{platform}"),
+                platform: platform.clone(),
                 fallback,
             });
         }
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         if raw.bucket_s == 0
             || raw.window_s < raw.bucket_s
             || !raw.window_s.is_multiple_of(raw.bucket_s)
         {
-            return Err(bad("/bucket_s", "must be > 0 and divide window_s evenly"));
+            return Err(bad(
+                "/breaker/bucket_s",
+                "must be > 0 and divide window_s evenly",
+            ));
         }
         let buckets = raw.window_s / raw.bucket_s;
         if buckets > 600 {
-            return Err(bad("/window_s", "at most 600 buckets per window"));
+            return Err(bad("/breaker/window_s", "at most 600 buckets per window"));
         }
         if !(raw.failure_ratio > 0.0 && raw.failure_ratio < 1.0) {
-            return Err(bad("/failure_ratio", "must be within (0, 1)"));
+            return Err(bad("/breaker/failure_ratio", "must be within (0, 1)"));
         }
         let mut failure_statuses = Vec::new();
         for (i, s) in raw.failure_statuses.iter().enumerate() {
@@ -230,20 +220,20 @@ impl Config {
                 Some(r) => failure_statuses.push(r),
                 None => {
                     return Err(bad(
-                        format!("/failure_statuses/{i}"),
+                        format!("/breaker/failure_statuses/{i}"),
                         "expected a class like \"5xx\", a status or a range like \"500-504\"",
                     ));
                 }
             }
         }
         if raw.probe_interval_s == 0 {
-            return Err(bad("/probe_interval_s", "must be > 0"));
+            return Err(bad("/breaker/probe_interval_s", "must be > 0"));
         }
         if raw.probe_timeout_ms == 0 {
-            return Err(bad("/probe_timeout_ms", "must be > 0"));
+            return Err(bad("/breaker/probe_timeout_ms", "must be > 0"));
         }
         let slow_ms = match raw.latency {
-            Some(l) if l.p95_ms == 0 => return Err(bad("/latency/p95_ms", "must be > 0")),
+            Some(l) if l.p95_ms == 0 => return Err(bad("/breaker/latency/p95_ms", "must be > 0")),
             other => other.map(|l| l.p95_ms),
         };
         Ok(Config {
@@ -260,12 +250,12 @@ impl Config {
             failure_statuses,
             slow_ms,
             window_ms: u64::from(raw.window_s) * 1000,
-            trace_header: raw.trace_header.to_ascii_lowercase(),
         })
     }
 
-    pub fn route_index(&self, path: &str) -> Option<usize> {
-        self.routes.iter().position(|r| path.starts_with(&r.prefix))
+    /// The breaker of a platform.
+    pub fn route_index(&self, platform: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.platform == platform)
     }
 
     /// 0 (no response status, e.g. a reset) counts as a failure. The caller leaves out the
@@ -403,22 +393,51 @@ fn probe_wait(cfg: &Config) -> u64 {
     cfg.rules.probe_interval_ms.div_ceil(1000).max(1)
 }
 
-/// The response path of a normal request: count it, and open the breaker if the window trips.
-/// Outcomes that arrive while not closed are dropped (only the probe decides then).
-pub fn record<S: SharedStore + ?Sized>(
+/// One worker's outcomes for one platform since its last flush, by time bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// (time in the bucket, ok, failed, slow).
+    pub buckets: Vec<(u64, u32, u32, u32)>,
+}
+
+impl Pending {
+    pub fn add(&mut self, rules: &crate::window::Rules, now_ms: u64, failed: bool, slow: bool) {
+        let epoch = now_ms / rules.bucket_ms.max(1);
+        let at = |t: &u64| *t / rules.bucket_ms.max(1) == epoch;
+        let (ok, bad, sl) = (u32::from(!failed), u32::from(failed), u32::from(slow));
+        match self.buckets.iter_mut().find(|(t, ..)| at(t)) {
+            Some((_, o, f, s)) => {
+                *o = o.saturating_add(ok);
+                *f = f.saturating_add(bad);
+                *s = s.saturating_add(sl);
+            }
+            None => self.buckets.push((now_ms, ok, bad, sl)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+/// Counts a batch of outcomes (one CAS update however many requests it holds), and opens the
+/// breaker if the window trips. Outcomes that arrive while not closed are dropped (only the
+/// probe decides then).
+pub fn record_batch<S: SharedStore + ?Sized>(
     cfg: &Config,
     route: &Route,
     store: &mut S,
     now_ms: u64,
-    failed: bool,
-    slow: bool,
+    pending: &Pending,
 ) -> Result<Option<Transition>, UpdateError> {
     update(store, &route.key, ATTEMPTS, |current| {
         let mut b = load(cfg, current);
         if b.phase != Phase::Closed {
             return Update::Keep(None);
         }
-        b.add(&cfg.rules, now_ms, failed, slow);
+        for (at, ok, failed, slow) in &pending.buckets {
+            b.add_counts(&cfg.rules, *at, *ok, *failed, *slow);
+        }
         match b.trip(&cfg.rules, now_ms) {
             Some(trip) => {
                 b.open(&cfg.rules, now_ms);
@@ -428,6 +447,20 @@ pub fn record<S: SharedStore + ?Sized>(
             None => Update::Write(b.encode(), None),
         }
     })
+}
+
+/// One outcome at once (what a flush of one request does).
+pub fn record<S: SharedStore + ?Sized>(
+    cfg: &Config,
+    route: &Route,
+    store: &mut S,
+    now_ms: u64,
+    failed: bool,
+    slow: bool,
+) -> Result<Option<Transition>, UpdateError> {
+    let mut pending = Pending::default();
+    pending.add(&cfg.rules, now_ms, failed, slow);
+    record_batch(cfg, route, store, now_ms, &pending)
 }
 
 /// The probe's answer: success closes the breaker, failure re-opens it for another interval.

@@ -1,11 +1,12 @@
-//! cxgate circuit-breaker filter. One breaker per platform, kept in shared data so every
+//! cxgate circuit-breaker stage. One breaker per platform, kept in shared data so every
 //! worker sees the same one: outcomes go into a sliding window of time buckets (CAS-updated);
 //! past the failure ratio (or the latency bound) with enough volume the breaker opens, the
 //! platform's traffic gets the route's fallback, and every probe interval exactly one request
 //! across all workers goes through as a probe, which closes or re-opens it.
 
 pub mod core;
+pub mod stage;
 pub mod window;
 
-#[cfg(feature = "proxy")]
-pub mod shell;
+#[cfg(feature = "standalone")]
+mod shell;

@@ -141,28 +141,32 @@ impl Breaker {
 
     /// Adds one outcome at `now_ms`, recycling the bucket if it holds an older epoch.
     pub fn add(&mut self, rules: &Rules, now_ms: u64, failed: bool, slow: bool) {
-        let epoch = now_ms / rules.bucket_ms.max(1);
+        let (ok, failed) = if failed { (0, 1) } else { (1, 0) };
+        self.add_counts(rules, now_ms, ok, failed, u32::from(slow));
+    }
+
+    /// Adds a worker's batch of outcomes that fell into the bucket of `at_ms`. A batch older
+    /// than what the bucket now holds is dropped (its window has passed).
+    pub fn add_counts(&mut self, rules: &Rules, at_ms: u64, ok: u32, failed: u32, slow: u32) {
+        let epoch = at_ms / rules.bucket_ms.max(1);
         let len = self.ring.len().max(1) as u64;
         let Some(b) = self.ring.get_mut((epoch % len) as usize) else {
             return;
         };
+        if b.epoch > epoch {
+            return;
+        }
         if b.epoch != epoch {
             *b = Bucket {
                 epoch,
                 ..Bucket::default()
             };
         }
-        if failed {
-            b.failed = b.failed.saturating_add(1);
-        } else {
-            b.ok = b.ok.saturating_add(1);
-        }
-        if slow {
-            b.slow = b.slow.saturating_add(1);
-        }
+        b.ok = b.ok.saturating_add(ok);
+        b.failed = b.failed.saturating_add(failed);
+        b.slow = b.slow.saturating_add(slow);
     }
 
-    /// Totals over the buckets still inside the window ending at `now_ms`.
     pub fn counts(&self, rules: &Rules, now_ms: u64) -> Counts {
         let epoch = now_ms / rules.bucket_ms.max(1);
         let oldest = epoch.saturating_sub(self.ring.len() as u64 - 1);

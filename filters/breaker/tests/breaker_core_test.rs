@@ -7,17 +7,27 @@
 )]
 
 use cxgate_breaker::core::{
-    Admit, Config, Served, Transition, admit, fallback, probe_abandoned, probe_answered, record,
+    Admit, Config, Pending, Served, Transition, admit, fallback, probe_abandoned, probe_answered,
+    record, record_batch,
 };
 use cxgate_breaker::window::{Breaker, Phase, Trip};
 use cxgate_kit::fakes::FakeStore;
 use cxgate_kit::host::{CasDialect, SharedStore};
+use cxgate_model::Model;
+use serde_json::{Value, json};
+
+/// The model's platforms: genesys, cxone, llm (one breaker each, in that order).
+fn model() -> Model {
+    Model::compile(json!({"routes": [{"id": "all", "prefix": "/"}]})).unwrap()
+}
+
+/// `extra` is the rest of the `breaker` object (`,"key":value...`).
+fn section(extra: &str) -> Value {
+    serde_json::from_str(&format!("{{\"window_s\":30{extra}}}")).unwrap()
+}
 
 fn cfg_with(extra: &str) -> Config {
-    let doc = format!(
-        r#"{{"version":1,"routes":[{{"prefix":"/genesys/","platform":"genesys"}},{{"prefix":"/cxone/","platform":"cxone"}}]{extra}}}"#
-    );
-    Config::parse(doc.as_bytes()).unwrap()
+    Config::compile(section(extra), &model()).unwrap()
 }
 
 fn cfg() -> Config {
@@ -259,11 +269,12 @@ fn fallbacks_problem_static_and_reroute() {
     let p: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(p["type"], "urn:cxgate:problem:breaker-open");
     assert_eq!(p["trace_id"], "t-1");
-    let c = Config::parse(
-        br#"{"routes":[
-        {"prefix":"/genesys/","platform":"genesys","fallback":{"kind":"static","status":200,
-          "headers":{"Content-Type":"application/json"},"body":{"status":"degraded","queued":true}}},
-        {"prefix":"/cxone/","platform":"cxone","fallback":{"kind":"reroute","header":"x-cxgate-fallback","value":"legacy"}}]}"#,
+    let c = Config::compile(
+        json!({"fallbacks": {
+            "genesys": {"kind": "static", "status": 200,
+                        "headers": {"Content-Type": "application/json"}, "body": {"status": "degraded", "queued": true}},
+            "cxone": {"kind": "reroute", "header": "x-cxgate-fallback", "value": "legacy"}}}),
+        &model(),
     )
     .unwrap();
     let Served::Reply(r) = fallback(&c.routes[0], 3, None) else {
@@ -298,23 +309,83 @@ fn fallbacks_problem_static_and_reroute() {
 #[test]
 fn bad_config_names_the_field() {
     for (extra, field) in [
-        (r#","bucket_s":7"#, "/bucket_s"),
-        (r#","failure_ratio":1.5"#, "/failure_ratio"),
-        (r#","failure_statuses":["6xx"]"#, "/failure_statuses/0"),
-        (r#","probe_interval_s":0"#, "/probe_interval_s"),
-        (r#","latency":{"p95_ms":0}"#, "/latency/p95_ms"),
-        (r#","latency":{"p99_ms":5}"#, "/latency/p99_ms"),
-        (r#","window":30"#, "/window"),
+        (r#","bucket_s":7"#, "/breaker/bucket_s"),
+        (r#","failure_ratio":1.5"#, "/breaker/failure_ratio"),
+        (
+            r#","failure_statuses":["6xx"]"#,
+            "/breaker/failure_statuses/0",
+        ),
+        (r#","probe_interval_s":0"#, "/breaker/probe_interval_s"),
+        (r#","latency":{"p95_ms":0}"#, "/breaker/latency/p95_ms"),
+        (r#","latency":{"p99_ms":5}"#, "/breaker/latency/p99_ms"),
+        (r#","window":30"#, "/breaker/window"),
+        (
+            r#","fallbacks":{"genesys":{"kind":"static","status":99}}"#,
+            "/breaker/fallbacks/genesys/status",
+        ),
+        (
+            r#","fallbacks":{"avaya":{"kind":"problem"}}"#,
+            "/breaker/fallbacks/avaya",
+        ),
     ] {
-        let doc = format!(r#"{{"routes":[{{"prefix":"/g/","platform":"genesys"}}]{extra}}}"#);
-        let e = Config::parse(doc.as_bytes()).unwrap_err();
+        let e = Config::compile(section(extra), &model()).unwrap_err();
         assert_eq!(e.field, field, "{extra}: {e:?}");
     }
-    let e = Config::parse(br#"{"routes":[{"prefix":"/g/","platform":"genesys","fallback":{"kind":"static","status":99}}]}"#).unwrap_err();
-    assert_eq!(e.field, "/routes/0/fallback/status");
-    let e = Config::parse(
-        br#"{"routes":[{"prefix":"/g/","platform":"genesys","fallback":{"kind":"mirror"}}]}"#,
+    let e = Config::compile(
+        section(r#","fallbacks":{"genesys":{"kind":"mirror"}}"#),
+        &model(),
     )
     .unwrap_err();
-    assert!(e.field.starts_with("/routes/0/fallback"), "{e:?}");
+    assert!(e.field.starts_with("/breaker/fallbacks/genesys"), "{e:?}");
+}
+
+#[test]
+fn outcomes_batched_by_a_worker_trip_the_breaker_like_one_by_one() {
+    // 11 failures of 21 in one 30 s window open the breaker, whether each outcome is written
+    // at once or a worker's batch is flushed on its tick.
+    let c = cfg();
+    let g = &c.routes[0];
+    let mut one = FakeStore::new(CasDialect::Envoy);
+    let mut opened_at = None;
+    for i in 0..21u64 {
+        if record(&c, g, &mut one, 10_000 + i * 100, i % 2 == 0, false)
+            .unwrap()
+            .is_some()
+        {
+            opened_at = Some(i);
+        }
+    }
+    assert_eq!(opened_at, Some(20), "the 21st outcome trips it");
+    let mut batched = FakeStore::new(CasDialect::Envoy);
+    let mut pending = Pending::default();
+    for i in 0..21u64 {
+        pending.add(&c.rules, 10_000 + i * 100, i % 2 == 0, false);
+    }
+    assert_eq!(
+        pending.buckets.len(),
+        3,
+        "one entry per 1 s bucket, not per outcome"
+    );
+    let t = record_batch(&c, g, &mut batched, 12_100, &pending).unwrap();
+    assert!(
+        matches!(
+            t,
+            Some(Transition::Opened(Trip::FailureRatio {
+                failed: 11,
+                total: 21
+            }))
+        ),
+        "{t:?}"
+    );
+    assert!(matches!(phase(&batched, "genesys"), Phase::Open { .. }));
+    // A batch that arrives while open changes nothing (only the probe decides).
+    assert_eq!(
+        record_batch(&c, g, &mut batched, 12_200, &pending).unwrap(),
+        None
+    );
+    // A batch older than its bucket's window is dropped, not mixed into a newer bucket.
+    let mut b = Breaker::closed(c.rules.buckets);
+    b.add_counts(&c.rules, 40_000, 1, 0, 0);
+    b.add_counts(&c.rules, 10_000, 0, 5, 0);
+    assert_eq!(b.counts(&c.rules, 40_000).failed, 0);
 }

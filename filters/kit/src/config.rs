@@ -21,11 +21,25 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| ConfigError::new("", format!("config is not valid JSON: {e}")))?;
     check_version(&value)?;
+    from_value(value, "")
+}
+
+/// Deserializes one part of a config document; errors name the field as a JSON pointer that
+/// starts with `at` (the part's own pointer, e.g. `/ratelimit`).
+pub fn from_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+    at: &str,
+) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let pointer = pointer_of(e.path());
+        let pointer = format!("{at}{}", pointer_of(e.path()));
         let message = e.inner().to_string();
         ConfigError::new(unknown_field_pointer(&pointer, &message), message)
     })
+}
+
+/// A JSON pointer token (`~` and `/` escaped).
+pub fn pointer_token(token: &str) -> String {
+    escape(token)
 }
 
 /// Every filter's `routes`: at least one, each `prefix` an absolute path.

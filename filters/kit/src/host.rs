@@ -9,6 +9,16 @@ pub trait Clock {
     fn now_ms(&self) -> u64;
 }
 
+/// The time read once for a whole hook: one host call, however many stages need the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now(pub u64);
+
+impl Clock for Now {
+    fn now_ms(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Random bytes (trace ids, lease holder ids, jitter).
 pub trait Entropy {
     fn fill(&mut self, buf: &mut [u8]) -> Result<(), HostError>;

@@ -3,6 +3,33 @@
 
 use serde_json::{Map, Value};
 
+/// Log levels of the proxy-wasm ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+/// Where a core's log lines go: the proxy's log in a filter, a vector in tests.
+pub trait Log {
+    fn log(&mut self, level: Level, line: &str);
+
+    fn event(&mut self, level: Level, event: &Event) {
+        self.log(level, &event.render());
+    }
+}
+
+/// Collects log lines (tests, and cores that hand their lines to a shell).
+impl Log for Vec<(Level, String)> {
+    fn log(&mut self, level: Level, line: &str) {
+        self.push((level, line.to_string()));
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     fields: Map<String, Value>,

@@ -2,6 +2,7 @@
 //! error to the consumer.
 
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
@@ -30,6 +31,9 @@ pub struct Problem {
     pub trace_id: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// RFC 9457 extension members (e.g. `missing_scopes`), next to the standard ones.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
     /// Extra response headers (e.g. `Retry-After`); not part of the body.
     #[serde(skip)]
     pub headers: Vec<(String, String)>,
@@ -45,6 +49,7 @@ impl Problem {
             detail: detail.into(),
             trace_id: None,
             errors: Vec::new(),
+            extra: Map::new(),
             headers: Vec::new(),
         }
     }
@@ -59,6 +64,11 @@ impl Problem {
             pointer: pointer.into(),
             message: message.into(),
         });
+        self
+    }
+
+    pub fn with_extra(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.to_string(), value);
         self
     }
 

@@ -110,15 +110,15 @@ unsafe fn take(data: *mut u8, size: usize) -> Vec<u8> {
     unsafe { Vec::from_raw_parts(data, size, size) }
 }
 
-/// Log levels of the ABI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Trace = 0,
-    Debug = 1,
-    Info = 2,
-    Warn = 3,
-    Error = 4,
-    Critical = 5,
+pub use crate::log::Level;
+
+/// The proxy's log, as a [`crate::log::Log`].
+pub struct ProxyLog;
+
+impl crate::log::Log for ProxyLog {
+    fn log(&mut self, level: Level, line: &str) {
+        log(level, line);
+    }
 }
 
 pub fn log(level: Level, message: &str) {

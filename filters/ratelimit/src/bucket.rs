@@ -2,41 +2,7 @@
 //! in "scaled" units (1 unit = `period_ms` scaled units), so one millisecond refills exactly
 //! `rate` scaled units and no rounding ever creeps in. Refill is computed from timestamps.
 
-/// `capacity` units, refilled at `rate` units per `period_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub capacity: u64,
-    pub rate: u64,
-    pub period_ms: u64,
-}
-
-impl Limit {
-    pub fn full(&self) -> u64 {
-        self.capacity.saturating_mul(self.period_ms)
-    }
-
-    pub fn scaled(&self, units: u64) -> u64 {
-        units.saturating_mul(self.period_ms)
-    }
-
-    /// Milliseconds until `deficit` scaled units have refilled.
-    pub fn wait_ms(&self, deficit: u64) -> u64 {
-        if self.rate == 0 {
-            return u64::MAX;
-        }
-        deficit.div_ceil(self.rate)
-    }
-
-    /// This limit split evenly over `n` instances (the distributed mode's fallback).
-    pub fn share(&self, n: u64) -> Limit {
-        let n = n.max(1);
-        Limit {
-            capacity: (self.capacity / n).max(1),
-            rate: (self.rate / n).max(1),
-            period_ms: self.period_ms,
-        }
-    }
-}
+pub use cxgate_model::Limit;
 
 /// Seconds for a `Retry-After` header: whole seconds, rounded up, at least 1.
 pub fn retry_after_s(wait_ms: u64) -> u64 {

@@ -1,4 +1,4 @@
-//! cxgate rate-limit filter. Requests are not equal: each route has a cost, and each consumer
+//! cxgate rate-limit stage. Requests are not equal: each route has a cost, and each consumer
 //! (and optionally each platform, for all consumers together) has a token bucket in shared
 //! data, updated by CAS so two workers never spend the same units. A rejected request gets a
 //! 429 problem with the exact `Retry-After` and is not forwarded; the platform's own 429s and
@@ -6,7 +6,10 @@
 //! in Redis by the sidecar: local buckets hold allotments topped up every `sync_ms`.
 
 pub mod bucket;
+pub mod config;
 pub mod core;
+pub mod distributed;
+pub mod stage;
 
-#[cfg(feature = "proxy")]
-pub mod shell;
+#[cfg(feature = "standalone")]
+mod shell;

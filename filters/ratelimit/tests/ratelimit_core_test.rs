@@ -10,10 +10,13 @@
 use cxgate_kit::fakes::FakeStore;
 use cxgate_kit::host::{CasDialect, SharedStore};
 use cxgate_kit::problem::LocalReply;
+use cxgate_model::Model;
+use cxgate_model::model::{PlatformSource, Resolved};
 use cxgate_ratelimit::bucket::{Bucket, Limit, Take, retry_after_s};
-use cxgate_ratelimit::core::{
-    Ask, Config, Feedback, Mode, Verdict, admit, apply_grants, keys, on_response, plan_sync,
-};
+use cxgate_ratelimit::config::Config;
+use cxgate_ratelimit::core::{Ask, Feedback, Mode, Verdict, admit, keys, on_response};
+use cxgate_ratelimit::distributed::{apply_grants, plan_sync};
+use serde_json::{Value, json};
 
 const PER_MIN_20: Limit = Limit {
     capacity: 20,
@@ -21,20 +24,53 @@ const PER_MIN_20: Limit = Limit {
     period_ms: 60_000,
 };
 
-fn cfg_with(extra: &str) -> Config {
-    let doc = format!(
-        r#"{{"version":1,"consumer":{{"capacity":20,"per_minute":20}},
-        "routes":[{{"prefix":"/genesys/","platform":"genesys","cost":1}},
-                  {{"prefix":"/genesys/","methods":["post","PUT"],"platform":"genesys","cost":5}},
-                  {{"prefix":"/genesys/bulk","methods":["POST"],"platform":"genesys","cost":50}}]{extra}}}"#
-    );
-    Config::parse(doc.as_bytes()).unwrap()
+/// The request model and the rate limiter's compiled settings.
+struct Cfg {
+    model: Model,
+    rl: Config,
 }
 
-fn ask<'a>(c: &'a Config, method: &str, path: &str, consumer: &'a str, now_ms: u64) -> Ask<'a> {
+impl std::ops::Deref for Cfg {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.rl
+    }
+}
+
+fn model(consumer: Value) -> Model {
+    Model::compile(json!({
+        "default_consumer": {"limit": consumer},
+        "routes": [
+            {"id": "read", "prefix": "/genesys/", "platform": "genesys", "cost": 1},
+            {"id": "write", "prefix": "/genesys/", "methods": ["post", "PUT"], "platform": "genesys", "cost": 5},
+            {"id": "bulk", "prefix": "/genesys/bulk", "methods": ["POST"], "platform": "genesys", "cost": 50}
+        ]
+    }))
+    .unwrap()
+}
+
+fn cfg_full(consumer: Value, section: Value) -> Cfg {
+    let model = model(consumer);
+    let rl = Config::compile(section, &model, Some(("sidecar", "sidecar"))).unwrap();
+    Cfg { model, rl }
+}
+
+fn cfg_with(section: Value) -> Cfg {
+    cfg_full(json!({"capacity": 20, "per_minute": 20}), section)
+}
+
+fn ask<'a>(c: &'a Cfg, method: &str, path: &str, consumer: &'a str, now_ms: u64) -> Ask<'a> {
+    let Resolved::Route(i) = c.model.resolve(method, path) else {
+        panic!("no route for {method} {path}");
+    };
+    let route = &c.model.routes[i];
     Ask {
-        route: &c.routes[c.route_index(method, path).unwrap()],
         consumer,
+        cost: route.cost,
+        platform: match &route.platform {
+            PlatformSource::Fixed(p) => Some(p.as_str()),
+            _ => None,
+        },
         trace_id: Some("t-1"),
         now_ms,
         mode: Mode::Local,
@@ -104,7 +140,7 @@ fn retry_after_rounds_up_to_whole_seconds() {
 
 #[test]
 fn weighted_costs_admit_exactly_what_the_budget_holds() {
-    let c = cfg_with("");
+    let c = cfg_with(json!({}));
     let mut store = FakeStore::new(CasDialect::Envoy);
     // 4 writes of 5 units spend the 20-unit budget.
     for i in 0..4 {
@@ -143,7 +179,7 @@ fn weighted_costs_admit_exactly_what_the_budget_holds() {
 
 #[test]
 fn a_cost_above_the_capacity_is_a_clear_429_that_never_says_retry() {
-    let c = cfg_with("");
+    let c = cfg_with(json!({}));
     let mut store = FakeStore::new(CasDialect::Kong);
     let r = limited(
         admit(
@@ -171,7 +207,7 @@ fn a_cost_above_the_capacity_is_a_clear_429_that_never_says_retry() {
 #[test]
 fn a_platform_budget_refuses_and_refunds_the_consumer() {
     // The platform counts requests (it knows nothing of our weights): 2 per minute.
-    let c = cfg_with(r#","platforms":{"genesys":{"capacity":2,"per_minute":2}}"#);
+    let c = cfg_with(json!({"platforms": {"genesys": {"capacity": 2, "per_minute": 2}}}));
     let mut store = FakeStore::new(CasDialect::Envoy);
     for consumer in ["a", "a"] {
         assert!(matches!(
@@ -195,7 +231,7 @@ fn a_platform_budget_refuses_and_refunds_the_consumer() {
 
 #[test]
 fn the_platforms_429_holds_its_traffic_for_retry_after() {
-    let c = cfg_with("");
+    let c = cfg_with(json!({}));
     let mut store = FakeStore::new(CasDialect::Envoy);
     let fb = Feedback {
         status: 429,
@@ -230,7 +266,7 @@ fn the_platforms_429_holds_its_traffic_for_retry_after() {
 
 #[test]
 fn nearly_spent_platform_headers_drain_the_platform_bucket() {
-    let c = cfg_with(r#","platforms":{"genesys":{"capacity":300,"per_minute":300}}"#);
+    let c = cfg_with(json!({"platforms": {"genesys": {"capacity": 300, "per_minute": 300}}}));
     let mut store = FakeStore::new(CasDialect::Envoy);
     // 280 of 300 used at the platform (another gateway, a script...): 20 left here too.
     let fb = Feedback {
@@ -264,7 +300,7 @@ fn nearly_spent_platform_headers_drain_the_platform_bucket() {
 
 #[test]
 fn rate_limit_headers_and_the_legacy_option() {
-    let c = cfg_with(r#","legacy_headers":true"#);
+    let c = cfg_with(json!({"legacy_headers": true}));
     let mut store = FakeStore::new(CasDialect::Envoy);
     let Verdict::Admitted(q) =
         admit(&c, &mut store, &ask(&c, "POST", "/genesys/q", "a", 0)).unwrap()
@@ -285,10 +321,10 @@ fn rate_limit_headers_and_the_legacy_option() {
     assert_eq!(q.headers(false).len(), 3);
 }
 
-fn distributed() -> Config {
-    cfg_with(
-        r#","consumer":{"capacity":600,"per_minute":600},
-        "distributed":{"upstream":"sidecar","sync_ms":200,"instances":2}"#,
+fn distributed() -> Cfg {
+    cfg_full(
+        json!({"capacity": 600, "per_minute": 600}),
+        json!({"distributed": {"sync_ms": 200, "instances": 2}}),
     )
 }
 
@@ -335,28 +371,29 @@ fn distributed_buckets_start_with_an_allotment_and_only_grow_by_grants() {
 
 #[test]
 fn bad_config_names_the_field() {
-    for (doc, field) in [
-        (r#"{"routes":[]}"#, "/routes"),
-        (r#"{"routes":[{"prefix":"x"}]}"#, "/routes/0/prefix"),
-        (r#"{"routes":[{"prefix":"/x","cost":0}]}"#, "/routes/0/cost"),
+    let m = model(json!({"capacity": 20, "per_minute": 20}));
+    for (section, field) in [
         (
-            r#"{"consumer":{"capacity":5},"routes":[{"prefix":"/x"}]}"#,
-            "/consumer",
+            json!({"platforms": {"genesys": {"capacity": 5}}}),
+            "/ratelimit/platforms/genesys",
         ),
         (
-            r#"{"consumers":{"a":{"capacity":5,"per_minute":1,"per_second":1}},"routes":[{"prefix":"/x"}]}"#,
-            "/consumers/a",
+            json!({"platforms": {"avaya": {"capacity": 5, "per_minute": 5}}}),
+            "/ratelimit/platforms/avaya",
         ),
+        (json!({"fail_mode": "maybe"}), "/ratelimit/fail_mode"),
+        (json!({"nearly_spent": 2.0}), "/ratelimit/nearly_spent"),
         (
-            r#"{"fail_mode":"maybe","routes":[{"prefix":"/x"}]}"#,
-            "/fail_mode",
-        ),
-        (
-            r#"{"distributed":{"upstream":"s","instances":0},"routes":[{"prefix":"/x"}]}"#,
-            "/distributed/instances",
+            json!({"distributed": {"instances": 0}}),
+            "/ratelimit/distributed/instances",
         ),
     ] {
-        let e = Config::parse(doc.as_bytes()).unwrap_err();
-        assert_eq!(e.field, field, "{doc}: {e:?}");
+        let e = Config::compile(section.clone(), &m, Some(("s", "s"))).unwrap_err();
+        assert_eq!(e.field, field, "{section}: {e:?}");
     }
+    let e = Config::compile(json!({"distributed": {"instances": 2}}), &m, None).unwrap_err();
+    assert_eq!(
+        e.field, "/ratelimit/distributed",
+        "the distributed mode needs /sync: {e:?}"
+    );
 }

@@ -1,30 +1,29 @@
 //! The token filter's pure core.
 
-use cxgate_kit::host::{Clock, Headers, SharedStore};
+use cxgate_kit::config::from_value;
+use cxgate_kit::host::{Cas, Clock, Headers, SharedStore};
 use cxgate_kit::ids::{is_valid_gateway_trace_id, random_hex};
 use cxgate_kit::log::Event;
 use cxgate_kit::problem::{LocalReply, Problem};
-use cxgate_kit::sync::{SyncConfig, read_status, read_token, reject_token, write_token};
-use cxgate_kit::{ConfigError, Entropy, HostError, config};
+use cxgate_kit::shared::Stamped;
+use cxgate_kit::sync::{SyncConfig, read_status, reject_token, write_token};
+use cxgate_kit::{ConfigError, Entropy, HostError};
+use cxgate_model::Model;
 use cxgate_state::{Freshness, TokenState};
 use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// Per platform: where its credential goes (default `Authorization: Bearer <token>`).
     #[serde(default)]
-    #[allow(dead_code)]
-    version: Option<u64>,
-    routes: Vec<RawRoute>,
-    sync: SyncConfig,
+    platforms: BTreeMap<String, RawPlatform>,
     #[serde(default = "default_wait")]
     wait_ms: u32,
     #[serde(default = "default_retry_after")]
     retry_after_s: u32,
-    #[serde(default = "default_tick")]
-    tick_ms: u32,
-    #[serde(default = "default_trace_header")]
-    trace_header: String,
     #[serde(default)]
     on_unauthorized: OnUnauthorized,
 }
@@ -48,9 +47,7 @@ pub enum OnUnauthorized {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRoute {
-    prefix: String,
-    platform: String,
+struct RawPlatform {
     #[serde(default = "default_header")]
     header: String,
     #[serde(default = "default_scheme")]
@@ -63,22 +60,16 @@ fn default_wait() -> u32 {
 fn default_retry_after() -> u32 {
     1
 }
-fn default_tick() -> u32 {
-    1_000
-}
 fn default_header() -> String {
     "authorization".into()
 }
 fn default_scheme() -> String {
     "Bearer".into()
 }
-fn default_trace_header() -> String {
-    "x-gateway-trace-id".into()
-}
 
+/// One platform's credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    pub prefix: String,
     pub platform: String,
     /// Lowercase header the credential goes in.
     pub header: String,
@@ -89,79 +80,90 @@ pub struct Route {
 /// The compiled config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Longest prefix first, so the most specific route wins.
+    /// One per platform the sidecar issues tokens for and the model knows.
     pub routes: Vec<Route>,
     pub sync: SyncConfig,
     pub wait_ms: u32,
     pub retry_after_s: u32,
-    pub tick_ms: u32,
     pub trace_header: String,
     pub on_unauthorized: OnUnauthorized,
 }
 
 impl Config {
-    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
-        let raw: RawConfig = config::parse(bytes)?;
-        config::check_route_prefixes(raw.routes.iter().map(|r| r.prefix.as_str()))?;
-        let mut routes = Vec::with_capacity(raw.routes.len());
-        for (i, r) in raw.routes.into_iter().enumerate() {
-            if !cxgate_state::PLATFORMS.contains(&r.platform.as_str()) {
-                return Err(ConfigError::new(
-                    format!("/routes/{i}/platform"),
-                    format!(
-                        "unknown platform {:?}; one of {:?}",
-                        r.platform,
-                        cxgate_state::PLATFORMS
-                    ),
-                ));
+    /// `section` is the document's `token` object; `sync` its `sync` (the sidecar).
+    pub fn compile(
+        section: Value,
+        model: &Model,
+        sync: Option<&SyncConfig>,
+    ) -> Result<Config, ConfigError> {
+        let section = if section.is_null() {
+            json!({})
+        } else {
+            section
+        };
+        let mut raw: RawConfig = from_value(section, "/token")?;
+        let Some(sync) = sync else {
+            return Err(ConfigError::new(
+                "/sync",
+                "the token stage asks the sidecar for tokens: the document needs /sync",
+            ));
+        };
+        let mut routes = Vec::new();
+        for platform in &model.platforms {
+            if !cxgate_state::PLATFORMS.contains(&platform.as_str()) {
+                continue;
             }
-            let header = r.header.trim().to_ascii_lowercase();
+            let p = raw.platforms.remove(platform).unwrap_or(RawPlatform {
+                header: default_header(),
+                scheme: default_scheme(),
+            });
+            let header = p.header.trim().to_ascii_lowercase();
             if header.is_empty() || header.starts_with(':') || header.contains(' ') {
                 return Err(ConfigError::new(
-                    format!("/routes/{i}/header"),
+                    format!("/token/platforms/{platform}/header"),
                     "not a usable header name",
                 ));
             }
             routes.push(Route {
-                prefix: r.prefix,
-                platform: r.platform,
+                platform: platform.clone(),
                 header,
-                scheme: r.scheme.trim().to_string(),
+                scheme: p.scheme.trim().to_string(),
             });
         }
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        if raw.wait_ms == 0 || raw.wait_ms > 30_000 {
-            return Err(ConfigError::new("/wait_ms", "must be within 1..=30000"));
+        if let Some(p) = raw.platforms.keys().next() {
+            return Err(ConfigError::new(
+                format!("/token/platforms/{p}"),
+                format!(
+                    "the sidecar issues no token for {p:?}; one of {:?} in /model/platforms",
+                    cxgate_state::PLATFORMS
+                ),
+            ));
         }
-        if raw.tick_ms == 0 {
-            return Err(ConfigError::new("/tick_ms", "must be > 0"));
+        if raw.wait_ms == 0 || raw.wait_ms > 30_000 {
+            return Err(ConfigError::new(
+                "/token/wait_ms",
+                "must be within 1..=30000",
+            ));
         }
         Ok(Config {
             routes,
-            sync: raw.sync,
+            sync: sync.clone(),
             wait_ms: raw.wait_ms,
             retry_after_s: raw.retry_after_s.max(1),
-            tick_ms: raw.tick_ms,
-            trace_header: raw.trace_header.to_ascii_lowercase(),
+            trace_header: model.trace_header.clone(),
             on_unauthorized: raw.on_unauthorized,
         })
     }
 
-    pub fn route_for(&self, path: &str) -> Option<&Route> {
-        self.route_index(path).and_then(|i| self.routes.get(i))
-    }
-
-    /// The index into `routes` of the route for `path`.
-    pub fn route_index(&self, path: &str) -> Option<usize> {
-        self.routes.iter().position(|r| path.starts_with(&r.prefix))
+    /// The credential route of a platform.
+    pub fn route_index(&self, platform: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.platform == platform)
     }
 }
 
 /// What to do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// No route: leave the request alone.
-    Pass,
     /// The credential was set; `stale` when it is past its soft expiry.
     Injected {
         /// Index into [`Config::routes`].
@@ -186,28 +188,24 @@ pub struct RequestInfo {
     pub trace_id: String,
 }
 
-/// Request headers: strip the consumer's credential, then inject or ask to wait. `info` is
-/// filled for routed requests.
-pub fn on_request<H, S, C, E>(
+/// Request headers: strip the consumer's credential, then inject `token` or ask to wait.
+/// `token` is the platform's synced token (see [`TokenCache`]).
+#[allow(clippy::too_many_arguments)]
+pub fn on_request<H, E>(
     cfg: &Config,
+    index: usize,
     headers: &mut H,
-    store: &S,
-    clock: &C,
+    token: Option<&TokenState>,
+    now_ms: u64,
     entropy: &mut E,
     info: &mut RequestInfo,
 ) -> Result<Decision, HostError>
 where
     H: Headers + ?Sized,
-    S: SharedStore + ?Sized,
-    C: Clock + ?Sized,
     E: Entropy + ?Sized,
 {
-    let path = headers.get(":path")?.unwrap_or_default();
-    let Some((index, route)) = cfg
-        .route_index(&path)
-        .and_then(|i| cfg.routes.get(i).map(|r| (i, r)))
-    else {
-        return Ok(Decision::Pass);
+    let Some(route) = cfg.routes.get(index) else {
+        return Err(HostError::BadArgument);
     };
     // Whatever the consumer sent in the credential header never leaves the gateway.
     headers.remove(&route.header)?;
@@ -215,12 +213,11 @@ where
         headers.remove("authorization")?;
     }
     info.trace_id = ensure_trace_id(cfg, headers, entropy)?;
-    info.path = path;
+    info.path = headers.get(":path")?.unwrap_or_default();
     if has_body(headers)? && headers.get("content-type")?.is_none() {
         headers.set("content-type", "application/json")?;
     }
-    let token = read_token(store, &route.platform)?.map(|(t, _)| t);
-    match token.as_ref().map(|t| (t, t.freshness(clock.now_ms()))) {
+    match token.map(|t| (t, t.freshness(now_ms))) {
         Some((t, f @ (Freshness::Fresh | Freshness::Stale))) if !t.rejected => {
             inject(route, headers, t)?;
             Ok(Decision::Injected {
@@ -239,6 +236,38 @@ where
             after: 0,
             rejected: false,
         }),
+    }
+}
+
+/// Each worker's copy of the synced tokens, decoded once per shared-data version (CAS): a
+/// request reads the entry (one host call) but decodes it only when it changed.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    entries: Vec<(String, Cas, Option<TokenState>)>,
+}
+
+impl TokenCache {
+    pub fn read<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &S,
+        platform: &str,
+    ) -> Result<Option<TokenState>, HostError> {
+        let Some(v) = store.get(&cxgate_state::keys::token(platform))? else {
+            return Ok(None);
+        };
+        if let Some((_, _, t)) = self
+            .entries
+            .iter()
+            .find(|(p, cas, _)| p == platform && *cas == v.cas)
+        {
+            return Ok(t.clone());
+        }
+        let token = Stamped::decode(&v.value)
+            .and_then(|s| serde_json::from_slice::<TokenState>(&s.payload).ok());
+        self.entries.retain(|(p, _, _)| p != platform);
+        self.entries
+            .push((platform.to_string(), v.cas, token.clone()));
+        Ok(token)
     }
 }
 
@@ -408,7 +437,6 @@ pub fn on_response<S: SharedStore + ?Sized>(
     let event = |name: &str| {
         Event::new(name)
             .str("platform", platform)
-            .str("route", &route.prefix)
             .str("path", path)
             .str("trace_id", trace_id.unwrap_or_default())
             .num("generation", sent.generation)

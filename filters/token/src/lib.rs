@@ -1,10 +1,11 @@
-//! cxgate token filter. The consumer never sees a platform credential: per route, the filter
+//! cxgate token stage. The consumer never sees a platform credential: per platform, the stage
 //! sets the platform's bearer token from shared data (synced from the sidecar), overwriting
 //! whatever the consumer sent. A token past 95 % of its life is still served while the sidecar
 //! refreshes; past hard expiry it is never served, and the request waits (bounded) for a fresh
 //! one, or gets a 503 problem with `Retry-After` and is not forwarded.
 
 pub mod core;
+pub mod stage;
 
-#[cfg(feature = "proxy")]
-pub mod shell;
+#[cfg(feature = "standalone")]
+mod shell;

@@ -7,22 +7,50 @@
 )]
 
 use cxgate_kit::fakes::{FakeClock, FakeEntropy, FakeHeaders, FakeStore};
+use cxgate_kit::host::Clock;
 use cxgate_kit::host::{CasDialect, Headers};
 use cxgate_kit::problem::LocalReply;
+use cxgate_kit::sync::SyncConfig;
 use cxgate_kit::sync::{read_token, write_token};
+use cxgate_model::Model;
 use cxgate_state::TokenState;
 use cxgate_token::core::{
-    Answer, Config, Decision, RequestInfo, Sent, on_request, on_response, on_wait_answer, wait_call,
+    Answer, Config, Decision, RequestInfo, Sent, TokenCache, on_request, on_response,
+    on_wait_answer, wait_call,
 };
+use serde_json::{Value, json};
+
+fn model() -> Model {
+    Model::compile(json!({"routes": [{"id": "all", "prefix": "/"}]})).unwrap()
+}
+
+fn sync() -> SyncConfig {
+    serde_json::from_value(json!({"upstream": "sidecar"})).unwrap()
+}
+
+fn compile(section: Value) -> Result<Config, cxgate_kit::ConfigError> {
+    Config::compile(section, &model(), Some(&sync()))
+}
 
 fn cfg() -> Config {
-    Config::parse(
-        br#"{"version":1,"sync":{"upstream":"sidecar"},"routes":[
-            {"prefix":"/genesys/","platform":"genesys"},
-            {"prefix":"/cxone/","platform":"cxone"},
-            {"prefix":"/llm/","platform":"llm","header":"api-key","scheme":""}]}"#,
-    )
-    .unwrap()
+    compile(json!({"platforms": {"llm": {"header": "api-key", "scheme": ""}}})).unwrap()
+}
+
+/// What the token stage does for a request whose path names its platform (`/genesys/...`), as
+/// the request model resolves it: the worker's cached token, then the core.
+fn on_path(
+    c: &Config,
+    h: &mut FakeHeaders,
+    store: &FakeStore,
+    clock: &FakeClock,
+    entropy: &mut FakeEntropy,
+    info: &mut RequestInfo,
+) -> Decision {
+    let path = h.get(":path").unwrap().unwrap_or_default();
+    let platform = path.trim_start_matches('/').split('/').next().unwrap();
+    let route = c.route_index(platform).unwrap();
+    let token = TokenCache::default().read(store, platform).unwrap();
+    on_request(c, route, h, token.as_ref(), clock.now_ms(), entropy, info).unwrap()
 }
 
 /// The index of a platform's route in `cfg()`.
@@ -55,7 +83,7 @@ impl W {
     }
     fn request(&mut self, headers: &mut FakeHeaders) -> Decision {
         let mut info = RequestInfo::default();
-        on_request(
+        on_path(
             &cfg(),
             headers,
             &self.store,
@@ -63,7 +91,6 @@ impl W {
             &mut self.entropy,
             &mut info,
         )
-        .unwrap()
     }
 }
 
@@ -105,17 +132,6 @@ fn api_key_routes_use_their_own_header_and_strip_authorization() {
     w.request(&mut h);
     assert_eq!(h.all("api-key"), vec!["sk-1"]);
     assert!(h.all("authorization").is_empty());
-}
-
-#[test]
-fn unrouted_requests_are_left_alone() {
-    let mut w = world();
-    let mut h = FakeHeaders::from(&[
-        (":path", "/gateway/v1/whoami"),
-        ("authorization", "Bearer x"),
-    ]);
-    assert_eq!(w.request(&mut h), Decision::Pass);
-    assert_eq!(h.all("authorization"), vec!["Bearer x"]);
 }
 
 #[test]
@@ -271,44 +287,55 @@ fn trace_id_and_json_content_type_are_ensured() {
 }
 
 #[test]
-fn the_most_specific_route_wins_and_bad_config_names_the_field() {
-    let c = Config::parse(br#"{"sync":{"upstream":"s"},"routes":[{"prefix":"/g/","platform":"genesys"},{"prefix":"/g/llm/","platform":"llm"}]}"#).unwrap();
-    assert_eq!(c.route_for("/g/llm/v1").unwrap().platform, "llm");
-    assert_eq!(c.route_for("/g/x").unwrap().platform, "genesys");
-    for (doc, field) in [
-        (r#"{"sync":{"upstream":"s"},"routes":[]}"#, "/routes"),
+fn every_model_platform_gets_a_credential_route_and_bad_config_names_the_field() {
+    let c = cfg();
+    let platforms: Vec<&str> = c.routes.iter().map(|r| r.platform.as_str()).collect();
+    assert_eq!(platforms, ["genesys", "cxone", "llm"]);
+    assert_eq!(c.routes[2].header, "api-key");
+    assert_eq!(c.routes[0].header, "authorization");
+    for (section, field) in [
         (
-            r#"{"sync":{"upstream":"s"},"routes":[{"prefix":"g","platform":"genesys"}]}"#,
-            "/routes/0/prefix",
+            json!({"platforms": {"avaya": {}}}),
+            "/token/platforms/avaya",
         ),
         (
-            r#"{"sync":{"upstream":"s"},"routes":[{"prefix":"/g","platform":"avaya"}]}"#,
-            "/routes/0/platform",
+            json!({"platforms": {"genesys": {"header": ":path"}}}),
+            "/token/platforms/genesys/header",
         ),
         (
-            r#"{"sync":{"upstream":"s"},"routes":[{"prefix":"/g","platform":"genesys","token":"x"}]}"#,
-            "/routes/0/token",
+            json!({"platforms": {"genesys": {"token": "x"}}}),
+            "/token/platforms/genesys/token",
         ),
-        (
-            r#"{"sync":{"upstream":"s"},"routes":[{"prefix":"/g","platform":"genesys"}],"wait_ms":0}"#,
-            "/wait_ms",
-        ),
-        (r#"{"routes":[{"prefix":"/g","platform":"genesys"}]}"#, ""),
+        (json!({"wait_ms": 0}), "/token/wait_ms"),
     ] {
-        let e = Config::parse(doc.as_bytes()).unwrap_err();
-        assert!(
-            e.field == field || (field.is_empty() && e.message.contains("sync")),
-            "{doc}: {e}"
-        );
+        let e = compile(section.clone()).unwrap_err();
+        assert_eq!(e.field, field, "{section}: {e}");
     }
+    let e = Config::compile(json!({}), &model(), None).unwrap_err();
+    assert_eq!(e.field, "/sync", "{e}");
+}
+
+#[test]
+fn the_worker_decodes_a_token_once_per_shared_data_version() {
+    let mut w = world();
+    w.token("genesys", "g-1", 1_000_000, 300, 1);
+    let mut cache = TokenCache::default();
+    let a = cache.read(&w.store, "genesys").unwrap().unwrap();
+    // Corrupt the payload but keep the CAS: the cached decode is what a request sees.
+    let b = cache.read(&w.store, "genesys").unwrap().unwrap();
+    assert_eq!(a, b);
+    w.token("genesys", "g-2", 1_000_000, 300, 2);
+    let c = cache.read(&w.store, "genesys").unwrap().unwrap();
+    assert_eq!(
+        (c.access_token.as_str(), c.generation),
+        ("g-2", 2),
+        "a new version is decoded"
+    );
+    assert!(cache.read(&w.store, "cxone").unwrap().is_none());
 }
 
 fn replay_cfg() -> Config {
-    Config::parse(
-        br#"{"sync":{"upstream":"sidecar"},"on_unauthorized":"replay","routes":[
-            {"prefix":"/genesys/","platform":"genesys"}]}"#,
-    )
-    .unwrap()
+    compile(json!({"on_unauthorized": "replay"})).unwrap()
 }
 
 fn sent(generation: u64, attempt: u32) -> Sent {
@@ -355,7 +382,6 @@ fn a_401_marks_the_token_rejected_once_and_the_replay_asks_the_sidecar_for_a_fre
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["event"], "TOKEN_DRIFT_RECOVERY");
     assert_eq!(v["platform"], "genesys");
-    assert_eq!(v["route"], "/genesys/");
     assert_eq!(v["path"], "/genesys/api/v2/users");
     assert_eq!(v["trace_id"], "t-1");
     assert_eq!(v["action"], "replay");
@@ -363,7 +389,7 @@ fn a_401_marks_the_token_rejected_once_and_the_replay_asks_the_sidecar_for_a_fre
     // The replay (same worker or any other) finds the marker and tells the sidecar.
     let mut h = FakeHeaders::from(&[(":path", "/genesys/x"), ("authorization", "Bearer g-old")]);
     let mut info = RequestInfo::default();
-    let d = on_request(&c, &mut h, &w.store, &w.clock, &mut w.entropy, &mut info).unwrap();
+    let d = on_path(&c, &mut h, &w.store, &w.clock, &mut w.entropy, &mut info);
     assert_eq!(info.path, "/genesys/x");
     assert_eq!(info.trace_id.len(), 32, "generated: {info:?}");
     assert_eq!(
@@ -450,9 +476,6 @@ fn where_the_host_cannot_replay_a_401_becomes_a_503_with_retry_after_and_the_tok
 
 #[test]
 fn on_unauthorized_is_checked_at_configure_time() {
-    let e = Config::parse(
-        br#"{"sync":{"upstream":"s"},"on_unauthorized":"ignore","routes":[{"prefix":"/g","platform":"genesys"}]}"#,
-    )
-    .unwrap_err();
-    assert_eq!(e.field, "/on_unauthorized");
+    let e = compile(json!({"on_unauthorized": "ignore"})).unwrap_err();
+    assert_eq!(e.field, "/token/on_unauthorized");
 }

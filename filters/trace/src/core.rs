@@ -5,24 +5,16 @@ use cxgate_kit::config;
 use cxgate_kit::host::{Entropy, Headers};
 use cxgate_kit::ids::{TraceParent, is_valid_gateway_trace_id, random_hex};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 pub const TRACEPARENT: &str = "traceparent";
 
-/// The config document (schema: `schemas/filters/trace.config.schema.json`).
+/// The stage's settings (`trace` in the config document; the header name is the model's).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    #[serde(default)]
-    #[allow(dead_code)]
-    version: Option<u64>,
-    #[serde(default = "default_header")]
-    trace_header: String,
     #[serde(default = "default_true")]
     echo_in_response: bool,
-}
-
-fn default_header() -> String {
-    "x-gateway-trace-id".into()
 }
 
 fn default_true() -> bool {
@@ -32,25 +24,23 @@ fn default_true() -> bool {
 /// The compiled, immutable config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Lowercase header name carrying the gateway trace id.
+    /// Lowercase header name carrying the gateway trace id (the model's `trace_header`).
     pub trace_header: String,
     /// Also return the trace id on the response, so consumers can quote it.
     pub echo_in_response: bool,
 }
 
 impl Config {
-    pub fn parse(bytes: &[u8]) -> Result<Config, cxgate_kit::ConfigError> {
-        let raw: RawConfig = config::parse(bytes)?;
-        let header = raw.trace_header.trim().to_ascii_lowercase();
-        let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if header.is_empty() || !header.bytes().all(token_char) || header == TRACEPARENT {
-            return Err(cxgate_kit::ConfigError::new(
-                "/trace_header",
-                format!("{:?} is not a usable header name", raw.trace_header),
-            ));
-        }
+    /// `section` is the document's `trace` object (`Null`: all defaults).
+    pub fn compile(trace_header: &str, section: Value) -> Result<Config, cxgate_kit::ConfigError> {
+        let section = if section.is_null() {
+            json!({})
+        } else {
+            section
+        };
+        let raw: RawConfig = config::from_value(section, "/trace")?;
         Ok(Config {
-            trace_header: header,
+            trace_header: trace_header.to_ascii_lowercase(),
             echo_in_response: raw.echo_in_response,
         })
     }

@@ -1,8 +1,10 @@
 //! cxgate trace filter. Every request leaves the gateway with an `X-Gateway-Trace-Id` and a
 //! W3C `traceparent`: a consumer's valid values are kept, missing or invalid ones are made.
-//! [`core`] is the pure logic; [`shell`] (feature `proxy`) binds it to proxy-wasm.
+//! [`core`] is the pure logic, [`stage`] puts it behind the stage contract, and `shell`
+//! (feature `standalone`) is the module's entry point: the runner with this stage.
 
 pub mod core;
+pub mod stage;
 
-#[cfg(feature = "proxy")]
-pub mod shell;
+#[cfg(feature = "standalone")]
+mod shell;

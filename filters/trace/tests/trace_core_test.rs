@@ -10,11 +10,12 @@ use cxgate_kit::fakes::{FakeEntropy, FakeHeaders};
 use cxgate_kit::host::Headers;
 use cxgate_kit::ids::TraceParent;
 use cxgate_trace::core::{Config, on_request, on_response};
+use serde_json::{Value, json};
 
 const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn cfg() -> Config {
-    Config::parse(b"").unwrap()
+    Config::compile("x-gateway-trace-id", Value::Null).unwrap()
 }
 
 #[test]
@@ -88,7 +89,7 @@ fn response_echo_follows_config() {
     let mut h = FakeHeaders::default();
     on_response(&cfg(), &mut h, "t1").unwrap();
     assert_eq!(h.all("x-gateway-trace-id"), vec!["t1"]);
-    let quiet = Config::parse(br#"{"echo_in_response":false}"#).unwrap();
+    let quiet = Config::compile("x-gateway-trace-id", json!({"echo_in_response": false})).unwrap();
     let mut h = FakeHeaders::default();
     on_response(&quiet, &mut h, "t1").unwrap();
     assert!(h.pairs.is_empty());
@@ -96,28 +97,12 @@ fn response_echo_follows_config() {
 
 #[test]
 fn config_is_checked_and_names_the_field() {
-    let c = Config::parse(br#"{"version":1,"trace_header":"X-Request-Trace"}"#).unwrap();
+    let c = Config::compile("X-Request-Trace", Value::Null).unwrap();
     assert_eq!(c.trace_header, "x-request-trace");
+    let field = |v: Value| Config::compile("x-gateway-trace-id", v).unwrap_err().field;
+    assert_eq!(field(json!({"echo": true})), "/trace/echo");
     assert_eq!(
-        Config::parse(br#"{"trace_header":"bad header"}"#)
-            .unwrap_err()
-            .field,
-        "/trace_header"
-    );
-    assert_eq!(
-        Config::parse(br#"{"trace_header":"traceparent"}"#)
-            .unwrap_err()
-            .field,
-        "/trace_header"
-    );
-    assert_eq!(
-        Config::parse(br#"{"echo":true}"#).unwrap_err().field,
-        "/echo"
-    );
-    assert_eq!(
-        Config::parse(br#"{"echo_in_response":"yes"}"#)
-            .unwrap_err()
-            .field,
-        "/echo_in_response"
+        field(json!({"echo_in_response": "yes"})),
+        "/trace/echo_in_response"
     );
 }

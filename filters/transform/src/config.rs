@@ -2,8 +2,10 @@
 //! the route table, all compiled once at configure time.
 
 use crate::template::Template;
-use cxgate_kit::sync::SyncConfig;
-use cxgate_kit::{ConfigError, config};
+use cxgate_kit::ConfigError;
+use cxgate_kit::config::{from_value, pointer_token};
+use cxgate_model::Model;
+use cxgate_model::model::Match;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -12,20 +14,8 @@ use std::sync::Arc;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    #[serde(default)]
-    #[allow(dead_code)]
-    version: Option<u64>,
-    #[serde(default = "d_consumer_header")]
-    consumer_header: String,
-    #[serde(default = "d_max_body")]
-    max_body_bytes: usize,
     #[serde(default = "d_metadata_header")]
     metadata_header: String,
-    #[serde(default = "d_trace")]
-    trace_header: String,
-    /// Hosts the state sync (ID maps) when no other cxgate filter in the VM does.
-    #[serde(default)]
-    sync: Option<SyncConfig>,
     /// VM environment variable holding the key that signs pagination cursors.
     #[serde(default = "d_cursor_key_env")]
     cursor_key_env: String,
@@ -34,9 +24,8 @@ struct RawConfig {
     #[serde(default)]
     schemas: BTreeMap<String, Value>,
     profiles: BTreeMap<String, RawProfile>,
-    routes: Vec<RawRoute>,
-    #[serde(default = "d_tick")]
-    tick_ms: u32,
+    /// Model route id → how the route is transformed.
+    routes: BTreeMap<String, RawRoute>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,22 +105,12 @@ enum RawPaging {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
-    name: String,
-    method: String,
-    path: String,
     #[serde(default)]
     request_schema: Option<String>,
-    /// Where the target platform comes from: a JSON pointer into the body (`/target_platform`),
-    /// `query:<param>`, or a fixed platform name.
-    platform_from: String,
-    /// Platform name (as the consumer says it) → profile.
+    /// Platform id (as the model names it) → profile.
     platforms: BTreeMap<String, String>,
     #[serde(default)]
     idempotent: bool,
-    /// Informational: the rate limiter's config holds the costs it enforces.
-    #[serde(default)]
-    #[allow(dead_code)]
-    rate_limit_cost: Option<u64>,
     /// Envoy: sent as `x-envoy-upstream-rq-timeout-ms`.
     #[serde(default)]
     timeout_ms: Option<u64>,
@@ -147,23 +126,11 @@ struct RawRetry {
     num_retries: u32,
 }
 
-fn d_consumer_header() -> String {
-    "x-cxgate-consumer".into()
-}
-fn d_max_body() -> usize {
-    64 << 10
-}
 fn d_metadata_header() -> String {
     "x-cxgate-platform-metadata".into()
 }
-fn d_trace() -> String {
-    "x-gateway-trace-id".into()
-}
 fn d_cursor_key_env() -> String {
     "CXGATE_SIDECAR_KEY".into()
-}
-fn d_tick() -> u32 {
-    1_000
 }
 fn d_page_param() -> String {
     "pageNumber".into()
@@ -258,21 +225,16 @@ pub enum PathPiece {
     Param(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PlatformFrom {
-    Body(String),
-    Query(String),
-    Fixed(String),
-}
-
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// The model route's id.
     pub name: String,
+    /// The model route's one method.
     pub method: String,
-    pub path: String,
+    /// Index into the model's routes.
+    pub model_route: usize,
     pub request_schema: Option<Schema>,
-    pub platform_from: PlatformFrom,
-    /// Upper-cased consumer platform name → profile index.
+    /// Platform id → profile index.
     pub platforms: BTreeMap<String, usize>,
     pub idempotent: bool,
     pub timeout_ms: Option<u64>,
@@ -289,16 +251,11 @@ pub struct Idempotency {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub consumer_header: String,
-    pub max_body_bytes: usize,
     pub metadata_header: String,
-    pub trace_header: String,
-    pub sync: Option<SyncConfig>,
     pub cursor_key_env: String,
     pub idempotency: Idempotency,
     pub profiles: Vec<Profile>,
     pub routes: Vec<Route>,
-    pub tick_ms: u32,
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -315,11 +272,14 @@ fn compile_schema(
         return Ok(s.clone());
     }
     let Some(doc) = schemas.get(name) else {
-        return Err(err(field, format!("no schema named {name:?} in /schemas")));
+        return Err(err(
+            field,
+            format!("no schema named {name:?} in /transform/schemas"),
+        ));
     };
     let validator = jsonschema::validator_for(doc).map_err(|e| {
         err(
-            format!("/schemas/{name}"),
+            format!("/transform/schemas/{name}"),
             format!("not a usable JSON Schema: {e}"),
         )
     })?;
@@ -359,13 +319,14 @@ fn split_path(path: &str, field: &str) -> Result<Vec<PathPiece>, ConfigError> {
 }
 
 impl Config {
-    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
-        let raw: RawConfig = config::parse(bytes)?;
+    /// `section` is the document's `transform` object; its routes name the model's.
+    pub fn compile(section: Value, model: &Model) -> Result<Config, ConfigError> {
+        let raw: RawConfig = from_value(section, "/transform")?;
         let mut compiled = BTreeMap::new();
         let mut profiles = Vec::with_capacity(raw.profiles.len());
         let mut index = BTreeMap::new();
         for (name, p) in raw.profiles {
-            let at = format!("/profiles/{name}");
+            let at = format!("/transform/profiles/{}", pointer_token(&name));
             let path = split_path(&p.path, &format!("{at}/path"))?;
             let mut params = Vec::new();
             for piece in &path {
@@ -452,14 +413,25 @@ impl Config {
             });
         }
         if raw.routes.is_empty() {
-            return Err(err("/routes", "at least one route is required"));
+            return Err(err("/transform/routes", "at least one route is required"));
         }
         let mut routes = Vec::with_capacity(raw.routes.len());
-        for (i, r) in raw.routes.into_iter().enumerate() {
-            let at = format!("/routes/{i}");
-            if !r.path.starts_with('/') {
-                return Err(err(format!("{at}/path"), "must start with '/'"));
-            }
+        for (id, r) in raw.routes {
+            let at = format!("/transform/routes/{}", pointer_token(&id));
+            let Some((model_route, m)) = model.route_by_id(&id) else {
+                return Err(err(at, format!("no route {id:?} in /model/routes")));
+            };
+            let method = match (&m.matcher, m.methods.as_slice()) {
+                (Match::Exact(_), [one]) => one.clone(),
+                _ => {
+                    return Err(err(
+                        at,
+                        format!(
+                            "model route {id:?} must match an exact path and one method to be transformed"
+                        ),
+                    ));
+                }
+            };
             let request_schema = match &r.request_schema {
                 Some(s) => Some(compile_schema(
                     s,
@@ -469,55 +441,36 @@ impl Config {
                 )?),
                 None => None,
             };
-            let platform_from = if let Some(q) = r.platform_from.strip_prefix("query:") {
-                PlatformFrom::Query(q.to_string())
-            } else if r.platform_from.starts_with('/') {
-                PlatformFrom::Body(r.platform_from.clone())
-            } else {
-                PlatformFrom::Fixed(r.platform_from.to_ascii_uppercase())
-            };
             let mut platforms = BTreeMap::new();
             for (platform, profile) in &r.platforms {
-                let p = index.get(profile).ok_or_else(|| {
-                    err(
-                        format!("{at}/platforms/{platform}"),
-                        format!("no profile named {profile:?}"),
-                    )
-                })?;
-                platforms.insert(platform.to_ascii_uppercase(), *p);
+                let field = format!("{at}/platforms/{platform}");
+                if !model.route_platforms(m).contains(&platform.as_str()) {
+                    return Err(err(
+                        field,
+                        format!("{platform:?} is not a platform model route {id:?} can reach"),
+                    ));
+                }
+                let p = index
+                    .get(profile)
+                    .ok_or_else(|| err(field, format!("no profile named {profile:?}")))?;
+                platforms.insert(platform.clone(), *p);
             }
             if platforms.is_empty() {
                 return Err(err(format!("{at}/platforms"), "at least one platform"));
             }
-            if let PlatformFrom::Fixed(p) = &platform_from
-                && !platforms.contains_key(p)
-            {
-                return Err(err(
-                    format!("{at}/platform_from"),
-                    format!("{p} is not one of the route's platforms"),
-                ));
-            }
             routes.push(Route {
-                name: r.name,
-                method: r.method.to_ascii_uppercase(),
-                path: r.path,
+                name: id,
+                method,
+                model_route,
                 request_schema,
-                platform_from,
                 platforms,
                 idempotent: r.idempotent,
                 timeout_ms: r.timeout_ms,
                 retry: r.retry_policy.map(|p| (p.retry_on, p.num_retries)),
             });
         }
-        if raw.max_body_bytes == 0 {
-            return Err(err("/max_body_bytes", "must be > 0"));
-        }
         Ok(Config {
-            consumer_header: raw.consumer_header.to_ascii_lowercase(),
-            max_body_bytes: raw.max_body_bytes,
             metadata_header: raw.metadata_header.to_ascii_lowercase(),
-            trace_header: raw.trace_header.to_ascii_lowercase(),
-            sync: raw.sync,
             cursor_key_env: raw.cursor_key_env,
             idempotency: Idempotency {
                 ttl_ms: raw.idempotency.ttl_s.saturating_mul(1000),
@@ -527,15 +480,13 @@ impl Config {
             },
             profiles,
             routes,
-            tick_ms: raw.tick_ms.max(1),
         })
     }
 
-    /// The route for a consumer request (exact method and path, query ignored).
-    pub fn route_index(&self, method: &str, path: &str) -> Option<usize> {
-        let path = path.split('?').next().unwrap_or_default();
+    /// The transform route of a model route, if it is transformed.
+    pub fn route_for(&self, model_route: usize) -> Option<usize> {
         self.routes
             .iter()
-            .position(|r| r.method == method && r.path == path)
+            .position(|r| r.model_route == model_route)
     }
 }

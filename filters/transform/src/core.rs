@@ -1,20 +1,25 @@
 //! The transform filter's pure core: a consumer request in, the platform request (or the
 //! problem to answer) out; the platform response in, the normalized response out.
 
-use crate::config::{Config, Paging, PathPiece, PlatformFrom, Profile, Route, Schema};
+use crate::config::{Config, Paging, PathPiece, Profile, Route, Schema};
 use crate::page::{self, Cursor};
 use crate::template::{ApplyError, Found, Lookup, fill_default};
 use cxgate_kit::log::Event;
 use cxgate_kit::problem::{LocalReply, Problem};
+use cxgate_model::model::query_param;
 use serde_json::{Map, Value, json};
 
-/// The consumer's request, as far as the core needs it.
+/// The consumer's request, as far as the core needs it (the body already parsed and the
+/// platform already resolved by the request model).
 pub struct Incoming<'a> {
+    /// Index into `Config::routes`.
     pub route: usize,
     /// The path with its query.
     pub path: &'a str,
-    pub content_type: Option<&'a str>,
-    pub body: &'a [u8],
+    /// `Null` for a route without a body.
+    pub body: &'a Value,
+    /// The platform id the model resolved (`genesys`, `cxone`).
+    pub platform: &'a str,
     pub consumer: &'a str,
     pub trace_id: Option<&'a str>,
     /// The cursor signing key.
@@ -66,93 +71,6 @@ pub fn schema_errors(schema: &Schema, doc: &Value) -> Vec<(String, String)> {
         .iter_errors(doc)
         .map(|e| (e.instance_path().as_str().to_string(), e.to_string()))
         .collect()
-}
-
-fn is_json(content_type: Option<&str>) -> bool {
-    content_type
-        .map(|c| {
-            c.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .is_some_and(|m| {
-            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-        })
-}
-
-fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
-    path.split_once('?')?
-        .1
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-/// Checks a consumer body before anything else: size, media type, UTF-8, JSON.
-pub fn parse_body(
-    cfg: &Config,
-    content_type: Option<&str>,
-    body: &[u8],
-    trace: Option<&str>,
-) -> Result<Value, Box<LocalReply>> {
-    if body.len() > cfg.max_body_bytes {
-        return Err(Box::new(
-            problem(
-                413,
-                "body-too-large",
-                "Request body too large",
-                format!(
-                    "The body has {} bytes; the limit is {}.",
-                    body.len(),
-                    cfg.max_body_bytes
-                ),
-                trace,
-            )
-            .into_reply(),
-        ));
-    }
-    if !is_json(content_type) {
-        return Err(Box::new(
-            problem(
-                415,
-                "unsupported-media-type",
-                "Unsupported media type",
-                format!(
-                    "Expected application/json, got {}.",
-                    content_type.unwrap_or("no content type")
-                ),
-                trace,
-            )
-            .into_reply(),
-        ));
-    }
-    let text = std::str::from_utf8(body).map_err(|e| {
-        Box::new(
-            problem(
-                400,
-                "invalid-utf8",
-                "Body is not UTF-8",
-                format!("Invalid UTF-8 at byte {}.", e.valid_up_to()),
-                trace,
-            )
-            .into_reply(),
-        )
-    })?;
-    serde_json::from_str(text).map_err(|e| {
-        Box::new(
-            problem(
-                400,
-                "malformed-json",
-                "Malformed JSON",
-                format!("The body is not JSON: {e}."),
-                trace,
-            )
-            .into_reply(),
-        )
-    })
 }
 
 struct NoMaps;
@@ -257,17 +175,9 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
             trace,
         ));
     };
-    let has_body = matches!(route.method.as_str(), "POST" | "PUT" | "PATCH");
-    let body = if has_body {
-        match parse_body(cfg, inc.content_type, inc.body, trace) {
-            Ok(v) => v,
-            Err(r) => return Outcome::Reply(*r),
-        }
-    } else {
-        Value::Null
-    };
+    let body = inc.body;
     if let Some(schema) = &route.request_schema {
-        let errors = schema_errors(schema, &body);
+        let errors = schema_errors(schema, body);
         if !errors.is_empty() {
             let mut p = problem(
                 400,
@@ -282,35 +192,17 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
             return reply(p);
         }
     }
-    let platform = match &route.platform_from {
-        PlatformFrom::Fixed(p) => Some(p.clone()),
-        PlatformFrom::Body(pointer) => body
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .map(str::to_ascii_uppercase),
-        PlatformFrom::Query(q) => query_param(inc.path, q).map(str::to_ascii_uppercase),
+    let Some(profile_index) = route.platforms.get(inc.platform).copied() else {
+        let known: Vec<&str> = route.platforms.keys().map(String::as_str).collect();
+        return reply(problem(
+            400,
+            "unknown-platform",
+            "Unknown target platform",
+            format!("{:?} is not one of {known:?} for this route.", inc.platform),
+            trace,
+        ));
     };
-    let known: Vec<&str> = route.platforms.keys().map(String::as_str).collect();
-    let Some((platform, profile_index)) = platform
-        .as_ref()
-        .and_then(|p| route.platforms.get(p).map(|i| (p.clone(), *i)))
-    else {
-        let (pointer, said) = match &route.platform_from {
-            PlatformFrom::Body(p) => (p.clone(), platform.clone()),
-            PlatformFrom::Query(q) => (format!("?{q}"), platform.clone()),
-            PlatformFrom::Fixed(p) => (String::new(), Some(p.clone())),
-        };
-        return reply(
-            problem(
-                400,
-                "unknown-platform",
-                "Unknown target platform",
-                format!("{said:?} is not one of {known:?}."),
-                trace,
-            )
-            .with_error(pointer, format!("must be one of {known:?}")),
-        );
-    };
+    let platform = inc.platform.to_ascii_uppercase();
     let Some(profile) = cfg.profiles.get(profile_index) else {
         return reply(problem(
             500,
@@ -322,7 +214,7 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
     };
     let mut params = Vec::with_capacity(profile.params.len());
     for (name, t) in &profile.params {
-        match t.apply(&body, lookup) {
+        match t.apply(body, lookup) {
             Ok(Some(v)) => params.push((
                 name.clone(),
                 v.as_str()
@@ -354,7 +246,7 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
         );
     }
     let payload = match &profile.body {
-        Some(t) => match t.apply(&body, lookup) {
+        Some(t) => match t.apply(body, lookup) {
             Ok(v) => {
                 let mut v = v.unwrap_or_else(|| Value::Object(Map::new()));
                 for (pointer, value) in &profile.defaults {
@@ -393,7 +285,7 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
             inc.consumer,
             &route.method,
             &route.name,
-            &body,
+            body,
             body.get("idempotency_key").and_then(Value::as_str),
         )
     });

@@ -1,5 +1,5 @@
-//! cxgate transform filter: one normalized consumer API in front of platforms with different
-//! data models. A route table (precompiled) maps a consumer method and path to a platform
+//! cxgate transform stage: one normalized consumer API in front of platforms with different
+//! data models. Each transformed model route maps to a platform
 //! request through a declarative mapping profile: the body is validated against the route's
 //! JSON Schema (every failing field reported), mapped, completed with the platform's explicit
 //! defaults, and checked against the platform schema before anything is sent. Idempotent routes
@@ -10,7 +10,8 @@ pub mod config;
 pub mod core;
 pub mod idem;
 pub mod page;
+pub mod stage;
 pub mod template;
 
-#[cfg(feature = "proxy")]
-pub mod shell;
+#[cfg(feature = "standalone")]
+mod shell;

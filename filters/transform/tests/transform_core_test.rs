@@ -1,4 +1,4 @@
-//! Pure tests of the transform filter with the shipped profiles (envoy/transform.json and the
+//! Pure tests of the transform stage with the shipped profiles (envoy/cxgate.json and the
 //! schemas it names), native and under wasmtime.
 #![allow(
     clippy::unwrap_used,
@@ -10,7 +10,10 @@
 use cxgate_kit::fakes::FakeStore;
 use cxgate_kit::host::CasDialect;
 use cxgate_kit::problem::LocalReply;
-use cxgate_transform::config::{Config, inline_schema_files};
+use cxgate_model::Model;
+use cxgate_model::body::parse_json;
+use cxgate_model::model::{PlatformSource, Resolved, query_param};
+use cxgate_transform::config::Config;
 use cxgate_transform::core::{Forward, Incoming, Outcome, Returned, on_request, on_response};
 use cxgate_transform::idem::{self, Begin, Stored};
 use cxgate_transform::page::Cursor;
@@ -18,45 +21,33 @@ use cxgate_transform::template::{Found, Lookup, iso8601_to_ms, ms_to_iso8601};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-const SHIPPED: &str = include_str!("../../../envoy/transform.json");
+include!("../../../tests/fixtures/shipped.rs");
 
-fn schema_file(path: &str) -> &'static str {
-    match path {
-        "schemas/consumer/queue-update.schema.json" => {
-            include_str!("../../../schemas/consumer/queue-update.schema.json")
-        }
-        "schemas/platform/genesys-queue-seed.schema.json" => {
-            include_str!("../../../schemas/platform/genesys-queue-seed.schema.json")
-        }
-        "schemas/platform/cxone-queue-seed.schema.json" => {
-            include_str!("../../../schemas/platform/cxone-queue-seed.schema.json")
-        }
-        "schemas/platform/genesys-queue-request.schema.json" => {
-            include_str!("../../../schemas/platform/genesys-queue-request.schema.json")
-        }
-        "schemas/platform/cxone-skill-update.schema.json" => {
-            include_str!("../../../schemas/platform/cxone-skill-update.schema.json")
-        }
-        other => panic!("unknown schema file {other}"),
-    }
+/// The shipped document's request model.
+fn model() -> Model {
+    let v: Value = serde_json::from_str(SHIPPED).unwrap();
+    Model::compile(v["model"].clone()).unwrap()
 }
 
-/// The shipped config with its schema files inlined (what the renderer does).
+/// The shipped transform section, schemas inlined.
 fn shipped() -> Value {
-    let mut v: Value = serde_json::from_str(SHIPPED).unwrap();
-    inline_schema_files(&mut v, &|p| Ok(schema_file(p).to_string())).unwrap();
-    v
+    shipped_document()["transform"].clone()
+}
+
+fn compile(v: Value) -> Result<Config, cxgate_kit::ConfigError> {
+    Config::compile(v, &model())
 }
 
 fn cfg() -> Config {
-    Config::parse(shipped().to_string().as_bytes()).unwrap()
+    compile(shipped()).unwrap()
 }
 
 /// The shipped config, with the update route sent to the real-API profiles.
 fn real_cfg() -> Config {
     let mut v = shipped();
-    v["routes"][0]["platforms"] = json!({"GENESYS": "genesys-real", "CXONE": "cxone-real"});
-    Config::parse(v.to_string().as_bytes()).unwrap()
+    v["routes"]["queue-update"]["platforms"] =
+        json!({"genesys": "genesys-real", "cxone": "cxone-real"});
+    compile(v).unwrap()
 }
 
 struct Maps(BTreeMap<&'static str, BTreeMap<&'static str, &'static str>>);
@@ -104,23 +95,57 @@ fn seed(platform: &str) -> String {
     SEED.replace("GENESYS", platform)
 }
 
-fn send(c: &Config, path: &str, content_type: Option<&str>, body: &[u8]) -> Outcome {
-    let route = c
-        .route_index(if body.is_empty() { "GET" } else { "POST" }, path)
-        .unwrap();
+/// A request as the pipeline hands it to the transform: the model resolves the route, parses
+/// the body once (its problems answer first) and resolves the platform.
+fn send_with(
+    c: &Config,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    lookup: &dyn Lookup,
+) -> Outcome {
+    let m = model();
+    let method = if body.is_empty() { "GET" } else { "POST" };
+    let Resolved::Route(i) = m.resolve(method, path) else {
+        panic!("no model route for {method} {path}");
+    };
+    let json = if body.is_empty() {
+        Value::Null
+    } else {
+        match parse_json(m.max_body_bytes, content_type, body) {
+            Ok(v) => v,
+            Err(p) => return Outcome::Reply((*p).into_reply()),
+        }
+    };
+    let said = match &m.routes[i].platform {
+        PlatformSource::Body(ptr) => json
+            .pointer(ptr)
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        PlatformSource::Query(q) => query_param(path, q).unwrap_or_default(),
+        _ => "",
+    };
+    let platform = m
+        .known_platform(said)
+        .expect("a platform the model knows")
+        .to_string();
     on_request(
         c,
         &Incoming {
-            route,
+            route: c.route_for(i).unwrap(),
             path,
-            content_type,
-            body,
+            body: &json,
+            platform: &platform,
             consumer: "omnichannel-app-prod",
             trace_id: Some("t-1"),
             cursor_key: b"cursor-key-0123456789",
         },
-        &maps(),
+        lookup,
     )
+}
+
+fn send(c: &Config, path: &str, content_type: Option<&str>, body: &[u8]) -> Outcome {
+    send_with(c, path, content_type, body, &maps())
 }
 
 fn update(c: &Config, body: &str) -> Outcome {
@@ -317,12 +342,6 @@ fn every_validation_error_class_is_a_clear_problem() {
             "{expected} missing from {pointers:?}"
         );
     }
-    let (s, p) = problem(update(
-        &c,
-        r#"{"target_platform": "AVAYA", "payload": {"queue_name": "x"}}"#,
-    ));
-    assert_eq!(s, 400);
-    assert_eq!(p["errors"][0]["pointer"], "/target_platform");
 }
 
 #[test]
@@ -345,20 +364,11 @@ fn unknown_names_are_422_naming_them_and_never_guessed() {
     assert_eq!(s, 422);
     assert!(p["detail"].as_str().unwrap().contains("\"spanish\""));
     // A map never synced is not "unknown": 503, retry.
-    let route = c
-        .route_index("POST", "/gateway/v1/routing/queues/update")
-        .unwrap();
-    let o = on_request(
+    let o = send_with(
         &c,
-        &Incoming {
-            route,
-            path: "/gateway/v1/routing/queues/update",
-            content_type: Some("application/json"),
-            body: SEED.as_bytes(),
-            consumer: "a",
-            trace_id: None,
-            cursor_key: b"k",
-        },
+        "/gateway/v1/routing/queues/update",
+        Some("application/json"),
+        SEED.as_bytes(),
         &Maps(BTreeMap::new()),
     );
     let (s, p) = problem(o);
@@ -375,7 +385,7 @@ fn a_payload_the_platform_schema_rejects_is_a_500_with_the_diff_and_is_never_sen
     v["profiles"]["genesys-seed"]["defaults"] = json!({"/enabled": true});
     v["profiles"]["genesys-seed"]["body"]["routingConfig"]["strategy"]["$map"]["RANDOM"] =
         json!("CHAOS");
-    let c = Config::parse(v.to_string().as_bytes()).unwrap();
+    let c = compile(v).unwrap();
     let b = json!({"target_platform": "GENESYS", "payload": {"queue_name": "Premium_Support", "routing_strategy": "RANDOM"}});
     let (s, p) = problem(update(&c, &b.to_string()));
     assert_eq!(
@@ -735,19 +745,34 @@ fn the_idempotency_store_also_stays_under_its_byte_bound() {
 #[test]
 fn bad_config_names_the_field() {
     let mut v = shipped();
-    v["routes"][0]["platforms"]["GENESYS"] = json!("nope");
-    let e = Config::parse(v.to_string().as_bytes()).unwrap_err();
-    assert_eq!(e.field, "/routes/0/platforms/GENESYS");
+    v["routes"]["queue-update"]["platforms"]["genesys"] = json!("nope");
+    let e = compile(v).unwrap_err();
+    assert_eq!(e.field, "/transform/routes/queue-update/platforms/genesys");
+    let mut v = shipped();
+    v["routes"]["queue-update"]["platforms"]["avaya"] = json!("genesys-seed");
+    let e = compile(v).unwrap_err();
+    assert_eq!(e.field, "/transform/routes/queue-update/platforms/avaya");
+    let mut v = shipped();
+    v["routes"]["queues-delete"] = json!({"platforms": {"genesys": "genesys-seed"}});
+    let e = compile(v).unwrap_err();
+    assert_eq!(e.field, "/transform/routes/queues-delete", "{e}");
+    let mut v = shipped();
+    v["routes"]["genesys-read"] = json!({"platforms": {"genesys": "genesys-seed"}});
+    let e = compile(v).unwrap_err();
+    assert!(e.message.contains("exact path and one method"), "{e}");
     let mut v = shipped();
     v["profiles"]["genesys-seed"]["body"]["name"] = json!({"$from": "/x", "$frobnicate": 1});
-    let e = Config::parse(v.to_string().as_bytes()).unwrap_err();
-    assert_eq!(e.field, "/profiles/genesys-seed/body/name/$frobnicate");
+    let e = compile(v).unwrap_err();
+    assert_eq!(
+        e.field,
+        "/transform/profiles/genesys-seed/body/name/$frobnicate"
+    );
     let mut v = shipped();
     v["schemas"]["queue-update"] = json!({"type": 12});
-    let e = Config::parse(v.to_string().as_bytes()).unwrap_err();
-    assert_eq!(e.field, "/schemas/queue-update");
+    let e = compile(v).unwrap_err();
+    assert_eq!(e.field, "/transform/schemas/queue-update");
     let mut v = shipped();
     v["profiles"]["genesys-seed"]["params"] = json!({});
-    let e = Config::parse(v.to_string().as_bytes()).unwrap_err();
-    assert_eq!(e.field, "/profiles/genesys-seed/params");
+    let e = compile(v).unwrap_err();
+    assert_eq!(e.field, "/transform/profiles/genesys-seed/params");
 }

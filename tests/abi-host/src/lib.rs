@@ -10,6 +10,7 @@
 //! a filter that relies on them fails its test under that profile.
 
 mod abi;
+pub mod fixtures;
 mod host;
 mod memory;
 

@@ -1,4 +1,6 @@
-//! Layer 2: the compiled breaker filter, 4 workers, virtual clock, both profiles.
+//! Layer 2: the compiled breaker filter, 4 workers, virtual clock, both profiles. Each worker
+//! batches its outcomes and flushes them on its tick (`tick_all` here, without moving the
+//! clock); probes are written at once.
 
 use cxgate_abi_host::{Action, Host, Profile, Stream, filter_wasm};
 use serde_json::{Value, json};
@@ -8,13 +10,15 @@ const PROFILES: [Profile; 2] = [Profile::Envoy, Profile::Kong];
 
 fn host(profile: Profile) -> Host {
     let config = json!({
-        "version": 1,
-        "routes": [
-            {"prefix": "/genesys/", "platform": "genesys",
-             "fallback": {"kind": "static", "status": 200, "headers": {"content-type": "application/json"},
-                          "body": {"status": "degraded", "detail": "Genesys is unavailable; the request was queued."}}},
-            {"prefix": "/cxone/", "platform": "cxone"}
-        ]
+        "version": 2,
+        "model": {"unmatched": "pass", "routes": [
+            {"id": "genesys", "prefix": "/genesys/", "platform": "genesys"},
+            {"id": "cxone", "prefix": "/cxone/", "platform": "cxone"}
+        ]},
+        "breaker": {"fallbacks": {
+            "genesys": {"kind": "static", "status": 200, "headers": {"content-type": "application/json"},
+                        "body": {"status": "degraded", "detail": "Genesys is unavailable; the request was queued."}}
+        }}
     });
     Host::builder(filter_wasm("cxgate-breaker"))
         .profile(profile)
@@ -69,10 +73,12 @@ fn opens_at_the_exact_second_the_ratio_is_exceeded_with_enough_volume() {
                 "{profile:?} t={second}"
             );
         }
+        h.tick_all().unwrap();
         assert!(opened_events(&h).is_empty(), "10 of 20 is not above 50 %");
-        // t=11: 11 failures of 21 → open, on whichever worker saw the answer.
+        // t=11: 11 failures of 21 → open, by whichever worker flushes the deciding batch.
         advance_to(&mut h, t0, 11_000);
         request(&mut h, 3, "/genesys/x", 503).unwrap();
+        h.tick_all().unwrap();
         let events = opened_events(&h);
         assert_eq!(events.len(), 1, "{profile:?}: logged once, not per worker");
         assert_eq!(events[0]["platform"], "genesys");
@@ -91,6 +97,7 @@ fn opens_at_the_exact_second_the_ratio_is_exceeded_with_enough_volume() {
                 "{profile:?} worker {w}"
             );
         }
+        h.tick_all().unwrap();
         assert_eq!(h.metric("cxgate_breaker.fallbacks.genesys"), Some(4));
         assert!(h.violations().is_empty(), "{:?}", h.violations());
     }
@@ -112,6 +119,7 @@ fn failures_spread_thinner_than_the_window_never_trip() {
                 request(&mut h, k as usize % 4, "/genesys/x", 503).is_some(),
                 "{profile:?} k={k}"
             );
+            h.tick_all().unwrap();
         }
         assert!(opened_events(&h).is_empty());
     }
@@ -123,6 +131,7 @@ fn open_genesys(h: &mut Host, t0: u64) -> u64 {
     for i in 0..20 {
         request(h, i % 4, "/genesys/x", 503).unwrap();
     }
+    h.tick_all().unwrap();
     assert_eq!(opened_events(h).len(), 1);
     20_000
 }
@@ -167,6 +176,7 @@ fn exactly_one_probe_per_interval_across_workers_then_reopen_or_close() {
             .collect();
         assert_eq!(probes.len(), 1, "{profile:?}: {actions:?}");
         assert!(h.cas_mismatches() >= 1, "the race happened");
+        h.tick_all().unwrap();
         assert_eq!(h.metric("cxgate_breaker.probes.genesys"), Some(1));
         // While the probe is out, everyone else still gets the fallback.
         advance_to(&mut h, t0, opened + 16_000);
@@ -189,6 +199,7 @@ fn exactly_one_probe_per_interval_across_workers_then_reopen_or_close() {
             .collect();
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0]["open_for_ms"], 31_000);
+        h.tick_all().unwrap();
         assert_eq!(
             h.metric("cxgate_breaker.open_ms_total.genesys"),
             Some(31_000)
@@ -245,6 +256,7 @@ fn a_genesys_breaker_never_affects_cxone_and_the_default_fallback_is_a_503_probl
         for i in 0..16 {
             request(&mut h, i % 4, "/cxone/skills", 502).unwrap();
         }
+        h.tick_all().unwrap();
         assert_eq!(h.metric("cxgate_breaker.trips.cxone"), Some(1));
         advance_to(&mut h, t0, opened + 3_000);
         let s = h.new_stream(1).unwrap();
@@ -286,13 +298,14 @@ fn the_gateways_own_503s_are_not_platform_failures() {
             )
             .unwrap();
         }
+        h.tick_all().unwrap();
         assert!(opened_events(&h).is_empty(), "{profile:?}");
         assert!(request(&mut h, 0, "/genesys/x", 200).is_some());
     }
 }
 
 #[test]
-fn a_closed_breaker_costs_one_read_per_request_and_one_cas_write_per_response() {
+fn a_closed_breaker_costs_one_read_per_request_and_one_cas_write_per_worker_tick() {
     for profile in PROFILES {
         let mut h = host(profile);
         h.reset_host_calls();
@@ -308,20 +321,35 @@ fn a_closed_breaker_costs_one_read_per_request_and_one_cas_write_per_response() 
         assert_eq!(calls.get("proxy_set_shared_data"), None);
         h.reset_host_calls();
         h.response_headers(s, &[(":status", "200")], false).unwrap();
+        for _ in 0..9 {
+            request(&mut h, 0, "/genesys/x", 200).unwrap();
+        }
         let calls = h.host_calls();
-        assert_eq!(calls.get("proxy_set_shared_data"), Some(&1), "{calls:?}");
+        assert_eq!(
+            calls.get("proxy_set_shared_data"),
+            None,
+            "responses only count: {calls:?}"
+        );
+        h.reset_host_calls();
+        h.tick_all().unwrap();
+        let calls = h.host_calls();
+        assert_eq!(
+            calls.get("proxy_set_shared_data"),
+            Some(&1),
+            "one flush for ten: {calls:?}"
+        );
     }
 }
 
 #[test]
 fn bad_config_is_rejected_naming_the_field() {
     let err = Host::builder(filter_wasm("cxgate-breaker"))
-        .config(r#"{"routes":[{"prefix":"/g/","platform":"genesys"}],"failure_ratio":2}"#)
+        .config(r#"{"model":{"routes":[{"id":"g","prefix":"/g/","platform":"genesys"}]},"breaker":{"failure_ratio":2}}"#)
         .start()
         .err()
         .unwrap();
     assert!(
-        format!("{err:#}").contains(r#"\"field\":\"/failure_ratio\""#),
+        format!("{err:#}").contains(r#"\"field\":\"/breaker/failure_ratio\""#),
         "{err:#}"
     );
 }

@@ -1,46 +1,45 @@
 //! Layer 2: the compiled rate-limit filter, 4 workers, virtual clock, both profiles.
 
+use cxgate_abi_host::fixtures::sidecar;
 use cxgate_abi_host::{Action, CallReply, Host, Profile, filter_wasm};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const PROFILES: [Profile; 2] = [Profile::Envoy, Profile::Kong];
 
-fn config(extra: Value) -> String {
-    let mut c = json!({
-        "version": 1,
-        "consumer": {"capacity": 20, "per_minute": 60},
-        "routes": [
-            {"prefix": "/genesys/", "platform": "genesys", "cost": 1},
-            {"prefix": "/genesys/", "methods": ["POST"], "platform": "genesys", "cost": 5}
-        ]
+/// The rate limiter's document: a 20-unit budget refilled at 1/s, reads cost 1 and writes 5.
+/// `extra` may set the consumer budget (`consumer`) and any `ratelimit` setting.
+fn config(profile: Profile, extra: Value) -> String {
+    let consumer = extra
+        .get("consumer")
+        .cloned()
+        .unwrap_or(json!({"capacity": 20, "per_minute": 60}));
+    let mut section = extra.clone();
+    section.as_object_mut().unwrap().remove("consumer");
+    let mut doc = json!({
+        "version": 2,
+        "model": {
+            "default_consumer": {"limit": consumer},
+            "routes": [
+                {"id": "read", "prefix": "/genesys/", "platform": "genesys", "cost": 1},
+                {"id": "write", "prefix": "/genesys/", "methods": ["POST"], "platform": "genesys", "cost": 5}
+            ]
+        },
+        "ratelimit": section
     });
-    for (k, v) in extra.as_object().unwrap() {
-        c[k] = v.clone();
+    if extra.get("distributed").is_some() {
+        doc["sync"] = json!({"upstream": sidecar(profile), "authority": "sidecar"});
     }
-    c.to_string()
+    doc.to_string()
 }
 
 fn host(profile: Profile, extra: Value) -> Host {
-    let upstream = if profile == Profile::Envoy {
-        "sidecar"
-    } else {
-        "127.0.0.1:7070"
-    };
-    let extra = match extra.get("distributed") {
-        Some(_) => {
-            let mut e = extra.clone();
-            e["distributed"]["upstream"] = json!(upstream);
-            e
-        }
-        None => extra,
-    };
     Host::builder(filter_wasm("cxgate-ratelimit"))
         .profile(profile)
         .workers(4)
         .cluster("sidecar")
         .env("CXGATE_SIDECAR_KEY", "abi-test-sidecar-key-000")
-        .config(&config(extra))
+        .config(&config(profile, extra))
         .start()
         .unwrap()
 }
@@ -134,6 +133,7 @@ fn interleaved_requests_on_4_workers_admit_exactly_the_bucket_math_despite_cas_r
             "races were injected: {}",
             h.cas_mismatches()
         );
+        h.tick_all().unwrap();
         assert_eq!(h.metric("cxgate_ratelimit.limited"), Some(refused as i64));
         assert!(h.violations().is_empty(), "{:?}", h.violations());
     }
@@ -235,6 +235,7 @@ fn the_platforms_429_makes_every_worker_answer_429_locally_for_its_retry_after()
             Ok(19),
             "held, not charged"
         );
+        h.tick_all().unwrap();
         assert_eq!(h.metric("cxgate_ratelimit.limited_platform"), Some(5));
     }
 }

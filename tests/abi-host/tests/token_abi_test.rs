@@ -1,5 +1,6 @@
 //! Layer 2: the compiled token filter, 4 workers, virtual clock, both profiles.
 
+use cxgate_abi_host::fixtures::sidecar;
 use cxgate_abi_host::{Action, CallReply, Host, Profile, filter_wasm};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -10,21 +11,22 @@ fn host(profile: Profile) -> Host {
     host_with(profile, json!({}))
 }
 
-/// `extra` keys are merged into the filter config.
-fn host_with(profile: Profile, extra: Value) -> Host {
-    let upstream = match profile {
-        Profile::Envoy => "sidecar",
-        Profile::Kong => "127.0.0.1:7070",
-    };
-    let mut config = json!({
-        "version": 1,
-        "routes": [{"prefix": "/genesys/", "platform": "genesys"}, {"prefix": "/cxone/", "platform": "cxone"}],
-        "sync": {"upstream": upstream, "poll_wait_ms": 2000, "lease_ms": 3000},
-        "wait_ms": 2000
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        config[k] = v.clone();
+/// `token` is the stage's section (merged over `wait_ms: 2000`).
+fn host_with(profile: Profile, token: Value) -> Host {
+    let mut section = json!({"wait_ms": 2000});
+    for (k, v) in token.as_object().unwrap() {
+        section[k] = v.clone();
     }
+    let config = json!({
+        "version": 2,
+        "model": {"unmatched": "pass", "routes": [
+            {"id": "genesys", "prefix": "/genesys/", "platform": "genesys"},
+            {"id": "cxone", "prefix": "/cxone/", "platform": "cxone"},
+            {"id": "llm", "prefix": "/llm/", "platform": "llm"}
+        ]},
+        "sync": {"upstream": sidecar(profile), "poll_wait_ms": 2000, "lease_ms": 3000},
+        "token": section
+    });
     Host::builder(filter_wasm("cxgate-token"))
         .profile(profile)
         .workers(4)
@@ -33,6 +35,12 @@ fn host_with(profile: Profile, extra: Value) -> Host {
         .config(&config.to_string())
         .start()
         .unwrap()
+}
+
+/// A counter once the workers flushed their batches (on the tick).
+fn metric(h: &mut Host, name: &str) -> Option<i64> {
+    h.tick_all().unwrap();
+    h.metric(name)
 }
 
 fn token_json(name: &str, issued_ms: u64, life_s: u64, generation: u64) -> Value {
@@ -86,8 +94,8 @@ fn injects_per_route_on_every_worker_and_never_leaks_the_consumers_credential() 
                 assert_eq!(auth, vec![expected.to_string()], "{profile:?} worker {w}");
             }
         }
-        assert_eq!(h.metric("cxgate_token.injected.genesys"), Some(4));
-        assert_eq!(h.metric("cxgate_token.injected.cxone"), Some(4));
+        assert_eq!(metric(&mut h, "cxgate_token.injected.genesys"), Some(4));
+        assert_eq!(metric(&mut h, "cxgate_token.injected.cxone"), Some(4));
         assert!(h.violations().is_empty(), "{:?}", h.violations());
     }
 }
@@ -109,7 +117,7 @@ fn a_stale_token_is_served_while_the_refresh_happens() {
             h.request_header(s, "authorization").as_deref(),
             Some("Bearer g-old")
         );
-        assert_eq!(h.metric("cxgate_token.stale_served"), Some(1));
+        assert_eq!(metric(&mut h, "cxgate_token.stale_served"), Some(1));
     }
 }
 
@@ -143,8 +151,8 @@ fn no_valid_token_waits_for_the_sidecar_then_continues() {
             Some("Bearer c-fresh")
         );
         assert!(h.local_reply(s).is_none());
-        assert_eq!(h.metric("cxgate_token.waited"), Some(1));
-        assert_eq!(h.metric("cxgate_token.wait_ms_total"), Some(300));
+        assert_eq!(metric(&mut h, "cxgate_token.waited"), Some(1));
+        assert_eq!(metric(&mut h, "cxgate_token.wait_ms_total"), Some(300));
         // The token fetched by one worker serves the others without another wait.
         let s2 = h.new_stream(0).unwrap();
         assert_eq!(
@@ -207,7 +215,7 @@ fn a_wait_past_its_bound_is_a_503_problem_and_nothing_is_forwarded() {
             None,
             "the expired token is never sent"
         );
-        assert_eq!(h.metric("cxgate_token.wait_timeouts"), Some(1));
+        assert_eq!(metric(&mut h, "cxgate_token.wait_timeouts"), Some(1));
         assert_eq!(h.logs_containing("TOKEN_WAIT_TIMEOUT").len(), 1);
     }
 }
@@ -238,12 +246,12 @@ fn unrouted_paths_pass_untouched() {
 fn bad_config_names_the_field() {
     let err = Host::builder(filter_wasm("cxgate-token"))
         .env("CXGATE_SIDECAR_KEY", KEY)
-        .config(r#"{"routes":[{"prefix":"/g/","platform":"avaya"}],"sync":{"upstream":"sidecar"}}"#)
+        .config(r#"{"model":{"routes":[{"id":"g","prefix":"/g/","platform":"genesys"}]},"sync":{"upstream":"sidecar"},"token":{"platforms":{"avaya":{}}}}"#)
         .start()
         .err()
         .unwrap();
     assert!(
-        format!("{err:#}").contains(r#"\"field\":\"/routes/0/platform\""#),
+        format!("{err:#}").contains(r#"\"field\":\"/token/platforms/avaya\""#),
         "{err:#}"
     );
 }
@@ -317,13 +325,13 @@ fn envoy_drift_a_401_marks_the_token_and_the_single_replay_carries_the_fresh_one
     assert_eq!(drift.len(), 2, "one event per refused request");
     let first: Value = serde_json::from_str(&drift[0].message).unwrap();
     assert_eq!(first["platform"], "genesys");
-    assert_eq!(first["route"], "/genesys/");
+    assert_eq!(first["route"], "genesys", "the model route");
     assert_eq!(first["trace_id"], "trace-a");
     assert_eq!(first["invalidated"], true);
     let second: Value = serde_json::from_str(&drift[1].message).unwrap();
     assert_eq!(second["invalidated"], false, "only one request marks it");
     assert!(h.logs().iter().all(|l| !l.message.contains("g-old")));
-    assert_eq!(h.metric("cxgate_token.drift_recoveries"), Some(2));
+    assert_eq!(metric(&mut h, "cxgate_token.drift_recoveries"), Some(2));
     // The replay of a: the marker makes it ask the sidecar (invalidate + wait in one call).
     let replay = h.new_stream(0).unwrap();
     let act = h
@@ -385,7 +393,7 @@ fn envoy_drift_a_401_marks_the_token_and_the_single_replay_carries_the_fresh_one
         Action::Continue
     );
     assert!(h.local_reply(again).is_none());
-    assert_eq!(h.metric("cxgate_token.replays_failed"), Some(1));
+    assert_eq!(metric(&mut h, "cxgate_token.replays_failed"), Some(1));
     assert_eq!(h.logs_containing("TOKEN_REPLAY_FAILED").len(), 1);
     let s = h.new_stream(2).unwrap();
     h.request_headers(s, &[(":path", "/genesys/x")], true)
@@ -437,7 +445,7 @@ fn kong_drift_degrades_to_503_retry_after_and_the_next_request_gets_a_fresh_toke
         let ev: Value =
             serde_json::from_str(&h.logs_containing("TOKEN_DRIFT_RECOVERY")[0].message).unwrap();
         assert_eq!(ev["action"], "retry-later");
-        assert_eq!(h.metric("cxgate_token.drift_retry_later"), Some(1));
+        assert_eq!(metric(&mut h, "cxgate_token.drift_retry_later"), Some(1));
         // The consumer's retry (any worker) tells the sidecar and waits for the fresh token.
         let retry = h.new_stream(2).unwrap();
         assert_eq!(
@@ -474,7 +482,7 @@ fn llm_routes_get_the_api_key_in_their_own_header() {
     for profile in [Profile::Envoy, Profile::Kong] {
         let mut h = host_with(
             profile,
-            json!({"routes": [{"prefix": "/llm/", "platform": "llm", "header": "api-key", "scheme": ""}]}),
+            json!({"platforms": {"llm": {"header": "api-key", "scheme": ""}}}),
         );
         let now = h.now_ms();
         sync_tokens(&mut h, json!({"llm": token_json("sk-live", now, 3600, 1)}));

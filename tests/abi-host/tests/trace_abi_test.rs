@@ -1,14 +1,25 @@
 //! Layer 2: the compiled trace filter in the ABI host, under both proxy profiles.
 
 use cxgate_abi_host::{Action, Host, Profile, filter_wasm};
+use serde_json::json;
 
 const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-fn host(profile: Profile, workers: usize, config: &str) -> Host {
+/// The trace filter's document: one catch-all route, `trace` the stage's settings and
+/// `model` extra model settings (the trace header is the model's).
+fn document(trace: serde_json::Value, model: serde_json::Value) -> String {
+    let mut m = json!({"routes": [{"id": "all", "prefix": "/"}]});
+    for (k, v) in model.as_object().unwrap() {
+        m[k] = v.clone();
+    }
+    json!({"version": 2, "model": m, "trace": trace}).to_string()
+}
+
+fn host(profile: Profile, workers: usize, trace: serde_json::Value) -> Host {
     Host::builder(filter_wasm("cxgate-trace"))
         .profile(profile)
         .workers(workers)
-        .config(config)
+        .config(&document(trace, json!({})))
         .start()
         .unwrap()
 }
@@ -22,7 +33,7 @@ fn is_hex(s: &str, len: usize) -> bool {
 #[test]
 fn generates_both_headers_and_echoes_on_every_worker() {
     for profile in [Profile::Envoy, Profile::Kong] {
-        let mut h = host(profile, 4, "");
+        let mut h = host(profile, 4, json!({}));
         let mut seen = std::collections::HashSet::new();
         for worker in 0..4 {
             let s = h.new_stream(worker).unwrap();
@@ -48,6 +59,7 @@ fn generates_both_headers_and_echoes_on_every_worker() {
             h.finish(s).unwrap();
             assert!(seen.insert(id), "trace ids must differ between requests");
         }
+        h.tick_all().unwrap();
         assert_eq!(h.metric("cxgate_trace.generated"), Some(4), "{profile:?}");
         assert!(h.violations().is_empty(), "{:?}", h.violations());
     }
@@ -56,7 +68,7 @@ fn generates_both_headers_and_echoes_on_every_worker() {
 #[test]
 fn keeps_valid_consumer_values() {
     for profile in [Profile::Envoy, Profile::Kong] {
-        let mut h = host(profile, 2, r#"{"version":1}"#);
+        let mut h = host(profile, 2, json!({}));
         let s = h.new_stream(1).unwrap();
         h.request_headers(
             s,
@@ -73,6 +85,7 @@ fn keeps_valid_consumer_values() {
             Some("req_8f3a2c9d1e4b")
         );
         assert_eq!(h.request_header(s, "traceparent").as_deref(), Some(TP));
+        h.tick_all().unwrap();
         assert_eq!(h.metric("cxgate_trace.kept"), Some(1));
         assert_eq!(h.metric("cxgate_trace.generated"), Some(0));
     }
@@ -80,7 +93,7 @@ fn keeps_valid_consumer_values() {
 
 #[test]
 fn replaces_invalid_inbound_values() {
-    let mut h = host(Profile::Envoy, 1, "");
+    let mut h = host(Profile::Envoy, 1, json!({}));
     let s = h.new_stream(0).unwrap();
     h.request_headers(
         s,
@@ -99,11 +112,14 @@ fn replaces_invalid_inbound_values() {
 
 #[test]
 fn custom_header_and_no_echo() {
-    let mut h = host(
-        Profile::Kong,
-        1,
-        r#"{"trace_header":"X-Request-Trace","echo_in_response":false}"#,
-    );
+    let mut h = Host::builder(filter_wasm("cxgate-trace"))
+        .profile(Profile::Kong)
+        .config(&document(
+            json!({"echo_in_response": false}),
+            json!({"trace_header": "X-Request-Trace"}),
+        ))
+        .start()
+        .unwrap();
     let s = h.new_stream(0).unwrap();
     h.request_headers(s, &[(":path", "/")], false).unwrap();
     assert!(h.request_header(s, "x-request-trace").is_some());
@@ -114,14 +130,33 @@ fn custom_header_and_no_echo() {
 
 #[test]
 fn bad_config_is_rejected_naming_the_field() {
+    let with_version = |v: u64| {
+        let mut d: serde_json::Value =
+            serde_json::from_str(&document(json!({}), json!({}))).unwrap();
+        d["version"] = json!(v);
+        d.to_string()
+    };
     for (config, field) in [
-        (r#"{"trace_header":"no spaces allowed"}"#, "/trace_header"),
-        (r#"{"echo_in_response":1}"#, "/echo_in_response"),
-        (r#"{"version":9}"#, "/version"),
-        (r#"{"unknown":true}"#, "/unknown"),
+        (
+            document(json!({}), json!({"trace_header": "no spaces allowed"})),
+            "/model/trace_header",
+        ),
+        (
+            document(json!({"echo_in_response": 1}), json!({})),
+            "/trace/echo_in_response",
+        ),
+        (with_version(9), "/version"),
+        (
+            document(json!({"unknown": true}), json!({})),
+            "/trace/unknown",
+        ),
+        (
+            r#"{"model":{"routes":[{"id":"a","prefix":"/"}]},"stages":["breaker"]}"#.to_string(),
+            "/stages/0",
+        ),
     ] {
         let err = Host::builder(filter_wasm("cxgate-trace"))
-            .config(config)
+            .config(&config)
             .start()
             .err()
             .unwrap();

@@ -1,58 +1,32 @@
 //! Layer 2: the compiled transform filter, 4 workers, both profiles: the request rewrite, and
 //! idempotency across workers (concurrent duplicates make one upstream call).
 
-use cxgate_abi_host::{Action, CallReply, Host, Profile, Stream, filter_wasm};
+use cxgate_abi_host::fixtures::{shipped_pipeline, start_synced};
+use cxgate_abi_host::{Action, Host, Profile, Stream, filter_wasm};
 use serde_json::{Value, json};
-use std::path::Path;
-use std::time::Duration;
-
-const KEY: &str = "abi-test-sidecar-key-000";
 const SEED: &str = r#"{"idempotency_key": "k-1", "target_platform": "GENESYS",
   "payload": {"queue_name": "Premium_Support", "routing_strategy": "LONGEST_IDLE_AGENT",
               "skill_requirements": ["billing", "tier2"], "max_wait_time_ms": 120000}}"#;
 
-/// The shipped config (schemas inlined), plus a state sync so the ID maps arrive.
-fn config(profile: Profile) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut v: Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("envoy/transform.json")).unwrap())
-            .unwrap();
-    cxgate_transform::config::inline_schema_files(&mut v, &|p| {
-        std::fs::read_to_string(root.join(p)).map_err(|e| e.to_string())
-    })
-    .unwrap();
-    let upstream = if profile == Profile::Envoy {
-        "sidecar"
-    } else {
-        "127.0.0.1:7070"
-    };
-    v["sync"] = json!({"upstream": upstream, "poll_wait_ms": 2000, "lease_ms": 3000});
-    v.to_string()
+/// The shipped document (schemas inlined) with only the transform stage, as a platform team
+/// would load the standalone transform module; the sync brings the ID maps.
+fn config(profile: Profile) -> Value {
+    let mut doc = shipped_pipeline(profile);
+    doc["stages"] = json!(["transform"]);
+    for stage in ["trace", "ratelimit", "breaker"] {
+        doc.as_object_mut().unwrap().remove(stage);
+    }
+    doc
 }
 
 fn host(profile: Profile) -> Host {
-    let mut h = Host::builder(filter_wasm("cxgate-transform"))
-        .profile(profile)
-        .workers(4)
-        .cluster("sidecar")
-        .env("CXGATE_SIDECAR_KEY", KEY)
-        .config(&config(profile))
-        .start()
-        .unwrap();
-    h.advance(Duration::from_millis(1000)).unwrap();
-    let poll = h
-        .pending_calls()
-        .into_iter()
-        .find(|c| c.path().starts_with("/v1/state"))
-        .expect("a sync poll");
-    let map = |entries: Value| json!({"entries": entries, "fetched_ms": 1, "stale": false, "last_error": null});
-    let snapshot = json!({"format": 1, "version": 5, "generated_ms": 1, "tokens": {}, "health": {},
-        "maps": {"genesys/queues": map(json!({"Premium_Support": "q-1"})),
-                 "cxone/queues": map(json!({"Premium_Support": "cxq-0001"})),
-                 "cxone/skills": map(json!({"billing": "11000", "tier2": "11001"}))}});
-    h.reply(poll.token, CallReply::json(200, &snapshot.to_string()))
-        .unwrap();
-    h
+    start_synced(
+        &filter_wasm("cxgate-transform"),
+        profile,
+        4,
+        &config(profile),
+    )
+    .unwrap()
 }
 
 fn post(h: &mut Host, w: usize, consumer: &str, body: &str) -> (Stream, Action) {
@@ -180,6 +154,7 @@ fn concurrent_duplicates_on_4_workers_make_one_upstream_call() {
         // Another consumer's identical request is not a duplicate.
         let (_, a) = post(&mut h, 2, "other-app", SEED);
         assert_eq!(a, Action::Continue);
+        h.tick_all().unwrap();
         assert_eq!(h.metric("cxgate_transform.idempotent_replays"), Some(4));
         assert!(h.cas_mismatches() >= 1);
         assert!(h.violations().is_empty(), "{:?}", h.violations());

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use render::{Ports, Vars, consumers, render_envoy, shipped_ratelimit, shipped_transform};
+pub use render::{Ports, Vars, consumers, render_envoy, shipped_pipeline, unlimited};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -208,19 +208,17 @@ pub struct StackOptions {
     pub run_dir: Option<PathBuf>,
     /// The sidecar config's `refresh` object (defaults when `None`).
     pub sidecar_refresh: Option<serde_json::Value>,
-    /// The rate-limit filter's config; the shipped `envoy/ratelimit.json` when `None`.
-    pub ratelimit: Option<serde_json::Value>,
+    /// The pipeline's config document; the shipped `envoy/cxgate.json` when `None`.
+    pub pipeline: Option<serde_json::Value>,
     /// A Redis URL for the sidecar's shared rate-limit budget.
     pub redis: Option<String>,
 }
 
-/// A rate-limit config that never limits: for tests about other things that send a lot.
-pub fn unlimited_ratelimit() -> serde_json::Value {
-    serde_json::json!({
-        "version": 1,
-        "consumer": {"capacity": 1_000_000_000u64, "per_second": 1_000_000_000u64},
-        "routes": [{"prefix": "/"}]
-    })
+/// The shipped pipeline with budgets that never limit (see [`unlimited`]).
+pub fn unlimited_pipeline() -> serde_json::Value {
+    shipped_pipeline(&repo_root())
+        .map(unlimited)
+        .unwrap_or_default()
 }
 
 impl Default for StackOptions {
@@ -233,7 +231,7 @@ impl Default for StackOptions {
             ports: None,
             run_dir: None,
             sidecar_refresh: None,
-            ratelimit: None,
+            pipeline: None,
             redis: None,
         }
     }
@@ -364,13 +362,12 @@ pub fn start_envoy(
     ports: &Ports,
     run_dir: &Path,
     workers: u32,
-    ratelimit: serde_json::Value,
+    pipeline: serde_json::Value,
 ) -> Result<Service, String> {
     let vars = Vars {
         ports: ports.clone(),
         wasm_dir: wasm_dir(),
-        ratelimit,
-        transform: shipped_transform(&repo_root())?,
+        pipeline,
     };
     let template =
         std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).map_err(|e| e.to_string())?;
@@ -425,14 +422,14 @@ impl Stack {
     pub fn start_another_envoy(
         &self,
         name: &str,
-        ratelimit: serde_json::Value,
+        pipeline: serde_json::Value,
     ) -> Result<(Service, Ports), String> {
         let ports = Ports {
             gateway: free_port(),
             admin: free_port(),
             ..self.ports.clone()
         };
-        let e = start_envoy(name, &ports, &self.run_dir, 2, ratelimit)?;
+        let e = start_envoy(name, &ports, &self.run_dir, 2, pipeline)?;
         Ok((e, ports))
     }
 
@@ -509,9 +506,9 @@ impl Stack {
             None
         };
 
-        let ratelimit = match opts.ratelimit.clone() {
-            Some(r) => r,
-            None => shipped_ratelimit(&repo_root())?,
+        let pipeline = match opts.pipeline.clone() {
+            Some(p) => p,
+            None => shipped_pipeline(&repo_root())?,
         };
         let envoy = if opts.start_envoy {
             Some(start_envoy(
@@ -519,7 +516,7 @@ impl Stack {
                 &ports,
                 &run_dir,
                 opts.envoy_workers,
-                ratelimit,
+                pipeline,
             )?)
         } else {
             None
@@ -576,7 +573,14 @@ impl Stack {
             .collect()
     }
 
-    /// A counter or gauge from Envoy's admin `/stats` (filter metrics included).
+    /// A filter counter once every worker has flushed: workers batch their increments and
+    /// flush them on their tick (at most 1 s), so this waits one flush before reading.
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        std::thread::sleep(Duration::from_millis(1_300));
+        self.envoy_stat(name)
+    }
+
+    /// A counter or gauge from Envoy's admin `/stats` (filter metrics included), as it is now.
     pub fn envoy_stat(&self, name: &str) -> Option<u64> {
         self.envoy_stat_at(self.ports.admin, name)
     }

@@ -43,30 +43,36 @@ impl Ports {
 pub struct Vars {
     pub ports: Ports,
     pub wasm_dir: PathBuf,
-    /// The rate-limit filter's config (JSON).
-    pub ratelimit: serde_json::Value,
-    /// The transform filter's config (JSON, schemas inlined).
-    pub transform: serde_json::Value,
+    /// The pipeline's config document (JSON, schemas inlined).
+    pub pipeline: serde_json::Value,
 }
 
-/// The shipped transform config (`envoy/transform.json`) with the schema files it names
-/// (under `schemas/`) inlined.
-pub fn shipped_transform(repo: &Path) -> Result<serde_json::Value, String> {
-    let path = repo.join("envoy/transform.json");
+/// The shipped pipeline config (`envoy/cxgate.json`) with the schema files its transform
+/// section names (under `schemas/`) inlined: the document Envoy gets.
+pub fn shipped_pipeline(repo: &Path) -> Result<serde_json::Value, String> {
+    let path = repo.join("envoy/cxgate.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut doc: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    cxgate_transform::config::inline_schema_files(&mut doc, &|p| {
-        std::fs::read_to_string(repo.join(p)).map_err(|e| format!("{p}: {e}"))
-    })?;
+    if let Some(transform) = doc.get_mut("transform") {
+        cxgate_transform::config::inline_schema_files(transform, &|p| {
+            std::fs::read_to_string(repo.join(p)).map_err(|e| format!("{p}: {e}"))
+        })?;
+    }
     Ok(doc)
 }
 
-/// The shipped rate-limit config (`envoy/ratelimit.json`).
-pub fn shipped_ratelimit(repo: &Path) -> Result<serde_json::Value, String> {
-    let path = repo.join("envoy/ratelimit.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+/// A pipeline config whose budgets never limit: for tests about other things that send a lot.
+pub fn unlimited(mut doc: serde_json::Value) -> serde_json::Value {
+    let huge = serde_json::json!({"capacity": 1_000_000_000u64, "per_second": 1_000_000_000u64});
+    doc["model"]["default_consumer"]["limit"] = huge.clone();
+    if let Some(consumers) = doc["model"]["consumers"].as_object_mut() {
+        for c in consumers.values_mut() {
+            c["limit"] = huge.clone();
+        }
+    }
+    doc["ratelimit"]["platforms"] = serde_json::json!({});
+    doc
 }
 
 #[derive(Deserialize)]
@@ -113,12 +119,8 @@ pub fn render_envoy(template: &str, vars: &Vars) -> Result<String, String> {
         ("API_KEY_CREDENTIALS", credentials.trim_end().to_string()),
         // Inside a single-quoted YAML scalar: a quote is written twice.
         (
-            "RATELIMIT_CONFIG",
-            vars.ratelimit.to_string().replace('\'', "''"),
-        ),
-        (
-            "TRANSFORM_CONFIG",
-            vars.transform.to_string().replace('\'', "''"),
+            "PIPELINE_CONFIG",
+            vars.pipeline.to_string().replace('\'', "''"),
         ),
     ] {
         out = out.replace(&format!("{{{{{name}}}}}"), &value);

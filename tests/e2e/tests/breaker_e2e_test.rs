@@ -1,7 +1,7 @@
 //! Layer 3: the circuit breaker against real Envoy 1.40 and the mocks, with the shipped
 //! settings (30 s window, 20 requests minimum, 50 %, one probe per 15 s).
 
-use cxgate_e2e::{Stack, StackOptions, unlimited_ratelimit};
+use cxgate_e2e::{Stack, StackOptions, unlimited_pipeline};
 use serde_json::Value;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +48,7 @@ fn genesys_outage_opens_the_breaker_probes_every_15_s_and_recovery_closes_it() {
     let s = Stack::start(StackOptions {
         mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
         // Not about rate limits: this test sends far more than a consumer's budget.
-        ratelimit: Some(unlimited_ratelimit()),
+        pipeline: Some(unlimited_pipeline()),
         ..StackOptions::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
@@ -115,7 +115,7 @@ fn genesys_outage_opens_the_breaker_probes_every_15_s_and_recovery_closes_it() {
         std::thread::sleep((probe_1 + Duration::from_secs(1)).saturating_sub(t0.elapsed()));
         let during = s.gateway_requests("genesys").len() - before;
         assert_eq!(during, 1, "only the probe reaches the failing platform");
-        assert_eq!(s.envoy_stat("cxgate_breaker.probes.genesys"), Some(1));
+        assert_eq!(s.counter("cxgate_breaker.probes.genesys"), Some(1));
         assert_eq!(state(&s), 1, "the failed probe re-opened it");
         // The platform recovers; the next probe (15 s after the first) closes the breaker.
         s.http

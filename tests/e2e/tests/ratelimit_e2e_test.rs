@@ -1,7 +1,7 @@
 //! Layer 3: the rate limiter against real Envoy 1.40 and the mocks; the distributed mode with
 //! two Envoy instances, one sidecar and a real redis-server.
 
-use cxgate_e2e::{Service, Stack, StackOptions, start_redis};
+use cxgate_e2e::{Service, Stack, StackOptions, repo_root, shipped_pipeline, start_redis};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -11,16 +11,29 @@ const WFM: &str = "demo-key-wfm";
 const READ: &str = "/genesys/api/v2/users";
 const WRITE: &str = "/genesys/api/v2/analytics/conversations/details/jobs";
 
-/// 20 units per minute per consumer; writes cost 5, reads 1.
+/// The shipped pipeline with every consumer's budget set to `limit`.
+fn with_budget(limit: Value) -> Value {
+    let mut doc = shipped_pipeline(&repo_root()).unwrap();
+    doc["model"]["default_consumer"]["limit"] = limit.clone();
+    for c in doc["model"]["consumers"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+    {
+        c["limit"] = limit.clone();
+    }
+    doc
+}
+
+/// The shipped pipeline and costs (reads 1, writes 5) at 20 units per minute per consumer;
+/// wfm-sync may write too, so two writers can be compared.
 fn budget_20() -> Value {
-    json!({
-        "version": 1,
-        "consumer": {"capacity": 20, "per_minute": 20},
-        "routes": [
-            {"prefix": "/genesys/", "platform": "genesys", "cost": 1},
-            {"prefix": "/genesys/", "methods": ["POST"], "platform": "genesys", "cost": 5}
-        ]
-    })
+    let mut doc = with_budget(json!({"capacity": 20, "per_minute": 20}));
+    doc["model"]["consumers"]["wfm-sync"]["scopes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("genesys:passthrough:write"));
+    doc
 }
 
 struct Answer {
@@ -61,7 +74,7 @@ fn call(s: &Stack, gateway: u16, key: &str, write: bool) -> Answer {
 #[test]
 fn weighted_costs_admit_what_the_budget_holds_with_exact_retry_after_and_consumers_apart() {
     let s = Stack::start(StackOptions {
-        ratelimit: Some(budget_20()),
+        pipeline: Some(budget_20()),
         mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
         ..StackOptions::default()
     })
@@ -177,12 +190,9 @@ fn the_platforms_429_with_retry_after_3_makes_the_gateway_answer_429_for_about_3
 
 /// Two instances share one budget: 100 units, 600 per minute.
 fn shared_budget() -> Value {
-    json!({
-        "version": 1,
-        "consumer": {"capacity": 100, "per_minute": 600},
-        "routes": [{"prefix": "/genesys/", "platform": "genesys", "cost": 1}],
-        "distributed": {"upstream": "sidecar", "authority": "sidecar", "sync_ms": 200, "instances": 2}
-    })
+    let mut doc = with_budget(json!({"capacity": 100, "per_minute": 600}));
+    doc["ratelimit"] = json!({"distributed": {"sync_ms": 200, "instances": 2}});
+    doc
 }
 
 /// Hammers both gateways with 3 threads each for `run_for`; returns admitted counts.
@@ -220,7 +230,7 @@ fn two_instances_share_one_budget_through_redis_and_fall_back_when_it_dies() {
     let dir = std::env::temp_dir().join(format!("cxgate-redis-{}", std::process::id()));
     let (mut redis, url): (Service, String) = start_redis(&dir).unwrap();
     let s = Stack::start(StackOptions {
-        ratelimit: Some(shared_budget()),
+        pipeline: Some(shared_budget()),
         redis: Some(url),
         mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
         ..StackOptions::default()

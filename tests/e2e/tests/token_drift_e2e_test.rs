@@ -2,7 +2,7 @@
 //! The token filter runs as an upstream filter of each platform cluster and the route replays
 //! a 401 once, so the consumer sees 200 while the gateway swaps the token. One at a time.
 
-use cxgate_e2e::{Stack, StackOptions, unlimited_ratelimit};
+use cxgate_e2e::{Stack, StackOptions, unlimited_pipeline};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -22,7 +22,7 @@ fn stack() -> Stack {
     Stack::start(StackOptions {
         mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
         // Not about rate limits: this test sends far more than a consumer's budget.
-        ratelimit: Some(unlimited_ratelimit()),
+        pipeline: Some(unlimited_pipeline()),
         ..StackOptions::default()
     })
     .unwrap_or_else(|e| panic!("{e}"))
@@ -117,8 +117,8 @@ fn a_revoked_token_is_replayed_once_with_a_fresh_one_and_the_consumer_sees_200()
         let secret = t.trim_start_matches("Bearer ");
         assert!(!log.contains(secret), "a token in Envoy's log");
     }
-    assert_eq!(s.envoy_stat("cxgate_token.drift_recoveries"), Some(1));
-    assert_eq!(s.envoy_stat("cxgate_token.replays_failed"), Some(0));
+    assert_eq!(s.counter("cxgate_token.drift_recoveries"), Some(1));
+    assert_eq!(s.counter("cxgate_token.replays_failed"), Some(0));
     eprintln!(
         "figures: recovered request took {} ms end to end",
         took.as_millis()
@@ -145,7 +145,7 @@ fn a_401_to_the_replay_goes_back_to_the_consumer_as_it_is() {
         .filter(|r| r["headers"]["x-gateway-trace-id"] == trace.as_str())
         .count();
     assert_eq!(seen, 2, "exactly one replay");
-    assert_eq!(s.envoy_stat("cxgate_token.replays_failed"), Some(1));
+    assert_eq!(s.counter("cxgate_token.replays_failed"), Some(1));
     // The fault is spent: the next request is served with the token the replay fetched.
     assert_eq!(get(&s, KEYS[0], GENESYS).0, 200);
     assert_eq!(
@@ -201,7 +201,7 @@ fn revocation_under_20_concurrent_consumers_never_shows_a_401_and_costs_one_gran
     let total: u64 = statuses.values().sum();
     eprintln!(
         "figures: {total} requests by 20 consumers in 10 s, statuses {statuses:?}, drift recoveries {:?}",
-        s.envoy_stat("cxgate_token.drift_recoveries")
+        s.counter("cxgate_token.drift_recoveries")
     );
     assert_eq!(
         statuses.keys().copied().collect::<Vec<_>>(),
@@ -222,5 +222,5 @@ fn revocation_under_20_concurrent_consumers_never_shows_a_401_and_costs_one_gran
             "{platform}: one request marks the token; the others find it marked"
         );
     }
-    assert_eq!(s.envoy_stat("cxgate_token.replays_failed"), Some(0));
+    assert_eq!(s.counter("cxgate_token.replays_failed"), Some(0));
 }

@@ -1,7 +1,7 @@
 //! Layer 3: the sidecar, the state sync and the token filter's waits, against real Envoy 1.40,
 //! the sidecar and the mocks (drift recovery: `token_drift_e2e_test.rs`). Timing-sensitive, so the tests run one at a time.
 
-use cxgate_e2e::{Stack, StackOptions, unlimited_ratelimit};
+use cxgate_e2e::{Stack, StackOptions, unlimited_pipeline};
 use serde_json::{Value, json};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ fn stack(mock_args: &[&str], start_sidecar: bool) -> Stack {
         mock_args: args,
         start_sidecar,
         // Not about rate limits: this test sends far more than a consumer's budget.
-        ratelimit: Some(unlimited_ratelimit()),
+        pipeline: Some(unlimited_pipeline()),
         ..StackOptions::default()
     })
     .unwrap_or_else(|e| panic!("{e}"))
@@ -221,7 +221,7 @@ fn at_cold_start_requests_wait_for_the_first_token_and_succeed() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(statuses.iter().all(|c| *c == 200), "{statuses:?}");
-    let waited = s.envoy_stat("cxgate_token.waited").unwrap_or(0);
+    let waited = s.counter("cxgate_token.waited").unwrap_or(0);
     assert!(waited >= 1, "requests waited for the first token");
     eprintln!("figures: cold start, {waited} of 10 requests waited, all 200");
 }

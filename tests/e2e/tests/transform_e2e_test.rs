@@ -17,7 +17,7 @@ fn stack() -> Stack {
     let s = Stack::start(StackOptions {
         mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
         // Not about rate limits (many requests from one consumer).
-        ratelimit: Some(cxgate_e2e::unlimited_ratelimit()),
+        pipeline: Some(cxgate_e2e::unlimited_pipeline()),
         ..StackOptions::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));

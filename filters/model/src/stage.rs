@@ -1,0 +1,192 @@
+//! The stage contract. A stage is a pure core behind these small traits; the runner (feature
+//! `proxy`) implements them over proxy-wasm, and tests implement them in memory. One stage
+//! alone behind the runner is a standalone filter; several in a list are the pipeline.
+
+use crate::exchange::Exchange;
+use crate::model::Model;
+use cxgate_kit::HostError;
+use cxgate_kit::host::{Clock, Entropy, HttpCallout, Metrics, SharedStore};
+use cxgate_kit::log::Log;
+use cxgate_kit::problem::LocalReply;
+use cxgate_kit::sync::SyncConfig;
+use serde_json::Value;
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// What a stage does to the current stream besides reading it.
+pub trait StreamHost {
+    fn set_request_header(&mut self, name: &str, value: &str) -> Result<(), HostError>;
+    fn remove_request_header(&mut self, name: &str) -> Result<(), HostError>;
+    fn set_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError>;
+    fn remove_response_header(&mut self, name: &str) -> Result<(), HostError>;
+    /// Replaces the whole buffered request body.
+    fn replace_request_body(&mut self, body: &[u8]) -> Result<(), HostError>;
+    /// Envoy re-selects the route after `:path` changed only when asked; false where the host
+    /// cannot (the stage then relies on the proxy's own route).
+    fn clear_route_cache(&mut self) -> bool;
+}
+
+/// The clock read at most once per hook, and only if a stage asks (each read is a host call).
+pub struct NowOnce<'a> {
+    clock: &'a dyn Clock,
+    at: Cell<Option<u64>>,
+}
+
+impl<'a> NowOnce<'a> {
+    pub fn new(clock: &'a dyn Clock) -> Self {
+        NowOnce {
+            clock,
+            at: Cell::new(None),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch, the same for the whole hook.
+    pub fn ms(&self) -> u64 {
+        if let Some(t) = self.at.get() {
+            return t;
+        }
+        let t = self.clock.now_ms();
+        self.at.set(Some(t));
+        t
+    }
+}
+
+/// The host as a stage sees it on a request.
+pub struct Io<'a> {
+    pub now: NowOnce<'a>,
+    pub store: &'a mut dyn SharedStore,
+    pub entropy: &'a mut dyn Entropy,
+    pub callout: &'a mut dyn HttpCallout,
+    pub stream: &'a mut dyn StreamHost,
+    /// Counter increments are batched per worker and flushed on the tick.
+    pub metrics: &'a mut dyn Metrics,
+    pub log: &'a mut dyn Log,
+}
+
+/// The host as a stage sees it outside a request (ticks, root callouts).
+pub struct RootIo<'a> {
+    pub now_ms: u64,
+    pub store: &'a mut dyn SharedStore,
+    pub entropy: &'a mut dyn Entropy,
+    pub callout: &'a mut dyn HttpCallout,
+    pub metrics: &'a mut dyn Metrics,
+    pub log: &'a mut dyn Log,
+}
+
+/// The answer to a callout. `status` is `None` when the call failed or timed out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallAnswer {
+    pub status: Option<u16>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What a request hook decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Flow {
+    /// On to the next stage.
+    Continue,
+    /// Answer the consumer with this; nothing is forwarded.
+    Reply(LocalReply),
+    /// The stage made this callout and resumes when it answers.
+    Wait(u32),
+}
+
+/// One stage on one worker: its compiled config and worker-level state.
+pub trait Stage {
+    fn name(&self) -> &'static str;
+    /// The per-request part.
+    fn stream(&self) -> Box<dyn StageStream>;
+    /// How often the stage wants `on_tick` (the runner ticks at the shortest period asked).
+    fn tick_ms(&self) -> Option<u32> {
+        None
+    }
+    fn on_tick(&self, _io: &mut RootIo<'_>) {}
+    /// A callout made from `on_tick` answered; true if it was this stage's.
+    fn on_call_response(&self, _token: u32, _answer: &CallAnswer, _io: &mut RootIo<'_>) -> bool {
+        false
+    }
+}
+
+/// One stage on one request. Every hook has a default that does nothing.
+pub trait StageStream {
+    /// Request headers: the route and consumer are resolved.
+    fn on_request(&mut self, _x: &mut Exchange, _io: &mut Io<'_>) -> Flow {
+        Flow::Continue
+    }
+    /// The request matched no route (or named an unknown platform) and is refused before any
+    /// stage runs; true to see it anyway and get `on_reply` (the trace stage tags every reply).
+    fn on_unrouted(&mut self, _x: &mut Exchange, _io: &mut Io<'_>) -> bool {
+        false
+    }
+    /// Called once, as soon as the platform is known: right after `on_request` for a fixed or
+    /// query platform, in the body phase for one taken from the body.
+    fn on_platform(&mut self, _x: &mut Exchange, _io: &mut Io<'_>) -> Flow {
+        Flow::Continue
+    }
+    /// Asked after the header phase: does this stage need the whole request body?
+    fn wants_body(&self, _x: &Exchange) -> bool {
+        false
+    }
+    /// The whole body is in `x.body`.
+    fn on_body(&mut self, _x: &mut Exchange, _io: &mut Io<'_>) -> Flow {
+        Flow::Continue
+    }
+    /// The callout this stage waits for (`Flow::Wait`) answered.
+    fn on_call_response(
+        &mut self,
+        _token: u32,
+        _answer: &CallAnswer,
+        _x: &mut Exchange,
+        _io: &mut Io<'_>,
+    ) -> Flow {
+        Flow::Continue
+    }
+    /// A later stage answered the request itself: undo what assumed it would be forwarded
+    /// (refunds, claims) and add to the reply (headers).
+    fn on_reply(&mut self, _x: &Exchange, _io: &mut Io<'_>, _reply: &mut LocalReply) {}
+    /// Response headers are in `x.response` (never called for the pipeline's own replies).
+    /// A stage may answer instead (the runner sets the headers on the response first).
+    fn on_response(&mut self, _x: &mut Exchange, _io: &mut Io<'_>) -> Option<LocalReply> {
+        None
+    }
+    fn wants_response_body(&self, _x: &Exchange) -> bool {
+        false
+    }
+    /// The whole response body; a stage returns its replacement.
+    fn on_response_body(
+        &mut self,
+        _x: &mut Exchange,
+        _io: &mut Io<'_>,
+        _body: &[u8],
+    ) -> Option<Vec<u8>> {
+        None
+    }
+    /// The stream is over (also after a reset).
+    fn on_done(&mut self, _x: &Exchange, _io: &mut Io<'_>) {}
+}
+
+/// What a stage's constructor gets besides its own config section.
+pub struct Build<'a> {
+    pub model: Rc<Model>,
+    /// The document's `sync` object: where the sidecar is (its key is in `sidecar_key`).
+    pub sync: Option<&'a SyncConfig>,
+    /// The sidecar key from the VM environment, when `sync` is configured.
+    pub sidecar_key: Option<&'a str>,
+    /// Reads a VM environment variable (never config: secrets stay out of proxy config).
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub metrics: &'a mut dyn Metrics,
+    pub entropy: &'a mut dyn Entropy,
+}
+
+/// Builds a stage from its config section (`Value::Null` when the document has none);
+/// errors point into the document (e.g. `/ratelimit/platforms/genesys`).
+pub type StageFactory =
+    fn(section: Value, build: &mut Build<'_>) -> Result<Box<dyn Stage>, cxgate_kit::ConfigError>;
+
+/// A stage a module can host: its name in `stages` and its constructor.
+#[derive(Clone, Copy)]
+pub struct StageKind {
+    pub name: &'static str,
+    pub build: StageFactory,
+}

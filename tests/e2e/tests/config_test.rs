@@ -1,0 +1,183 @@
+//! The shipped configs as they ship: every cxgate document in envoy/ and kong/ passes the
+//! published schema and the pipeline's own parser, and the schema and Kong's meta are one.
+
+use cxgate_e2e::{Ports, Vars, render_envoy, repo_root, shipped_pipeline, wasm_dir};
+use cxgate_kit::host::CasDialect;
+use cxgate_model::fakes::TestHost;
+use serde_json::{Value, json};
+
+fn schema() -> Value {
+    let path = repo_root().join("schemas/filters/cxgate.config.schema.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Every cxgate document the shipped files hold, by where it is.
+fn shipped_documents() -> Vec<(String, Value)> {
+    let root = repo_root();
+    let mut docs = vec![
+        (
+            "envoy/cxgate.json".to_string(),
+            serde_json::from_str(&std::fs::read_to_string(root.join("envoy/cxgate.json")).unwrap())
+                .unwrap(),
+        ),
+        (
+            "envoy/cxgate.json (schemas inlined)".to_string(),
+            shipped_pipeline(&root).unwrap(),
+        ),
+    ];
+    // envoy.yaml as rendered: each Wasm plugin's configuration string.
+    let rendered = render_envoy(
+        &std::fs::read_to_string(root.join("envoy/envoy.yaml")).unwrap(),
+        &Vars {
+            ports: Ports::free(),
+            wasm_dir: wasm_dir(),
+            pipeline: shipped_pipeline(&root).unwrap(),
+        },
+    )
+    .unwrap();
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&rendered).unwrap();
+    let mut found = Vec::new();
+    collect_wasm_configs(&yaml, &mut found);
+    for (name, text) in found {
+        docs.push((
+            format!("envoy/envoy.yaml {name}"),
+            serde_json::from_str(&text).unwrap(),
+        ));
+    }
+    let kong: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("kong/kong.yml")).unwrap())
+            .unwrap();
+    let kong: Value = serde_json::to_value(kong).unwrap();
+    for service in kong["services"].as_array().unwrap() {
+        for chain in service["filter_chains"].as_array().unwrap() {
+            for filter in chain["filters"].as_array().unwrap() {
+                docs.push((
+                    format!("kong/kong.yml {} {}", service["name"], filter["name"]),
+                    filter["config"].clone(),
+                ));
+            }
+        }
+    }
+    docs
+}
+
+/// (plugin name, configuration string) of every Envoy Wasm filter in a rendered config.
+fn collect_wasm_configs(v: &serde_yaml::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_yaml::Value::Mapping(m) => {
+            let config = m.get("config");
+            if let Some(text) = config
+                .and_then(|c| c.get("configuration"))
+                .and_then(|c| c.get("value"))
+                .and_then(|c| c.as_str())
+            {
+                let name = config
+                    .and_then(|c| c.get("name"))
+                    .and_then(|n| n.as_str())
+                    .unwrap_or("?");
+                out.push((name.to_string(), text.to_string()));
+            }
+            m.values().for_each(|c| collect_wasm_configs(c, out));
+        }
+        serde_yaml::Value::Sequence(s) => s.iter().for_each(|c| collect_wasm_configs(c, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_shipped_document_passes_the_schema_and_the_pipelines_own_parser() {
+    let validator = jsonschema::validator_for(&schema()).unwrap();
+    let docs = shipped_documents();
+    let names: Vec<&str> = docs.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("envoy/envoy.yaml"))
+            .count()
+            >= 4,
+        "{names:?}"
+    );
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("kong/kong.yml"))
+            .count(),
+        3,
+        "{names:?}"
+    );
+    for (name, doc) in &docs {
+        let errors: Vec<String> = validator
+            .iter_errors(doc)
+            .map(|e| format!("{}: {e}", e.instance_path().as_str()))
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+        // The schema is not a rubber stamp: what the parser refuses, it refuses too.
+        let mut bad = doc.clone();
+        bad["model"]["unknwon_field"] = json!(1);
+        assert!(!validator.is_valid(&bad), "{name}");
+        if name.contains("inlined") || !name.starts_with("envoy/cxgate.json") {
+            let mut h = TestHost::new(CasDialect::Kong, 1);
+            h.env.insert("CXGATE_SIDECAR_KEY".into(), "k".into());
+            if let Err(e) = h.pipeline(&doc.to_string(), &cxgate_pipeline::STAGES) {
+                panic!("{name}: the pipeline refuses it: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_published_schema_and_kongs_meta_are_one_schema() {
+    let root = repo_root();
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("kong/cxgate.meta.json")).unwrap())
+            .unwrap();
+    let mut kong = meta["config_schema"].clone();
+    assert_eq!(
+        kong["$schema"], "http://json-schema.org/draft-04/schema#",
+        "Kong reads draft-4"
+    );
+    let mut published = schema();
+    for s in [&mut kong, &mut published] {
+        let o = s.as_object_mut().unwrap();
+        o.remove("$schema");
+        o.remove("$id");
+    }
+    assert_eq!(
+        kong, published,
+        "kong/cxgate.meta.json is the published schema in draft-4 dress"
+    );
+    let text = published.to_string();
+    for newer in [
+        "\"$defs\"",
+        "\"const\"",
+        "\"prefixItems\"",
+        "\"unevaluatedProperties\"",
+    ] {
+        assert!(!text.contains(newer), "{newer} is not draft-4");
+    }
+}
+
+#[test]
+fn the_demo_consumers_and_the_models_consumers_are_the_same_people() {
+    let root = repo_root();
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("envoy/cxgate.json")).unwrap())
+            .unwrap();
+    let mut in_model: Vec<String> = doc["model"]["consumers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let mut with_keys: Vec<String> = cxgate_e2e::consumers(&root)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    in_model.sort();
+    with_keys.sort();
+    assert_eq!(
+        in_model, with_keys,
+        "every verified consumer has rights, and every right a key"
+    );
+}
