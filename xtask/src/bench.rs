@@ -299,8 +299,10 @@ pub fn run(rounds: usize, seconds: u64) -> Result<(), String> {
 /// Envoy RSS at idle and after 5 s of load, bare vs the full chain, 1 and 2 workers.
 fn memory(stack: &Stack, dir: &Path, upstream: u16, script: &str) -> Result<(), String> {
     let all = configs();
-    println!("\n| Envoy RSS (MiB) | workers | idle | after load | chain − bare (after load) |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "\n| Envoy RSS (MiB) | workers | idle | after load | chain − bare (after load) | allocated / heap (tcmalloc, MiB) |"
+    );
+    println!("|---|---|---|---|---|---|");
     for workers in [1u32, 2] {
         let mut base = 0u64;
         for name in ["bare-json", "no-op Wasm filter alone", "pipeline-json"] {
@@ -319,6 +321,7 @@ fn memory(stack: &Stack, dir: &Path, upstream: u16, script: &str) -> Result<(), 
             let idle = rss_kib(e.pid());
             wrk(listen, 5, 16, Some(script))?;
             let loaded = rss_kib(e.pid());
+            let heap = allocator(stack, admin);
             let delta = if name == "bare-json" {
                 base = loaded;
                 String::new()
@@ -326,13 +329,30 @@ fn memory(stack: &Stack, dir: &Path, upstream: u16, script: &str) -> Result<(), 
                 format!("{:+.1}", (loaded as f64 - base as f64) / 1024.0)
             };
             println!(
-                "| {name} | {workers} | {:.1} | {:.1} | {delta} |",
+                "| {name} | {workers} | {:.1} | {:.1} | {delta} | {heap} |",
                 idle as f64 / 1024.0,
                 loaded as f64 / 1024.0
             );
         }
     }
     Ok(())
+}
+
+/// Envoy's allocator view (admin `/memory`): live bytes against the heap it holds, which
+/// tells memory in use from memory freed but kept (e.g. after compiling a module).
+fn allocator(stack: &Stack, admin: u16) -> String {
+    let mib = |v: &serde_json::Value, k: &str| {
+        v[k].as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .map_or(0.0, |b| b / 1_048_576.0)
+    };
+    stack
+        .http
+        .get(format!("http://127.0.0.1:{admin}/memory"))
+        .send()
+        .and_then(|r| r.json::<serde_json::Value>())
+        .map(|v| format!("{:.1} / {:.1}", mib(&v, "allocated"), mib(&v, "heap_size")))
+        .unwrap_or_else(|e| format!("n/a ({e})"))
 }
 
 /// P8: 2 workers, a budget far below the offered load; admitted against the bucket math.

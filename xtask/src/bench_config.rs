@@ -254,7 +254,9 @@ pub fn envoy_yaml(
         ""
     };
     format!(
-        r#"admin:
+        r#"# As envoy/envoy.yaml ships it: give back what compiling the module freed.
+memory_allocator_manager: {{ bytes_to_release: 8388608, memory_release_interval: 0.5s }}
+admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
 static_resources:
 {secret}  listeners:

@@ -185,7 +185,7 @@ fn one(h: &mut Host, row: &Row, n: u64) -> Result<(), String> {
 }
 
 /// Runs `requests` requests after a warm-up; prints what it measured.
-pub fn run_one(name: &str, requests: u64) -> Result<(f64, f64), String> {
+pub fn run_one(name: &str, requests: u64) -> Result<(f64, f64, usize), String> {
     let row = ROWS
         .iter()
         .find(|r| r.name == name)
@@ -207,10 +207,12 @@ pub fn run_one(name: &str, requests: u64) -> Result<(f64, f64), String> {
         one(&mut h, row, n)?;
     }
     let ns = t0.elapsed().as_nanos() as f64 / requests as f64;
-    Ok((ns, calls as f64))
+    let memory = h.guest_memory_bytes(0).map_err(|e| e.to_string())?;
+    Ok((ns, calls as f64, memory))
 }
 
-/// Total instructions callgrind counts for `xtask micro-one <filter> <n>`.
+/// Instructions per request: callgrind counts only inside `one` (each request, the 51 warm-up
+/// and counted ones included), so the module's compilation never enters the figure.
 fn callgrind(filter: &str, n: u64) -> Result<u64, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = std::env::temp_dir().join(format!(
@@ -221,6 +223,8 @@ fn callgrind(filter: &str, n: u64) -> Result<u64, String> {
         .args([
             "--tool=callgrind",
             "--smc-check=all-non-file",
+            "--collect-atstart=no",
+            "--toggle-collect=xtask::micro::one",
             &format!("--callgrind-out-file={}", out.display()),
         ])
         .arg(&exe)
@@ -243,28 +247,32 @@ fn callgrind(filter: &str, n: u64) -> Result<u64, String> {
             l.strip_prefix("summary:")
                 .or_else(|| l.strip_prefix("totals:"))
         })
-        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .and_then(|v| {
+            v.split_whitespace()
+                .next()
+                .and_then(|t| t.parse::<u64>().ok())
+        })
+        .map(|total| total / (n + 51))
         .ok_or_else(|| "no callgrind summary".into())
 }
 
 pub fn run(with_callgrind: bool) -> Result<(), String> {
     println!(
-        "\n| filter (ABI host, wasmtime) | route | ns/request (median of 5) | host calls/request | instructions/request (callgrind) |"
+        "\n| filter (ABI host, wasmtime) | route | ns/request (median of 5) | host calls/request | instructions/request (callgrind) | linear memory (KiB) |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for row in &ROWS {
         let f = row.name;
         let mut samples = Vec::new();
-        let mut calls = 0.0;
+        let (mut calls, mut memory) = (0.0, 0);
         for _ in 0..5 {
-            let (ns, c) = run_one(f, 2_000)?;
+            let (ns, c, m) = run_one(f, 2_000)?;
             samples.push(ns);
-            calls = c;
+            (calls, memory) = (c, m);
         }
         samples.sort_by(f64::total_cmp);
         let ir = if with_callgrind {
-            let (a, b) = (callgrind(f, 100)?, callgrind(f, 600)?);
-            format!("{}", b.saturating_sub(a) / 500)
+            format!("{}", callgrind(f, 300)?)
         } else {
             "(skipped)".into()
         };
@@ -273,7 +281,11 @@ pub fn run(with_callgrind: bool) -> Result<(), String> {
         } else {
             "headers only"
         };
-        println!("| {f} | {route} | {:.0} | {calls:.0} | {ir} |", samples[2]);
+        println!(
+            "| {f} | {route} | {:.0} | {calls:.0} | {ir} | {} |",
+            samples[2],
+            memory / 1024
+        );
     }
     Ok(())
 }

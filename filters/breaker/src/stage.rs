@@ -239,6 +239,10 @@ impl StageStream for BreakerStream {
         self.abandon_probe(io);
     }
 
+    fn reads_response(&self, _x: &Exchange) -> bool {
+        self.route.is_some()
+    }
+
     fn on_response(&mut self, x: &mut Exchange, io: &mut Io<'_>) -> Option<LocalReply> {
         let route = self.route?;
         let response = x.response.as_ref()?;

@@ -328,12 +328,17 @@ impl ProxyHeaders {
             .unwrap_or(0)
     }
 
-    pub fn pairs(&self) -> Result<Vec<(String, String)>, HostError> {
+    /// The whole map in the ABI's wire format, in one host call.
+    pub fn wire(&self) -> Result<Vec<u8>, HostError> {
         let (mut data, mut size) = (null_mut(), 0usize);
         // SAFETY: out-pointers are valid locals; the buffer is taken over by `take`.
         let status = unsafe { abi::proxy_get_header_map_pairs(self.map, &mut data, &mut size) };
         HostError::check(status)?;
-        let bytes = unsafe { take(data, size) };
+        Ok(unsafe { take(data, size) })
+    }
+
+    pub fn pairs(&self) -> Result<Vec<(String, String)>, HostError> {
+        let bytes = self.wire()?;
         if bytes.is_empty() {
             return Ok(Vec::new());
         }

@@ -9,7 +9,7 @@
 //! reverse order; the pipeline's own replies pass every stage unchanged.
 
 use crate::document::Document;
-use crate::exchange::{Exchange, REPLY_HEADER, ResponseView};
+use crate::exchange::{Exchange, HeaderView, REPLY_HEADER, ResponseView};
 use crate::model::{Model, PlatformSource, Resolved, Unmatched, query_param};
 use crate::stage::{Build, CallAnswer, Flow, Io, Stage, StageStream};
 use cxgate_kit::ConfigError;
@@ -84,9 +84,9 @@ pub struct Request {
 
 impl Request {
     /// Request headers arrived: resolve, then run the header phase.
-    pub fn start(p: &Pipeline, headers: Vec<(String, String)>, io: &mut Io<'_>) -> (Request, Step) {
+    pub fn start(p: &Pipeline, headers: impl Into<HeaderView>, io: &mut Io<'_>) -> (Request, Step) {
         let model = p.model.clone();
-        let x = Exchange::new(headers, &model);
+        let x = Exchange::new(headers.into(), &model);
         let mut r = Request {
             x,
             names: p.stages.iter().map(|s| s.name()).collect(),
@@ -354,16 +354,26 @@ impl Request {
         Step::Reply(reply)
     }
 
-    /// Response headers: stages in reverse order. `Some` when a stage answers instead.
-    pub fn on_response_headers(
+    /// Response headers: stages in reverse order. `Some` when a stage answers instead. The
+    /// headers are read (`load`) only if a stage that ran reads them.
+    pub fn on_response_headers<H: Into<HeaderView>>(
         &mut self,
-        headers: Vec<(String, String)>,
+        load: impl FnOnce() -> H,
         io: &mut Io<'_>,
     ) -> Option<LocalReply> {
         if self.pass || self.x.replied {
             return None;
         }
-        self.x.response = Some(ResponseView::new(headers));
+        let reads = self
+            .streams
+            .iter()
+            .zip(&self.ran)
+            .any(|(s, ran)| *ran && s.reads_response(&self.x));
+        self.x.response = Some(if reads {
+            ResponseView::new(load().into())
+        } else {
+            ResponseView::default()
+        });
         for i in (0..self.streams.len()).rev() {
             if !self.ran.get(i).copied().unwrap_or(false) {
                 continue;

@@ -6,6 +6,7 @@
 //! response headers once; counters are batched per worker and flushed on the tick.
 
 use crate::document;
+use crate::exchange::HeaderView;
 use crate::flow::{Pipeline, Request, Step};
 use crate::stage::{Build, CallAnswer, Io, NowOnce, RootIo, StageKind, StreamHost};
 use cxgate_kit::HostError;
@@ -401,8 +402,22 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        let pairs = match ProxyHeaders::request().pairs() {
-            Ok(p) => p,
+        let pairs = match ProxyHeaders::request()
+            .wire()
+            .map(|w| HeaderView::from_wire(&w))
+        {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                let reply = Problem::new(
+                    500,
+                    "gateway-error",
+                    "Gateway error",
+                    "request headers unreadable",
+                )
+                .into_reply();
+                send(&reply, "cxgate_local_reply");
+                return Action::Pause;
+            }
             Err(e) => {
                 let reply = Problem::new(
                     500,
@@ -463,9 +478,15 @@ impl HttpContext for Stream {
         if req.x.replied {
             return Action::Continue;
         }
-        let pairs = ProxyHeaders::response().pairs().unwrap_or_default();
+        let load = || {
+            ProxyHeaders::response()
+                .wire()
+                .ok()
+                .and_then(|w| HeaderView::from_wire(&w))
+                .unwrap_or_default()
+        };
         let (store, batch) = (&mut self.store, &mut self.batch);
-        let reply = with_io(store, batch, 0, |io| req.on_response_headers(pairs, io));
+        let reply = with_io(store, batch, 0, |io| req.on_response_headers(load, io));
         if let Some(reply) = reply {
             // From response headers a host keeps only status and body (Kong): set the headers
             // on the response first, and drop the upstream's length.

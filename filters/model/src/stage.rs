@@ -145,7 +145,13 @@ pub trait StageStream {
     /// A later stage answered the request itself: undo what assumed it would be forwarded
     /// (refunds, claims) and add to the reply (headers).
     fn on_reply(&mut self, _x: &Exchange, _io: &mut Io<'_>, _reply: &mut LocalReply) {}
-    /// Response headers are in `x.response` (never called for the pipeline's own replies).
+    /// Does `on_response` read `x.response`? The runner reads the response headers from the
+    /// proxy only if a stage that ran does.
+    fn reads_response(&self, _x: &Exchange) -> bool {
+        false
+    }
+    /// Response headers are in `x.response` when a stage reads them (never called for the
+    /// pipeline's own replies).
     /// A stage may answer instead (the runner sets the headers on the response first).
     fn on_response(&mut self, _x: &mut Exchange, _io: &mut Io<'_>) -> Option<LocalReply> {
         None

@@ -135,6 +135,9 @@ impl StageStream for RecorderStream {
             .headers
             .push((format!("x-{}", self.0.name), "seen".into()));
     }
+    fn reads_response(&self, _: &Exchange) -> bool {
+        true
+    }
     fn on_response(&mut self, x: &mut Exchange, _: &mut Io<'_>) -> Option<LocalReply> {
         let gateway = x.response.as_ref().is_some_and(|r| r.gateway);
         note(format!(
@@ -196,7 +199,7 @@ fn stages_meet_a_fixed_platform_at_once_and_the_response_in_reverse() {
         ]
     );
     assert!(
-        r.on_response_headers(vec![(":status".into(), "200".into())], &mut h.io())
+        r.on_response_headers(|| vec![(":status".into(), "200".into())], &mut h.io())
             .is_none()
     );
     r.on_done(&mut h.io());
@@ -312,7 +315,7 @@ fn a_stage_that_answers_stops_the_request_and_the_others_unwind() {
     assert!(r.x.replied);
     // The gateway's own reply passes every stage unchanged on the way out.
     assert!(
-        r.on_response_headers(vec![(":status".into(), "418".into())], &mut h.io())
+        r.on_response_headers(|| vec![(":status".into(), "418".into())], &mut h.io())
             .is_none()
     );
     assert!(!r.wants_response_body());
@@ -363,7 +366,7 @@ fn unmatched_requests_are_refused_with_the_trace_stage_still_tagging_or_passed_b
     let (mut r, step) = Request::start(&p, headers("GET", "/admin"), &mut pass.io());
     assert_eq!(step, Step::Continue);
     assert!(
-        r.on_response_headers(vec![(":status".into(), "200".into())], &mut pass.io())
+        r.on_response_headers(|| vec![(":status".into(), "200".into())], &mut pass.io())
             .is_none()
     );
     r.on_done(&mut pass.io());
@@ -384,7 +387,7 @@ fn a_response_another_cxgate_filter_made_is_marked_as_the_gateways() {
         (":status".into(), "503".into()),
         ("x-cxgate-problem".into(), "token-unavailable".into()),
     ];
-    r.on_response_headers(marked, &mut h.io());
+    r.on_response_headers(|| marked, &mut h.io());
     assert_eq!(
         seen(),
         [

@@ -445,6 +445,11 @@ impl StageStream for LimitStream {
         }
     }
 
+    /// The platform's answer feeds its bucket back; the quota headers need nothing read.
+    fn reads_response(&self, x: &Exchange) -> bool {
+        self.quota.is_some() && x.platform.is_some()
+    }
+
     /// Adds the quota headers and feeds the platform's answer back (never pauses).
     fn on_response(&mut self, x: &mut Exchange, io: &mut Io<'_>) -> Option<LocalReply> {
         let q = self.quota?;

@@ -306,6 +306,10 @@ impl StageStream for TokenStream {
         }
     }
 
+    fn reads_response(&self, _x: &Exchange) -> bool {
+        self.sent.is_some()
+    }
+
     /// A platform 401 to our token. Never pauses: Kong cannot pause in response headers, and
     /// Envoy's retry needs none; retry-later answers instead.
     fn on_response(&mut self, x: &mut Exchange, io: &mut Io<'_>) -> Option<LocalReply> {

@@ -308,6 +308,10 @@ impl StageStream for TransformStream {
         }
     }
 
+    fn reads_response(&self, _x: &Exchange) -> bool {
+        self.forward.is_some()
+    }
+
     fn on_response(&mut self, x: &mut Exchange, io: &mut Io<'_>) -> Option<LocalReply> {
         let response = x.response.as_ref()?;
         if self.forward.is_none() || response.gateway {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use wasmtime::error::Context;
-use wasmtime::{Engine, Instance, Linker, Module, Store, WasmParams, WasmResults};
+use wasmtime::{Engine, Func, Instance, Linker, Module, Store, WasmParams, WasmResults};
 use wasmtime::{Result, bail, format_err as anyhow};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
@@ -210,6 +210,9 @@ pub(crate) struct State {
     pub next_tick_ns: Option<u64>,
     pub deferred: Vec<(u32, CallReply)>,
     pub log_level: u32,
+    /// The guest's memory and allocator, looked up once after instantiation (as a proxy does),
+    /// so that a host call's cost is the call's, not an export lookup by name.
+    pub guest: Option<crate::memory::Guest>,
 }
 
 impl State {
@@ -254,17 +257,27 @@ pub struct Worker {
     store: Store<State>,
     instance: Instance,
     next_context: u32,
+    /// Exports by name, looked up once: a proxy resolves its callbacks at load time.
+    funcs: HashMap<String, Func>,
 }
 
 const ROOT_ID: u32 = 1;
 
 impl Worker {
     fn call<P: WasmParams, R: WasmResults>(&mut self, name: &str, params: P) -> Result<R> {
-        let f = self
-            .instance
-            .get_typed_func::<P, R>(&mut self.store, name)
-            .with_context(|| format!("filter does not export {name}"))?;
-        f.call(&mut self.store, params)
+        let func = match self.funcs.get(name) {
+            Some(func) => *func,
+            None => {
+                let func = self
+                    .instance
+                    .get_func(&mut self.store, name)
+                    .with_context(|| format!("filter does not export {name}"))?;
+                self.funcs.insert(name.to_string(), func);
+                func
+            }
+        };
+        func.typed::<P, R>(&self.store)?
+            .call(&mut self.store, params)
             .with_context(|| format!("{name} trapped"))
     }
 
@@ -444,13 +457,16 @@ impl HostBuilder {
                 next_tick_ns: None,
                 deferred: Vec::new(),
                 log_level: 2,
+                guest: None,
             };
             let mut store = Store::new(&engine, state);
             let instance = linker.instantiate(&mut store, module)?;
+            store.data_mut().guest = crate::memory::Guest::of(&instance, &mut store);
             let mut worker = Worker {
                 store,
                 instance,
                 next_context: ROOT_ID + 1,
+                funcs: HashMap::new(),
             };
             if !worker.has_export("proxy_abi_version_0_2_1") {
                 bail!(
@@ -541,6 +557,13 @@ impl Host {
 
     pub fn workers(&self) -> usize {
         self.workers.len()
+    }
+
+    /// The size of a worker's linear memory: what the module's heap has grown to.
+    pub fn guest_memory_bytes(&mut self, worker: usize) -> Result<usize> {
+        let w = self.worker(worker)?;
+        let memory = w.store.data().guest.as_ref().and_then(|g| g.memory());
+        Ok(memory.map_or(0, |m| m.data_size(&w.store)))
     }
 
     fn shared(&self) -> MutexGuard<'_, Shared> {

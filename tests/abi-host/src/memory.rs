@@ -1,17 +1,41 @@
 //! Guest memory access from host functions.
 
+use crate::host::State;
 use wasmtime::error::Context;
-use wasmtime::{Caller, Extern, Memory};
+use wasmtime::{AsContextMut, Caller, Instance, Memory, TypedFunc};
 use wasmtime::{Result, format_err as anyhow};
 
-fn memory<T>(caller: &mut Caller<'_, T>) -> Result<Memory> {
-    match caller.get_export("memory") {
-        Some(Extern::Memory(m)) => Ok(m),
-        _ => Err(anyhow!("guest exports no memory")),
+/// The exports every host call needs: the guest's memory and its allocator.
+#[derive(Clone)]
+pub(crate) struct Guest {
+    memory: Option<Memory>,
+    alloc: Option<TypedFunc<i32, i32>>,
+}
+
+impl Guest {
+    pub(crate) fn of(instance: &Instance, mut store: impl AsContextMut) -> Option<Guest> {
+        let memory = instance.get_memory(&mut store, "memory");
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
+            .ok();
+        Some(Guest { memory, alloc })
+    }
+
+    pub(crate) fn memory(&self) -> Option<Memory> {
+        self.memory
     }
 }
 
-pub fn read<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> Result<Vec<u8>> {
+fn memory(caller: &mut Caller<'_, State>) -> Result<Memory> {
+    caller
+        .data()
+        .guest
+        .as_ref()
+        .and_then(|g| g.memory)
+        .ok_or_else(|| anyhow!("guest exports no memory"))
+}
+
+pub fn read(caller: &mut Caller<'_, State>, ptr: i32, len: i32) -> Result<Vec<u8>> {
     let mem = memory(caller)?;
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
     let data = mem.data(&caller);
@@ -21,37 +45,38 @@ pub fn read<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> Result<Vec<u8>
         .ok_or_else(|| anyhow!("guest read out of bounds"))
 }
 
-pub fn read_string<T>(caller: &mut Caller<'_, T>, ptr: i32, len: i32) -> Result<String> {
+pub fn read_string(caller: &mut Caller<'_, State>, ptr: i32, len: i32) -> Result<String> {
     Ok(String::from_utf8_lossy(&read(caller, ptr, len)?).into_owned())
 }
 
-pub fn write<T>(caller: &mut Caller<'_, T>, ptr: i32, bytes: &[u8]) -> Result<()> {
+pub fn write(caller: &mut Caller<'_, State>, ptr: i32, bytes: &[u8]) -> Result<()> {
     let mem = memory(caller)?;
     mem.write(caller, ptr as u32 as usize, bytes)
         .map_err(|e| anyhow!("guest write: {e}"))
 }
 
-pub fn write_u32<T>(caller: &mut Caller<'_, T>, ptr: i32, value: u32) -> Result<()> {
+pub fn write_u32(caller: &mut Caller<'_, State>, ptr: i32, value: u32) -> Result<()> {
     write(caller, ptr, &value.to_le_bytes())
 }
 
-pub fn write_u64<T>(caller: &mut Caller<'_, T>, ptr: i32, value: u64) -> Result<()> {
+pub fn write_u64(caller: &mut Caller<'_, State>, ptr: i32, value: u64) -> Result<()> {
     write(caller, ptr, &value.to_le_bytes())
 }
 
 /// Copies `bytes` into a fresh guest allocation (the SDK's `proxy_on_memory_allocate`) and
 /// stores its address and size at the two return pointers, as the ABI's getters do.
-pub fn return_bytes<T>(
-    caller: &mut Caller<'_, T>,
+pub fn return_bytes(
+    caller: &mut Caller<'_, State>,
     bytes: &[u8],
     ret_ptr: i32,
     ret_size: i32,
 ) -> Result<()> {
     let alloc = caller
-        .get_export("proxy_on_memory_allocate")
-        .and_then(Extern::into_func)
-        .context("guest exports no proxy_on_memory_allocate")?
-        .typed::<i32, i32>(&*caller)?;
+        .data()
+        .guest
+        .as_ref()
+        .and_then(|g| g.alloc.clone())
+        .context("guest exports no proxy_on_memory_allocate")?;
     let len = i32::try_from(bytes.len()).context("buffer too large for wasm32")?;
     let addr = alloc.call(&mut *caller, len)?;
     if addr == 0 && len > 0 {
