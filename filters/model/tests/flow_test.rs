@@ -36,6 +36,7 @@ struct Plan {
     reply_at: Option<String>,
     wait_at: Option<String>,
     wants_body: bool,
+    ignores_response: bool,
 }
 
 struct Recorder(Plan);
@@ -47,6 +48,7 @@ fn plan(name: &'static str, section: Value) -> Plan {
         reply_at: section["reply_at"].as_str().map(str::to_string),
         wait_at: section["wait_at"].as_str().map(str::to_string),
         wants_body: section["wants_body"].as_bool().unwrap_or(false),
+        ignores_response: section["ignores_response"].as_bool().unwrap_or(false),
     }
 }
 
@@ -136,7 +138,7 @@ impl StageStream for RecorderStream {
             .push((format!("x-{}", self.0.name), "seen".into()));
     }
     fn reads_response(&self, _: &Exchange) -> bool {
-        true
+        !self.0.ignores_response
     }
     fn on_response(&mut self, x: &mut Exchange, _: &mut Io<'_>) -> Option<LocalReply> {
         let gateway = x.response.as_ref().is_some_and(|r| r.gateway);
@@ -396,4 +398,32 @@ fn a_response_another_cxgate_filter_made_is_marked_as_the_gateways() {
             "a.response(gateway)"
         ]
     );
+}
+
+#[test]
+fn response_headers_are_read_only_when_a_stage_that_ran_needs_them() {
+    let mut h = TestHost::new(CasDialect::Envoy, 1_700_000_000_000);
+    let none = json!({"ignores_response": true});
+    let p = pipeline(&mut h, json!({"a": none, "b": none, "c": none}));
+    let (mut r, _) = Request::start(&p, headers("GET", "/genesys/x"), &mut h.io());
+    let mut loaded = false;
+    let load = || {
+        loaded = true;
+        vec![(":status".to_string(), "200".to_string())]
+    };
+    assert!(r.on_response_headers(load, &mut h.io()).is_none());
+    assert!(
+        !loaded,
+        "no stage reads the response: the map is never fetched"
+    );
+
+    let p = pipeline(&mut h, json!({"a": none, "c": none}));
+    let (mut r, _) = Request::start(&p, headers("GET", "/genesys/x"), &mut h.io());
+    let mut loaded = false;
+    let load = || {
+        loaded = true;
+        vec![(":status".to_string(), "503".to_string())]
+    };
+    assert!(r.on_response_headers(load, &mut h.io()).is_none());
+    assert!(loaded, "stage b reads the response");
 }
