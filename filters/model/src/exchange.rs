@@ -97,13 +97,13 @@ impl HeaderView {
     }
 
     pub fn remove(&mut self, name: &str) {
-        for i in 0..self.spans.len() {
-            let Some(&(n0, n1, _, _)) = self.spans.get(i) else {
-                continue;
-            };
+        let text = &self.text;
+        for span in &mut self.spans {
+            let (n0, n1) = (span.0 as usize, span.1 as usize);
             if n1 > n0
-                && self.piece(n0, n1).eq_ignore_ascii_case(name)
-                && let Some(span) = self.spans.get_mut(i)
+                && text
+                    .get(n0..n1)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
             {
                 span.1 = span.0;
             }

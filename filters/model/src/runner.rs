@@ -402,22 +402,9 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        let pairs = match ProxyHeaders::request()
-            .wire()
-            .map(|w| HeaderView::from_wire(&w))
-        {
-            Ok(Some(p)) => p,
-            Ok(None) => {
-                let reply = Problem::new(
-                    500,
-                    "gateway-error",
-                    "Gateway error",
-                    "request headers unreadable",
-                )
-                .into_reply();
-                send(&reply, "cxgate_local_reply");
-                return Action::Pause;
-            }
+        let read = ProxyHeaders::request().wire().map_err(|e| e.to_string());
+        let pairs = match read.and_then(|w| HeaderView::from_wire(&w).ok_or("malformed".into())) {
+            Ok(p) => p,
             Err(e) => {
                 let reply = Problem::new(
                     500,
