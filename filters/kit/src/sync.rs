@@ -245,26 +245,44 @@ pub fn apply<S: SharedStore + ?Sized>(
     }
     for (name, map) in &snapshot.maps {
         let payload = serde_json::to_vec(map).map_err(|e| SyncError::Malformed(e.to_string()))?;
-        update(store, &keys::map(name), ATTEMPTS, |current| {
-            let same = current
-                .and_then(Stamped::decode)
-                .is_some_and(|s| s.payload == payload);
-            if same {
-                Update::Keep(())
-            } else {
-                Update::Write(
-                    Stamped {
-                        version: snapshot.version,
-                        written_ms: now,
-                        payload: payload.clone(),
-                    }
-                    .encode(),
-                    (),
-                )
-            }
-        })?;
+        write_if_changed(store, &keys::map(name), payload, snapshot.version, now)?;
+    }
+    if let Some(roster) = &snapshot.roster {
+        let payload =
+            serde_json::to_vec(roster).map_err(|e| SyncError::Malformed(e.to_string()))?;
+        write_if_changed(store, keys::ROSTER, payload, snapshot.version, now)?;
     }
     mark_synced(store, now, Some(snapshot.version))
+}
+
+/// Writes a stamped entry unless it already holds this payload (readers cache by CAS, so an
+/// unchanged entry is never decoded again).
+fn write_if_changed<S: SharedStore + ?Sized>(
+    store: &mut S,
+    key: &str,
+    payload: Vec<u8>,
+    version: u64,
+    now: u64,
+) -> Result<(), SyncError> {
+    update(store, key, ATTEMPTS, |current| {
+        let same = current
+            .and_then(Stamped::decode)
+            .is_some_and(|s| s.payload == payload);
+        if same {
+            Update::Keep(())
+        } else {
+            Update::Write(
+                Stamped {
+                    version,
+                    written_ms: now,
+                    payload: payload.clone(),
+                }
+                .encode(),
+                (),
+            )
+        }
+    })?;
+    Ok(())
 }
 
 /// Writes a platform's token unless shared data already holds the same or a newer generation.

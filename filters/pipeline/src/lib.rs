@@ -6,12 +6,13 @@
 use cxgate_model::StageKind;
 
 /// Every stage, in the order the shipped configs run them.
-pub const STAGES: [StageKind; 6] = [
+pub const STAGES: [StageKind; 7] = [
     cxgate_trace::stage::KIND,
     cxgate_model::authz::KIND,
     cxgate_ratelimit::stage::KIND,
     cxgate_transform::stage::KIND,
     cxgate_breaker::stage::KIND,
+    cxgate_coexistence::stage::KIND,
     cxgate_token::stage::KIND,
 ];
 

@@ -7,6 +7,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod roster;
+pub use roster::{Agent, CloudAgent, LegacyAgent, Migration, Roster, Site, Suspension};
+
 /// Bumped when the snapshot format changes incompatibly.
 pub const FORMAT: u32 = 1;
 
@@ -23,6 +26,8 @@ pub mod keys {
     pub fn map(name: &str) -> String {
         format!("cxgate/map/{name}")
     }
+    /// The coexistence roster: a stamped [`super::Roster`].
+    pub const ROSTER: &str = "cxgate/coexistence/roster";
     /// Sync bookkeeping: a stamped [`super::SyncStatus`].
     pub const SYNC: &str = "cxgate/sync/status";
     /// The lease that elects the one worker that long-polls the sidecar.
@@ -136,6 +141,9 @@ pub struct Snapshot {
     pub tokens: BTreeMap<String, TokenState>,
     pub maps: BTreeMap<String, IdMap>,
     pub health: BTreeMap<String, PlatformHealth>,
+    /// The coexistence roster, when the sidecar syncs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roster: Option<Roster>,
 }
 
 /// What the sync client records after each attempt, for every worker to see.

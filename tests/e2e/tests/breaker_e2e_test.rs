@@ -215,7 +215,11 @@ fn the_shipped_alert_rules_name_metrics_envoy_exports() {
         std::fs::read_to_string(cxgate_e2e::repo_root().join("envoy/prometheus-alerts.yml"))
             .unwrap();
     let mut checked = 0;
-    for name in ["cxgate_breaker_state", "cxgate_token_replays_failed"] {
+    for name in [
+        "cxgate_breaker_state",
+        "cxgate_token_replays_failed",
+        "cxgate_coexistence_zombies",
+    ] {
         assert!(rules.contains(name));
         assert!(
             text.contains(&format!("# TYPE {name} ")),
@@ -224,5 +228,5 @@ fn the_shipped_alert_rules_name_metrics_envoy_exports() {
         checked += 1;
     }
     assert!(text.contains(r#"cxgate_breaker_state{cxgate_platform="genesys"}"#));
-    assert_eq!(checked, 2);
+    assert_eq!(checked, 3);
 }
