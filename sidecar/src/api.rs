@@ -7,6 +7,8 @@
 //! - `POST /v1/tokens/{platform}/invalidate[?wait_ms=N]` (`{"generation": G}`): a platform
 //!   rejected G. Refreshes once however many callers report G; with `wait_ms`, answers like
 //!   the token wait above with `after=G` (the filters' replay after a 401).
+//! - `POST /v1/coexistence/reconcile`: fetch the roster and look for zombie agents now (after
+//!   an administrator resolved one, say), and answer with the suspended list.
 //! - `GET /health`, `GET /metrics` (Prometheus).
 
 use crate::hub::{Hub, now_ms};
@@ -34,6 +36,8 @@ pub struct Api {
     pub metrics: Arc<Metrics>,
     pub managers: HashMap<&'static str, Arc<TokenManager>>,
     pub long_poll_max: Duration,
+    /// The coexistence roster sync, when configured.
+    pub roster: Option<Arc<crate::roster::Trigger>>,
 }
 
 type S = State<Arc<Api>>;
@@ -56,6 +60,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/tokens/{platform}", get(token))
         .route("/v1/tokens/{platform}/invalidate", post(invalidate))
         .route("/v1/ratelimit/allot", post(allot))
+        .route("/v1/coexistence/reconcile", post(reconcile))
         .layer(middleware::from_fn_with_state(api.clone(), require_key))
         .with_state(api)
 }
@@ -223,6 +228,34 @@ async fn allot(State(api): S, body: Bytes) -> Response {
     }
 }
 
+async fn reconcile(State(api): S) -> Response {
+    let Some(trigger) = &api.roster else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "not-configured",
+            "Not configured",
+            "The sidecar has no coexistence section.",
+        );
+    };
+    let mut done = trigger.done.subscribe();
+    let before = *done.borrow_and_update();
+    trigger.now.notify_one();
+    let finished =
+        tokio::time::timeout(Duration::from_secs(20), done.wait_for(|n| *n > before)).await;
+    if !matches!(finished, Ok(Ok(_))) {
+        return problem(
+            StatusCode::GATEWAY_TIMEOUT,
+            "roster-timeout",
+            "Roster fetch timed out",
+            "The roster fetch did not finish within 20 s.",
+        );
+    }
+    let roster = api.hub.snapshot().roster.unwrap_or_default();
+    Json(json!({"suspended": roster.suspended, "fetched_ms": roster.fetched_ms, "stale": roster.stale,
+                "last_error": roster.last_error, "agents": roster.agents.len()}))
+    .into_response()
+}
+
 async fn health(State(api): S) -> Response {
     let snap = api.hub.snapshot();
     let now = now_ms();
@@ -236,7 +269,9 @@ async fn health(State(api): S) -> Response {
         .map(|(k, m)| (k.clone(), json!({"entries": m.entries.len(), "age_s": now.saturating_sub(m.fetched_ms) / 1000, "stale": m.stale})))
         .collect();
     let status = if tokens_ok { "ok" } else { "degraded" };
-    Json(json!({"status": status, "version": snap.version, "platforms": snap.health, "maps": maps}))
+    let roster = snap.roster.as_ref().map(|r| json!({"agents": r.agents.len(), "suspended": r.suspended.len(),
+        "age_s": now.saturating_sub(r.fetched_ms) / 1000, "stale": r.stale, "last_error": r.last_error}));
+    Json(json!({"status": status, "version": snap.version, "platforms": snap.health, "maps": maps, "roster": roster}))
         .into_response()
 }
 

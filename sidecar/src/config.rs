@@ -79,6 +79,40 @@ pub struct Config {
     pub llm: Option<Llm>,
     /// The shared rate-limit budget of the filters' distributed mode.
     pub redis: Option<Redis>,
+    /// The coexistence roster (cloud directory + legacy roster) for call routing.
+    pub coexistence: Option<Coexistence>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Coexistence {
+    /// The legacy PBX's roster: CSV (header `user_id,extension,status,site,e911_id,migration_status`)
+    /// or a JSON array of those fields, chosen by the file extension or the content type.
+    pub legacy_roster: RosterSource,
+    /// How often the Genesys users (with routing status) and the legacy roster are fetched.
+    #[serde(default = "coexistence_poll")]
+    pub poll_s: u64,
+    /// How often agents active on both sides are looked for (zombie reconciliation).
+    #[serde(default = "coexistence_reconcile")]
+    pub reconcile_s: u64,
+    /// Emergency address ids per site, one per platform.
+    #[serde(default)]
+    pub sites: std::collections::BTreeMap<String, cxgate_state::Site>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum RosterSource {
+    File(std::path::PathBuf),
+    /// Fetched with a plain GET (loopback or an internal host; no credentials).
+    Url(String),
+}
+
+fn coexistence_poll() -> u64 {
+    60
+}
+fn coexistence_reconcile() -> u64 {
+    900
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,6 +283,14 @@ impl Config {
         }
         if self.llm.as_ref().is_some_and(|l| l.reread_s < 10) {
             return Err("config llm.reread_s must be >= 10".into());
+        }
+        if let Some(c) = &self.coexistence {
+            if c.poll_s == 0 || c.reconcile_s == 0 {
+                return Err("config coexistence: poll_s and reconcile_s must be > 0".into());
+            }
+            if self.genesys.is_none() {
+                return Err("config coexistence: needs genesys (the cloud directory)".into());
+            }
         }
         if self.metadata.interval_s == 0 || self.metadata.page_size == 0 {
             return Err("config metadata: interval_s and page_size must be > 0".into());

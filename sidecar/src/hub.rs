@@ -1,6 +1,6 @@
 //! The versioned state the sidecar publishes; waiters wake when the version moves.
 
-use cxgate_state::{FORMAT, IdMap, PlatformHealth, Snapshot, TokenState};
+use cxgate_state::{FORMAT, IdMap, PlatformHealth, Roster, Snapshot, TokenState};
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -90,6 +90,10 @@ impl Hub {
                 .get(platform)
                 .is_some_and(|t| t.expires_ms > now_ms());
         });
+    }
+
+    pub fn set_roster(&self, roster: Roster) {
+        self.update(|s| s.roster = Some(roster));
     }
 
     pub fn set_map(&self, name: &str, map: IdMap) {

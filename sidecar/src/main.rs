@@ -10,6 +10,7 @@ mod budget;
 mod config;
 mod hub;
 mod metrics;
+mod roster;
 mod sync;
 mod tokens;
 
@@ -218,6 +219,24 @@ async fn main() {
         tokio::spawn(task.run());
     }
 
+    let roster = match (&config.coexistence, managers.get("genesys"), &genesys_api) {
+        (Some(c), Some(tokens), Some(api_base)) => {
+            let trigger = Arc::new(roster::Trigger::default());
+            let task = roster::RosterSync {
+                config: c.clone(),
+                api_base: api_base.clone(),
+                page_size: config.metadata.page_size,
+                tokens: tokens.clone(),
+                hub: hub.clone(),
+                metrics: metrics.clone(),
+                http: http.clone(),
+                trigger: trigger.clone(),
+            };
+            tokio::spawn(task.run());
+            Some(trigger)
+        }
+        _ => None,
+    };
     let budget = config.redis.as_ref().map(|r| {
         budget::Budget::new(&r.url, &r.key_prefix, Duration::from_millis(r.timeout_ms))
             .unwrap_or_else(|e| fail(&e))
@@ -229,6 +248,7 @@ async fn main() {
         metrics,
         managers,
         long_poll_max: Duration::from_millis(config.long_poll_max_ms),
+        roster,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

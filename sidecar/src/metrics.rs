@@ -27,6 +27,8 @@ pub struct Metrics {
     pub state_version: Gauge,
     pub allotments: Counter,
     pub budget_errors: Counter,
+    pub coexistence_zombies: Gauge,
+    pub roster_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -42,6 +44,8 @@ impl Default for Metrics {
             state_version: Gauge::default(),
             allotments: Counter::default(),
             budget_errors: Counter::default(),
+            coexistence_zombies: Gauge::default(),
+            roster_failures: Counter::default(),
         };
         registry.register(
             "token_refresh",
@@ -82,6 +86,16 @@ impl Default for Metrics {
             "ratelimit_budget_errors",
             "Allotment requests that failed because Redis could not be reached",
             m.budget_errors.clone(),
+        );
+        registry.register(
+            "coexistence_zombies",
+            "Agents active on both platforms, their routing suspended",
+            m.coexistence_zombies.clone(),
+        );
+        registry.register(
+            "roster_failures",
+            "Coexistence roster fetches (cloud or legacy) that failed",
+            m.roster_failures.clone(),
         );
         Metrics { registry, ..m }
     }

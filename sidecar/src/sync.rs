@@ -38,34 +38,49 @@ pub struct MapSync {
     pub page_size: u32,
 }
 
+/// A GET on a platform API with its current token; a 401 asks the token manager for a new one.
+pub async fn platform_get(
+    http: &reqwest::Client,
+    hub: &Hub,
+    tokens: &TokenManager,
+    url: &str,
+) -> Result<Value, String> {
+    let token = hub
+        .token(tokens.platform)
+        .filter(|t| t.expires_ms > now_ms())
+        .ok_or("no valid token yet")?;
+    let resp = http
+        .get(url)
+        .bearer_auth(&token.access_token)
+        .send()
+        .await
+        .map_err(|e| format!("GET {}: {e}", strip_query(url)))?;
+    let status = resp.status();
+    if status.as_u16() == 401 {
+        tokens.invalidate(Some(token.generation));
+    }
+    if !status.is_success() {
+        return Err(format!(
+            "GET {}: HTTP {}",
+            strip_query(url),
+            status.as_u16()
+        ));
+    }
+    resp.json()
+        .await
+        .map_err(|e| format!("GET {}: {e}", strip_query(url)))
+}
+
+/// Waits for the platform's first token rather than failing without one.
+pub async fn first_token(hub: &Hub, platform: &str) {
+    while hub.token(platform).is_none() {
+        let _ = hub.wait_newer(hub.version(), Duration::from_secs(1)).await;
+    }
+}
+
 impl MapSync {
     async fn get(&self, url: &str) -> Result<Value, String> {
-        let token = self
-            .hub
-            .token(self.tokens.platform)
-            .filter(|t| t.expires_ms > now_ms())
-            .ok_or("no valid token yet")?;
-        let resp = self
-            .http
-            .get(url)
-            .bearer_auth(&token.access_token)
-            .send()
-            .await
-            .map_err(|e| format!("GET {}: {e}", strip_query(url)))?;
-        let status = resp.status();
-        if status.as_u16() == 401 {
-            self.tokens.invalidate(Some(token.generation));
-        }
-        if !status.is_success() {
-            return Err(format!(
-                "GET {}: HTTP {}",
-                strip_query(url),
-                status.as_u16()
-            ));
-        }
-        resp.json()
-            .await
-            .map_err(|e| format!("GET {}: {e}", strip_query(url)))
+        platform_get(&self.http, &self.hub, &self.tokens, url).await
     }
 
     /// One complete fetch.
@@ -147,13 +162,7 @@ impl MapSync {
         let label = MapLabel {
             map: self.name.to_string(),
         };
-        // The first fetch waits for the first token rather than failing without one.
-        while self.hub.token(self.tokens.platform).is_none() {
-            let _ = self
-                .hub
-                .wait_newer(self.hub.version(), Duration::from_secs(1))
-                .await;
-        }
+        first_token(&self.hub, self.tokens.platform).await;
         loop {
             let wait = match self.fetch().await {
                 Ok(entries) => {

@@ -7,6 +7,7 @@
 //! - `bench-sync [rounds]`: sidecar change → gateway propagation.
 
 mod bench;
+mod bench_coexistence;
 mod bench_config;
 mod micro;
 
@@ -267,9 +268,20 @@ fn main() -> ExitCode {
                     .unwrap_or(d)
             };
             let subset = std::env::var_os("CXGATE_BENCH_ONLY").is_some();
-            bench::run(arg(2, 15) as usize, arg(3, 2))
-                .and_then(|()| if subset { Ok(()) } else { micro::run(true) })
+            bench::run(arg(2, 15) as usize, arg(3, 2)).and_then(|()| {
+                if subset {
+                    Ok(())
+                } else {
+                    bench_coexistence::run(200).and_then(|()| micro::run(true))
+                }
+            })
         }
+        "bench-coexistence" => bench_coexistence::run(
+            std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(200),
+        ),
         "bench-micro" => micro::run(std::env::args().nth(2).as_deref() != Some("--no-callgrind")),
         // One microbenchmark run, what callgrind executes: `micro-one <filter> <requests>`.
         "micro-one" => {
@@ -281,7 +293,7 @@ fn main() -> ExitCode {
             micro::run_one(&filter, n).map(|_| ())
         }
         _ => Err(
-            "usage: xtask wasm|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]"
+            "usage: xtask wasm|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]"
                 .into(),
         ),
     };

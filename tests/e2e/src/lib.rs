@@ -5,6 +5,7 @@
 //! child also gets SIGKILL if the harness process dies, so nothing outlives a run.
 
 pub mod render;
+pub mod services;
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -14,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use render::{Ports, Vars, consumers, render_envoy, shipped_pipeline, unlimited};
+pub use services::start_redis;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -85,6 +87,8 @@ pub struct Service {
     pub name: String,
     child: Child,
     pub log: PathBuf,
+    /// Sent SIGTERM first on stop (a forking server stops its own workers).
+    graceful: bool,
 }
 
 impl Service {
@@ -125,6 +129,7 @@ impl Service {
             name: name.to_string(),
             child,
             log,
+            graceful: false,
         })
     }
 
@@ -144,7 +149,25 @@ impl Service {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Stop with SIGTERM (waiting up to 5 s) before SIGKILL.
+    pub fn graceful(mut self) -> Service {
+        self.graceful = true;
+        self
+    }
+
     pub fn stop(&mut self) {
+        if self.graceful && self.alive() {
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                // SAFETY: signals only the child this Service started, by its PID.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            let started = Instant::now();
+            while self.alive() && started.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -212,6 +235,8 @@ pub struct StackOptions {
     pub pipeline: Option<serde_json::Value>,
     /// A Redis URL for the sidecar's shared rate-limit budget.
     pub redis: Option<String>,
+    /// The legacy roster file; the shipped `sip/legacy-roster.csv` when `None`.
+    pub legacy_roster: Option<PathBuf>,
 }
 
 /// The shipped pipeline with budgets that never limit (see [`unlimited`]).
@@ -233,6 +258,7 @@ impl Default for StackOptions {
             sidecar_refresh: None,
             pipeline: None,
             redis: None,
+            legacy_roster: None,
         }
     }
 }
@@ -275,7 +301,16 @@ pub fn demo_sidecar_config(ports: &Ports, refresh: Option<serde_json::Value>) ->
         "cxone": {"issuer": cxone, "tenant_id": "demo-tenant",
                   "client_id": {"env": "CXONE_CLIENT_ID"}, "client_secret": {"env": "CXONE_CLIENT_SECRET"},
                   "access_key_id": {"env": "CXONE_ACCESS_KEY_ID"}, "access_key_secret": {"env": "CXONE_ACCESS_KEY_SECRET"}},
-        "llm": {"api_key": {"env": "LLM_API_KEY"}}
+        "llm": {"api_key": {"env": "LLM_API_KEY"}},
+        "coexistence": {
+            "legacy_roster": {"file": repo_root().join("sip/legacy-roster.csv")},
+            "poll_s": 60,
+            "reconcile_s": 900,
+            "sites": {
+                "berlin": {"cloud_e911_id": "genesys-location-berlin", "legacy_e911_id": "erl-berlin"},
+                "munich": {"cloud_e911_id": "genesys-location-munich", "legacy_e911_id": "erl-munich"}
+            }
+        }
     })
 }
 
@@ -306,53 +341,6 @@ pub fn start_sidecar(ports: &Ports, run_dir: &Path) -> Result<Service, String> {
         Duration::from_secs(20),
     )?;
     Ok(s)
-}
-
-/// Starts a throwaway `redis-server` (installed by `./cxgate setup`) on a free loopback port,
-/// without persistence, and waits until it answers PING. Returns it and its URL.
-pub fn start_redis(run_dir: &Path) -> Result<(Service, String), String> {
-    let program = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("redis-server"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .find(|p| p.exists())
-        .ok_or("redis-server not found (run ./cxgate setup)")?;
-    let port = free_port();
-    let args: Vec<String> = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    let mut redis = Service::spawn("redis", &program, &args, &[], run_dir)?;
-    let started = std::time::Instant::now();
-    loop {
-        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            let mut buf = [0u8; 7];
-            if c.write_all(b"PING\r\n").is_ok()
-                && c.read_exact(&mut buf).is_ok()
-                && &buf == b"+PONG\r\n"
-            {
-                return Ok((redis, format!("redis://127.0.0.1:{port}/0")));
-            }
-        }
-        if !redis.alive() || started.elapsed() > Duration::from_secs(10) {
-            return Err(format!("redis did not start:\n{}", redis.log_tail(20)));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Renders `envoy/envoy.yaml` for `ports` into `run_dir/<name>.yaml`, starts Envoy and waits
@@ -498,6 +486,9 @@ impl Stack {
         let mut config = demo_sidecar_config(&ports, opts.sidecar_refresh.clone());
         if let Some(url) = &opts.redis {
             config["redis"] = serde_json::json!({"url": url});
+        }
+        if let Some(file) = &opts.legacy_roster {
+            config["coexistence"]["legacy_roster"] = serde_json::json!({"file": file});
         }
         std::fs::write(&sidecar_config, config.to_string()).map_err(|e| e.to_string())?;
         let sidecar = if opts.start_sidecar {

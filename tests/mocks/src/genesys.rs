@@ -23,7 +23,7 @@ struct Genesys {
     rate_limit: u64,
     queues: Mutex<Vec<Value>>,
     skills: Vec<Value>,
-    users: Vec<Value>,
+    users: Mutex<Vec<Value>>,
     conversations: Vec<Value>,
     jobs: Mutex<HashMap<String, ()>>,
 }
@@ -72,7 +72,9 @@ pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
         .collect();
     let users = (0..n)
         .map(|i| json!({"id": uuid(0x05e5, i), "name": format!("Agent {i:03}"), "state": "active",
-                         "email": format!("agent{i:03}@example.com"), "selfUri": format!("/api/v2/users/{}", uuid(0x05e5, i))}))
+                         "email": format!("agent{i:03}@example.com"), "username": format!("agent{i:03}@example.com"),
+                         "selfUri": format!("/api/v2/users/{}", uuid(0x05e5, i)),
+                         "_routingStatus": ROUTING_STATUSES[i % ROUTING_STATUSES.len()]}))
         .collect();
     let conversations = (0..120)
         .map(|i| json!({"conversationId": uuid(0xc0de, i), "originatingDirection": "inbound", "participants": []}))
@@ -86,7 +88,7 @@ pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
         rate_limit: args.genesys_rate_limit,
         queues: Mutex::new(queues),
         skills,
-        users,
+        users: Mutex::new(users),
         conversations,
         jobs: Mutex::new(HashMap::new()),
     });
@@ -101,6 +103,10 @@ pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
         )
         .route("/api/v2/routing/skills", get(list_skills))
         .route("/api/v2/users", get(list_users))
+        .route(
+            "/api/v2/users/{id}/routingstatus",
+            get(get_routing_status).put(put_routing_status),
+        )
         .route(
             "/api/v2/analytics/conversations/details/jobs",
             post(create_job),
@@ -371,8 +377,86 @@ async fn list_skills(State(g): S, Query(q): Query<HashMap<String, String>>) -> R
     page(&filtered(&g.skills, &q), &q, "/api/v2/routing/skills")
 }
 
+/// Routing statuses the mock's agents start in, by index (real Genesys values).
+const ROUTING_STATUSES: [&str; 5] = [
+    "IDLE",
+    "INTERACTING",
+    "OFF_QUEUE",
+    "COMMUNICATING",
+    "NOT_RESPONDING",
+];
+
+fn routing_status(user: &Value) -> Value {
+    json!({"userId": user["id"], "status": user["_routingStatus"], "startTime": "2026-01-01T00:00:00.000Z"})
+}
+
+/// `expand=routingStatus` adds each user's routing status, as the real API does.
 async fn list_users(State(g): S, Query(q): Query<HashMap<String, String>>) -> Response {
-    page(&g.users, &q, "/api/v2/users")
+    let expand = q
+        .get("expand")
+        .is_some_and(|e| e.split(',').any(|x| x == "routingStatus"));
+    let users: Vec<Value> = g
+        .users
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|u| {
+            let mut v = u.clone();
+            if expand {
+                v["routingStatus"] = routing_status(u);
+            }
+            if let Some(o) = v.as_object_mut() {
+                o.remove("_routingStatus");
+            }
+            v
+        })
+        .collect();
+    page(&users, &q, "/api/v2/users")
+}
+
+async fn get_routing_status(State(g): S, Path(id): Path<String>) -> Response {
+    let users = g.users.lock().unwrap_or_else(|e| e.into_inner());
+    match users.iter().find(|u| u["id"] == id.as_str()) {
+        Some(u) => Json(routing_status(u)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not.found",
+            "user not found",
+            &g.mock,
+        ),
+    }
+}
+
+/// `PUT /api/v2/users/{id}/routingstatus` with `{"status": "OFF_QUEUE"}`.
+async fn put_routing_status(
+    State(g): S,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let Some(status) = body["status"]
+        .as_str()
+        .filter(|s| ROUTING_STATUSES.contains(s))
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad.request",
+            "status must be a routing status",
+            &g.mock,
+        );
+    };
+    let mut users = g.users.lock().unwrap_or_else(|e| e.into_inner());
+    match users.iter_mut().find(|u| u["id"] == id.as_str()) {
+        Some(u) => {
+            u["_routingStatus"] = json!(status);
+            Json(routing_status(u)).into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not.found",
+            "user not found",
+            &g.mock,
+        ),
+    }
 }
 
 async fn create_job(State(g): S) -> Response {
