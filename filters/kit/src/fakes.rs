@@ -222,6 +222,9 @@ impl Metrics for FakeMetrics {
     fn gauge(&mut self, name: &str) -> Result<u32, HostError> {
         Ok(self.define(name))
     }
+    fn histogram(&mut self, name: &str) -> Result<u32, HostError> {
+        Ok(self.define(name))
+    }
     fn increment(&mut self, id: u32, by: i64) -> Result<(), HostError> {
         let name = self.name(id)?;
         *self.values.entry(name).or_default() += by;

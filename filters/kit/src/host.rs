@@ -84,10 +84,12 @@ pub trait HttpCallout {
     fn dispatch(&mut self, call: &Callout<'_>) -> Result<u32, HostError>;
 }
 
-/// Counters and gauges, defined by name once and then updated by id.
+/// Counters, gauges and histograms, defined by name once and then updated by id.
 pub trait Metrics {
     fn counter(&mut self, name: &str) -> Result<u32, HostError>;
     fn gauge(&mut self, name: &str) -> Result<u32, HostError>;
+    /// A distribution (Envoy keeps quantiles of what `record` sends).
+    fn histogram(&mut self, name: &str) -> Result<u32, HostError>;
     fn increment(&mut self, id: u32, by: i64) -> Result<(), HostError>;
     fn record(&mut self, id: u32, value: u64) -> Result<(), HostError>;
 }

@@ -441,6 +441,9 @@ impl Metrics for ProxyMetrics {
     fn gauge(&mut self, name: &str) -> Result<u32, HostError> {
         Self::define(1, name)
     }
+    fn histogram(&mut self, name: &str) -> Result<u32, HostError> {
+        Self::define(2, name)
+    }
     fn increment(&mut self, id: u32, by: i64) -> Result<(), HostError> {
         // SAFETY: plain value call.
         HostError::check(unsafe { abi::proxy_increment_metric(id, by) })

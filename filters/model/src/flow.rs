@@ -393,18 +393,57 @@ impl Request {
         None
     }
 
-    pub fn wants_response_body(&self) -> bool {
+    /// The response is the platform's and a stage that ran says `yes` to it.
+    fn a_stage_takes(&self, yes: impl Fn(&dyn StageStream, &Exchange) -> bool) -> bool {
         !self.pass
             && !self.x.replied
             && self
                 .streams
                 .iter()
                 .zip(&self.ran)
-                .any(|(s, ran)| *ran && s.wants_response_body(&self.x))
+                .any(|(s, ran)| *ran && yes(s.as_ref(), &self.x))
+    }
+
+    pub fn wants_response_body(&self) -> bool {
+        self.a_stage_takes(|s, x| s.wants_response_body(x))
     }
 
     /// The whole response body: each stage that wants it may replace it (reverse order).
     pub fn on_response_body(&mut self, body: Vec<u8>, io: &mut Io<'_>) -> Option<Vec<u8>> {
+        self.rewrite(
+            &body,
+            |s, x| s.wants_response_body(x),
+            |s, x, seen| s.on_response_body(x, io, seen),
+        )
+    }
+
+    pub fn streams_response(&self) -> bool {
+        self.a_stage_takes(|s, x| s.streams_response(x))
+    }
+
+    /// One piece of a streamed response body: each stage that streams may replace it
+    /// (reverse order).
+    pub fn on_response_chunk(
+        &mut self,
+        chunk: Vec<u8>,
+        end: bool,
+        io: &mut Io<'_>,
+    ) -> Option<Vec<u8>> {
+        self.rewrite(
+            &chunk,
+            |s, x| s.streams_response(x),
+            |s, x, seen| s.on_response_chunk(x, io, seen, end),
+        )
+    }
+
+    /// Stages that ran and `take` the bytes, in reverse order, each seeing the previous one's
+    /// output; `Some` if any replaced them.
+    fn rewrite(
+        &mut self,
+        bytes: &[u8],
+        take: impl Fn(&dyn StageStream, &Exchange) -> bool,
+        mut replace: impl FnMut(&mut dyn StageStream, &mut Exchange, &[u8]) -> Option<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
         let mut current: Option<Vec<u8>> = None;
         for i in (0..self.streams.len()).rev() {
             if !self.ran.get(i).copied().unwrap_or(false) {
@@ -413,11 +452,11 @@ impl Request {
             let Some(s) = self.streams.get_mut(i) else {
                 continue;
             };
-            if !s.wants_response_body(&self.x) {
+            if !take(s.as_ref(), &self.x) {
                 continue;
             }
-            let seen = current.as_deref().unwrap_or(&body);
-            if let Some(next) = s.on_response_body(&mut self.x, io, seen) {
+            let seen = current.as_deref().unwrap_or(bytes);
+            if let Some(next) = replace(s.as_mut(), &mut self.x, seen) {
                 current = Some(next);
             }
         }

@@ -69,6 +69,9 @@ impl Metrics for Batch {
     fn gauge(&mut self, name: &str) -> Result<u32, HostError> {
         ProxyMetrics.gauge(name)
     }
+    fn histogram(&mut self, name: &str) -> Result<u32, HostError> {
+        ProxyMetrics.histogram(name)
+    }
     fn increment(&mut self, id: u32, by: i64) -> Result<(), HostError> {
         let mut pending = self.0.borrow_mut();
         match pending.iter_mut().find(|(i, _)| *i == id) {
@@ -491,6 +494,21 @@ impl HttpContext for Stream {
         let Some(req) = self.req.as_mut() else {
             return Action::Continue;
         };
+        if req.streams_response() {
+            let chunk = if body_size > 0 {
+                proxy::buffer(RESPONSE_BODY, 0, body_size).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let (store, batch) = (&mut self.store, &mut self.batch);
+            let new = with_io(store, batch, 0, |io| {
+                req.on_response_chunk(chunk, end_of_stream, io)
+            });
+            if let Some(new) = new {
+                let _ = proxy::replace_buffer(RESPONSE_BODY, body_size, &new);
+            }
+            return Action::Continue;
+        }
         if !req.wants_response_body() {
             return Action::Continue;
         }

@@ -168,6 +168,22 @@ pub trait StageStream {
     ) -> Option<Vec<u8>> {
         None
     }
+    /// Does this stage rewrite the response body piece by piece as it arrives (SSE streams)?
+    /// Asked after `on_response`; such a stage gets every chunk, never the whole body.
+    fn streams_response(&self, _x: &Exchange) -> bool {
+        false
+    }
+    /// One piece of the response body (`end` on the last, which may be empty); a stage
+    /// returns what to send in its place.
+    fn on_response_chunk(
+        &mut self,
+        _x: &mut Exchange,
+        _io: &mut Io<'_>,
+        _chunk: &[u8],
+        _end: bool,
+    ) -> Option<Vec<u8>> {
+        None
+    }
     /// The stream is over (also after a reset).
     fn on_done(&mut self, _x: &Exchange, _io: &mut Io<'_>) {}
 }
