@@ -6,11 +6,12 @@
 use cxgate_model::StageKind;
 
 /// Every stage, in the order the shipped configs run them.
-pub const STAGES: [StageKind; 7] = [
+pub const STAGES: [StageKind; 8] = [
     cxgate_trace::stage::KIND,
     cxgate_model::authz::KIND,
     cxgate_ratelimit::stage::KIND,
     cxgate_transform::stage::KIND,
+    cxgate_guard::stage::KIND,
     cxgate_breaker::stage::KIND,
     cxgate_coexistence::stage::KIND,
     cxgate_token::stage::KIND,

@@ -131,7 +131,7 @@ fn the_token_stage_touches_only_requests_that_reach_a_platform() {
     let mut h = host();
     let p = pipeline(&mut h, |d| {
         d["stages"] = json!(["trace", "authz", "token"]);
-        for s in ["ratelimit", "transform", "breaker", "coexistence"] {
+        for s in ["ratelimit", "transform", "guard", "breaker", "coexistence"] {
             d.as_object_mut().unwrap().remove(s);
         }
     });

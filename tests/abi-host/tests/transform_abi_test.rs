@@ -13,7 +13,7 @@ const SEED: &str = r#"{"idempotency_key": "k-1", "target_platform": "GENESYS",
 fn config(profile: Profile) -> Value {
     let mut doc = shipped_pipeline(profile);
     doc["stages"] = json!(["transform"]);
-    for stage in ["trace", "ratelimit", "breaker", "coexistence"] {
+    for stage in ["trace", "ratelimit", "guard", "breaker", "coexistence"] {
         doc.as_object_mut().unwrap().remove(stage);
     }
     doc

@@ -1,0 +1,166 @@
+//! Prompt screening: deny phrases found case-insensitively, across whitespace runs, after
+//! Unicode compatibility folding (NFKC's decompositions, combining marks and zero-width
+//! characters dropped). Matching runs on the folded text; filtering edits the original, so
+//! the words around a match reach the model exactly as written.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use unicode_normalization::char::{decompose_compatible, is_combining_mark};
+
+/// A deny rule: its id (logged and counted, never the text) and its phrase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub id: String,
+    pub phrase: String,
+}
+
+/// The seed's six phrases.
+pub fn default_rules() -> Vec<Rule> {
+    [
+        (
+            "ignore_previous_instructions",
+            "ignore previous instructions",
+        ),
+        ("system_prompt", "system prompt"),
+        ("reset_context", "reset context"),
+        ("you_are_now", "you are now"),
+        ("disregard_all_rules", "disregard all rules"),
+        ("print_the_prompt", "print the prompt"),
+    ]
+    .into_iter()
+    .map(|(id, phrase)| Rule {
+        id: id.to_string(),
+        phrase: phrase.to_string(),
+    })
+    .collect()
+}
+
+pub const MARKER: &str = "[FILTERED_INJECTION_ATTEMPT]";
+
+pub struct Screen {
+    rules: Vec<Rule>,
+    matcher: Option<AhoCorasick>,
+}
+
+/// Text folded for matching, with each folded byte's source range in the original.
+struct Folded {
+    text: String,
+    from: Vec<(usize, usize)>,
+}
+
+fn zero_width(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+    )
+}
+
+fn fold(original: &str) -> Folded {
+    let mut text = String::with_capacity(original.len());
+    let mut from = Vec::with_capacity(original.len());
+    let mut space = false;
+    for (at, c) in original.char_indices() {
+        let range = (at, at + c.len_utf8());
+        // Stripped from forwarded text anyway, so they cannot split a phrase either.
+        if zero_width(c) || matches!(c, '<' | '>' | '\0') {
+            continue;
+        }
+        let mut push = |d: char| {
+            if is_combining_mark(d) {
+                return;
+            }
+            if d.is_whitespace() {
+                if !space && !text.is_empty() {
+                    text.push(' ');
+                    from.push(range);
+                }
+                space = true;
+                return;
+            }
+            space = false;
+            for l in d.to_lowercase() {
+                text.push(l);
+                from.extend(std::iter::repeat_n(range, l.len_utf8()));
+            }
+        };
+        if c.is_ascii() {
+            push(c);
+        } else {
+            decompose_compatible(c, &mut push);
+        }
+    }
+    Folded { text, from }
+}
+
+/// One match: the rule and the original byte range it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub rule: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Screen {
+    /// Phrases are folded like the text, so rules may be written in any case or spacing.
+    pub fn new(rules: Vec<Rule>) -> Result<Screen, String> {
+        let phrases: Vec<String> = rules
+            .iter()
+            .map(|r| fold(&r.phrase).text.trim().to_string())
+            .collect();
+        if let Some(i) = phrases.iter().position(String::is_empty) {
+            return Err(format!("rule {i} has an empty phrase"));
+        }
+        let matcher = if phrases.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&phrases)
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        Ok(Screen { rules, matcher })
+    }
+
+    pub fn rule_id(&self, hit: &Hit) -> &str {
+        self.rules
+            .get(hit.rule)
+            .map_or("unknown", |r| r.id.as_str())
+    }
+
+    /// Every match in `text`, in order.
+    pub fn hits(&self, text: &str) -> Vec<Hit> {
+        let Some(m) = &self.matcher else {
+            return Vec::new();
+        };
+        let folded = fold(text);
+        m.find_iter(&folded.text)
+            .filter_map(|h| {
+                let start = folded.from.get(h.start())?.0;
+                let end = folded.from.get(h.end().checked_sub(1)?)?.1;
+                Some(Hit {
+                    rule: h.pattern().as_usize(),
+                    start,
+                    end,
+                })
+            })
+            .collect()
+    }
+
+    /// `text` with each hit replaced by the marker, and `<`, `>` and NUL stripped.
+    pub fn filter(&self, text: &str, hits: &[Hit]) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for h in hits {
+            if h.start < at {
+                continue;
+            }
+            out.push_str(text.get(at..h.start).unwrap_or(""));
+            out.push_str(MARKER);
+            at = h.end;
+        }
+        out.push_str(text.get(at..).unwrap_or(""));
+        out.retain(|c| !matches!(c, '<' | '>' | '\0'));
+        out
+    }
+}

@@ -1,0 +1,231 @@
+//! An OpenAI chat-completion SSE stream, guarded as it passes: events are parsed across any
+//! chunk boundary, each choice's `delta.content` goes through its own [`Holdback`], the
+//! safety check sees every released piece, and the usage chunk is read (and dropped when the
+//! consumer did not ask for it). Held text is flushed on `finish_reason`, `[DONE]` or the end.
+
+use crate::chat::field;
+use crate::hold::Holdback;
+use crate::meter::Usage;
+use crate::pii::{Kind, Scanner};
+use crate::safety::Safety;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// What the guard applies to the stream.
+pub struct Policy<'a> {
+    pub scanner: &'a Scanner,
+    pub safety: &'a Safety,
+    pub fallback_text: &'a str,
+    /// Drop the usage chunk: the gateway asked for it, the consumer did not.
+    pub strip_usage: bool,
+}
+
+#[derive(Default)]
+struct Choice {
+    hold: Holdback,
+    tail: String,
+}
+
+#[derive(Default)]
+pub struct SseGuard {
+    pending: Vec<u8>,
+    choices: BTreeMap<u64, Choice>,
+    /// id, created and model of the last chunk, for the events the guard adds.
+    header: Option<(Value, Value, Value)>,
+    pub usage: Option<Usage>,
+    /// Characters of content released, for the estimator.
+    pub released_chars: u64,
+    pub redacted: Vec<Kind>,
+    /// The safety keyword that ended the stream with the fallback.
+    pub unsafe_hit: Option<String>,
+    /// Content was released at least once (time to first token).
+    pub first_content: bool,
+    /// `[DONE]` was seen or sent; later bytes are dropped.
+    pub done: bool,
+}
+
+impl SseGuard {
+    /// A piece of the body; returns the bytes to send instead.
+    pub fn push(&mut self, p: &Policy<'_>, chunk: &[u8]) -> Vec<u8> {
+        if self.done {
+            return Vec::new();
+        }
+        self.pending.extend(chunk.iter().filter(|b| **b != b'\r'));
+        let mut out = Vec::new();
+        while let Some(at) = find(&self.pending, b"\n\n") {
+            let event: Vec<u8> = self.pending.drain(..at + 2).collect();
+            self.event(p, &event, &mut out);
+            if self.done {
+                self.pending.clear();
+                break;
+            }
+        }
+        out
+    }
+
+    /// The body ended (with or without `[DONE]`): releases whatever is held.
+    pub fn finish(&mut self, p: &Policy<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        let rest = std::mem::take(&mut self.pending);
+        if !rest.is_empty() {
+            let mut event = rest;
+            event.extend_from_slice(b"\n\n");
+            self.event(p, &event, &mut out);
+        }
+        if !self.done {
+            self.flush_all(p, &mut out);
+        }
+        out
+    }
+
+    fn event(&mut self, p: &Policy<'_>, raw: &[u8], out: &mut Vec<u8>) {
+        let text = String::from_utf8_lossy(raw);
+        let data: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        if data.is_empty() {
+            out.extend_from_slice(raw);
+            return;
+        }
+        let data = data.join("\n");
+        if data.trim() == "[DONE]" {
+            self.flush_all(p, out);
+            if !self.done {
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.done = true;
+            }
+            return;
+        }
+        let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
+            out.extend_from_slice(raw);
+            return;
+        };
+        self.header = Some((
+            field(&v, &["id"]).clone(),
+            field(&v, &["created"]).clone(),
+            field(&v, &["model"]).clone(),
+        ));
+        if let Some(u) = Usage::from_json(field(&v, &["usage"])) {
+            self.usage = Some(u);
+            let empty = field(&v, &["choices"]).as_array().is_none_or(Vec::is_empty);
+            if p.strip_usage && empty {
+                return;
+            }
+            if p.strip_usage
+                && let Some(o) = v.as_object_mut()
+            {
+                o.remove("usage");
+            }
+        }
+        if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
+            for c in choices.iter_mut() {
+                let index = field(c, &["index"]).as_u64().unwrap_or(0);
+                let piece = field(c, &["delta", "content"]).as_str().map(str::to_string);
+                let finishing = !field(c, &["finish_reason"]).is_null();
+                let mut released = match &piece {
+                    Some(t) => self.choice(index).hold.push(p.scanner, t),
+                    None => Default::default(),
+                };
+                if finishing {
+                    let rest = self.choice(index).hold.finish(p.scanner);
+                    released.text.push_str(&rest.text);
+                    released.redacted.extend(rest.redacted);
+                }
+                if let Some(kw) = self.check(p, index, &released.text) {
+                    self.unsafe_hit = Some(kw);
+                    self.fallback(p, index, out);
+                    return;
+                }
+                self.account(&released.text, released.redacted);
+                if piece.is_some() || !released.text.is_empty() {
+                    set_content(c, released.text);
+                }
+            }
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(v.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+
+    fn choice(&mut self, index: u64) -> &mut Choice {
+        self.choices.entry(index).or_default()
+    }
+
+    fn check(&mut self, p: &Policy<'_>, index: u64, text: &str) -> Option<String> {
+        let c = self.choice(index);
+        p.safety.check_piece(&mut c.tail, text).map(str::to_string)
+    }
+
+    fn account(&mut self, text: &str, redacted: Vec<Kind>) {
+        if !text.is_empty() {
+            self.first_content = true;
+            self.released_chars += text.chars().count() as u64;
+        }
+        self.redacted.extend(redacted);
+    }
+
+    /// Releases every choice's held text in one added event.
+    fn flush_all(&mut self, p: &Policy<'_>, out: &mut Vec<u8>) {
+        let mut pieces = Vec::new();
+        for (index, c) in self.choices.iter_mut() {
+            let r = c.hold.finish(p.scanner);
+            if !r.text.is_empty() || !r.redacted.is_empty() {
+                pieces.push((*index, r));
+            }
+        }
+        for (index, r) in pieces {
+            if let Some(kw) = self.check(p, index, &r.text) {
+                self.unsafe_hit = Some(kw);
+                self.fallback(p, index, out);
+                return;
+            }
+            self.account(&r.text, r.redacted);
+            let delta = json!({"content": r.text});
+            out.extend_from_slice(self.added(index, delta, Value::Null).as_bytes());
+        }
+    }
+
+    /// Ends the stream with the fallback text in place of what was not sent.
+    fn fallback(&mut self, p: &Policy<'_>, index: u64, out: &mut Vec<u8>) {
+        let delta = json!({"content": p.fallback_text});
+        let event = self.added(index, delta, json!("content_filter"));
+        out.extend_from_slice(event.as_bytes());
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        self.done = true;
+    }
+
+    fn added(&self, index: u64, delta: Value, finish: Value) -> String {
+        let (id, created, model) = self.header.clone().unwrap_or_default();
+        let mut v = json!({"id": id, "object": "chat.completion.chunk", "created": created,
+            "model": model, "choices": [{"index": index, "delta": delta, "finish_reason": finish}]});
+        if finish == "content_filter"
+            && let Some(o) = v.as_object_mut()
+        {
+            o.insert("source".into(), json!("fallback"));
+            o.insert("reason".into(), json!("unsafe_output"));
+        }
+        format!("data: {v}\n\n")
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sets `choice.delta.content` without ever indexing into a non-object (which would panic).
+fn set_content(choice: &mut Value, text: String) {
+    let Some(c) = choice.as_object_mut() else {
+        return;
+    };
+    let delta = c
+        .entry("delta")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(d) = delta.as_object_mut() {
+        d.insert("content".into(), Value::String(text));
+    }
+}

@@ -1,0 +1,139 @@
+//! Every PII type with its edge cases.
+#![allow(clippy::indexing_slicing, clippy::unwrap_used)]
+
+use cxgate_guard::pii::{Kind, Scanner};
+
+fn all() -> Scanner {
+    Scanner::new(&Kind::ALL)
+}
+
+fn redact(text: &str) -> String {
+    all().redact(text).0
+}
+
+#[test]
+fn ssn_excludes_invalid_areas_groups_and_serials() {
+    assert_eq!(redact("SSN 123-45-6789."), "SSN [SSN REDACTED].");
+    for bad in [
+        "000-12-3456",
+        "666-12-3456",
+        "900-12-3456",
+        "987-65-4321",
+        "123-00-4567",
+        "123-45-0000",
+    ] {
+        assert_eq!(redact(bad), bad, "{bad} is not a valid SSN");
+    }
+    assert_eq!(
+        redact("1123-45-6789"),
+        "1123-45-6789",
+        "no match inside a longer number"
+    );
+    assert_eq!(redact("123-45-67890"), "123-45-67890");
+}
+
+#[test]
+fn cards_need_luhn_and_a_known_brand() {
+    for (card, brand) in [
+        ("4111 1111 1111 1111", "visa"),
+        ("4111-1111-1111-1111", "visa dashed"),
+        ("4111111111111111", "visa plain"),
+        ("5555 5555 5555 4444", "mastercard 5x"),
+        ("2221 0000 0000 0009", "mastercard 2221"),
+        ("2720 9999 9999 9996", "mastercard 2720"),
+        ("3782 822463 10005", "amex"),
+        ("6011 1111 1111 1117", "discover"),
+        ("3530 1113 3330 0000", "jcb"),
+    ] {
+        assert_eq!(
+            redact(&format!("pay {card} now")),
+            "pay [CARD REDACTED] now",
+            "{brand}"
+        );
+    }
+    assert_eq!(
+        redact("4111 1111 1111 1112"),
+        "4111 1111 1111 1112",
+        "invalid Luhn"
+    );
+    assert_eq!(
+        redact("2721 0000 0000 0001"),
+        "2721 0000 0000 0001",
+        "2721 is no Mastercard prefix"
+    );
+    assert_eq!(
+        redact("1234 5678 9012 3452"),
+        "1234 5678 9012 3452",
+        "no brand"
+    );
+}
+
+#[test]
+fn phones_nanp_and_e164() {
+    for phone in [
+        "(415) 555-2671",
+        "415-555-2671",
+        "415.555.2671",
+        "+1 415 555 2671",
+        "1-415-555-2671",
+        "+442079460958",
+        "+44 20 7946 0958",
+    ] {
+        assert_eq!(
+            redact(&format!("call {phone}.")),
+            "call [PHONE REDACTED].",
+            "{phone}"
+        );
+    }
+    assert_eq!(
+        redact("order 115-555-2671"),
+        "order 115-555-2671",
+        "area codes start at 2"
+    );
+    assert_eq!(redact("version 1.2.3"), "version 1.2.3");
+    assert_eq!(redact("+0123456789"), "+0123456789", "no country code 0");
+}
+
+#[test]
+fn emails() {
+    assert_eq!(
+        redact("mail jane.doe+cx@example.co.uk, thanks"),
+        "mail [EMAIL REDACTED], thanks"
+    );
+    assert_eq!(redact("a@b"), "a@b", "no dot in the domain");
+    assert_eq!(redact("x@host.c0m"), "x@host.c0m", "a TLD is letters");
+    assert_eq!(redact("@handle"), "@handle");
+}
+
+#[test]
+fn iban_with_mod97_and_only_when_enabled() {
+    let text = "IBAN GB82 WEST 1234 5698 7654 32 ok";
+    assert_eq!(redact(text), "IBAN [IBAN REDACTED] ok");
+    assert_eq!(redact("DE89370400440532013000"), "[IBAN REDACTED]");
+    assert_eq!(
+        redact("GB83 WEST 1234 5698 7654 32"),
+        "GB83 WEST 1234 5698 7654 32",
+        "bad check digits"
+    );
+    let default = Scanner::new(&[Kind::Ssn, Kind::Card, Kind::Phone, Kind::Email]);
+    assert_eq!(default.redact(text).0, text);
+}
+
+#[test]
+fn several_kinds_in_one_text_are_all_found_in_order() {
+    let (out, kinds) =
+        all().redact("SSN 123-45-6789, card 4111111111111111, mail a@b.io, tel 415-555-2671");
+    assert_eq!(
+        out,
+        "SSN [SSN REDACTED], card [CARD REDACTED], mail [EMAIL REDACTED], tel [PHONE REDACTED]"
+    );
+    assert_eq!(kinds, vec![Kind::Ssn, Kind::Card, Kind::Email, Kind::Phone]);
+}
+
+#[test]
+fn non_ascii_text_around_entities_is_kept() {
+    assert_eq!(
+        redact("Numéro: 415-555-2671 ✓"),
+        "Numéro: [PHONE REDACTED] ✓"
+    );
+}
