@@ -1,5 +1,14 @@
 //! Mock OpenAI-compatible LLM: `/v1/chat/completions` (plain and SSE streaming, with
 //! `stream_options.include_usage`) and `/v1/models`, behind an API key.
+//!
+//! What it answers is steerable per request, so tests can put PII or unsafe words in an
+//! answer and break a stream where they like:
+//! - a user message containing `say:` is answered with the text after it, verbatim;
+//! - `x-mock-delta-chars: N` streams the answer in deltas of N characters (default: words);
+//! - `x-mock-split-bytes: N` writes each SSE event in pieces of N bytes, 1 ms apart;
+//! - `x-mock-abort-after: N` resets the stream after N content deltas (no usage, no `[DONE]`).
+//!
+//! Latency, 429 with `Retry-After` and 5xx come from the shared fault injection.
 
 use crate::Args;
 use crate::control::Mock;
@@ -99,7 +108,22 @@ async fn chat(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
         .filter_map(|m| m["content"].as_str())
         .map(count_tokens)
         .sum();
-    let content = format!("Mock reply to: {last_user}");
+    let content = match last_user.split_once("say:") {
+        Some((_, said)) => said.trim_start().to_string(),
+        None => format!("Mock reply to: {last_user}"),
+    };
+    let knob = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0)
+    };
+    let (delta_chars, split_bytes, abort_after) = (
+        knob("x-mock-delta-chars"),
+        knob("x-mock-split-bytes"),
+        knob("x-mock-abort-after"),
+    );
     let completion_tokens = count_tokens(&content);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
     let id = l.mock.next_id("chatcmpl-");
@@ -119,12 +143,24 @@ async fn chat(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
         json!({"role": "assistant", "content": ""}),
         Value::Null,
     )];
-    for (i, word) in content.split(' ').enumerate() {
-        let piece = if i == 0 {
-            word.to_string()
-        } else {
-            format!(" {word}")
-        };
+    let pieces: Vec<String> = match delta_chars {
+        Some(n) => {
+            let chars: Vec<char> = content.chars().collect();
+            chars.chunks(n).map(|c| c.iter().collect()).collect()
+        }
+        None => content
+            .split(' ')
+            .enumerate()
+            .map(|(i, w)| {
+                if i == 0 {
+                    w.to_string()
+                } else {
+                    format!(" {w}")
+                }
+            })
+            .collect(),
+    };
+    for piece in pieces {
         events.push(chunk(json!({"content": piece}), Value::Null));
     }
     events.push(chunk(json!({}), json!("stop")));
@@ -133,13 +169,21 @@ async fn chat(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::spawn(async move {
-        for e in events {
-            if tx
-                .send(Ok(Bytes::from(format!("data: {e}\n\n"))))
-                .await
-                .is_err()
-            {
+        for (i, e) in events.iter().enumerate() {
+            if abort_after.is_some_and(|n| i > n) {
+                let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock abort");
+                let _ = tx.send(Err(reset)).await;
                 return;
+            }
+            let bytes = format!("data: {e}\n\n").into_bytes();
+            let step = split_bytes.unwrap_or(bytes.len());
+            for piece in bytes.chunks(step) {
+                if tx.send(Ok(Bytes::copy_from_slice(piece))).await.is_err() {
+                    return;
+                }
+                if split_bytes.is_some() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -7,6 +7,8 @@ mod cxone;
 mod genesys;
 mod llm;
 
+use axum::serve::ListenerExt;
+
 use clap::Parser;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -108,6 +110,10 @@ async fn main() {
         };
         let app = control::wrap(app, mock);
         println!("mock {role} listening on {base}");
+        // Like real APIs, no Nagle delay: a stream's small events leave as they are written.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tasks.push(tokio::spawn(
             async move { axum::serve(listener, app).await },
         ));
