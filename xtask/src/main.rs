@@ -9,6 +9,7 @@
 mod bench;
 mod bench_coexistence;
 mod bench_config;
+mod bench_guard;
 mod micro;
 
 use cxgate_e2e::{Ports, Stack, StackOptions, repo_root, wasm_dir};
@@ -272,11 +273,19 @@ fn main() -> ExitCode {
                 if subset {
                     Ok(())
                 } else {
-                    bench_coexistence::run(200).and_then(|()| micro::run(true))
+                    bench_coexistence::run(200)
+                        .and_then(|()| bench_guard::run(200))
+                        .and_then(|()| micro::run(true))
                 }
             })
         }
         "bench-coexistence" => bench_coexistence::run(
+            std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(200),
+        ),
+        "bench-guard" => bench_guard::run(
             std::env::args()
                 .nth(2)
                 .and_then(|n| n.parse().ok())
@@ -293,7 +302,7 @@ fn main() -> ExitCode {
             micro::run_one(&filter, n).map(|_| ())
         }
         _ => Err(
-            "usage: xtask wasm|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]"
+            "usage: xtask wasm|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]|bench-guard [requests]"
                 .into(),
         ),
     };
