@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 const DECISION: &str = "/coexistence/v1/decision";
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile (0..=1) of sorted samples, nearest rank; NaN when there are none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -4,17 +4,10 @@
 //! between them. TTFT is timed at the client: request sent to the first SSE bytes carrying
 //! non-empty `delta.content`.
 
+use crate::bench_coexistence::percentile;
 use cxgate_e2e::{Stack, StackOptions, unlimited_pipeline};
 use std::io::Read;
 use std::time::{Duration, Instant};
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 /// Milliseconds to the first non-empty content, then the rest is drained.
 fn ttft(client: &reqwest::blocking::Client, url: &str, prompt: &str) -> Result<f64, String> {

@@ -105,11 +105,14 @@ impl SseGuard {
             out.extend_from_slice(raw);
             return;
         };
-        self.header = Some((
-            field(&v, &["id"]).clone(),
-            field(&v, &["created"]).clone(),
-            field(&v, &["model"]).clone(),
-        ));
+        // The first chunk names the stream; later ones repeat it.
+        if self.header.is_none() {
+            self.header = Some((
+                field(&v, &["id"]).clone(),
+                field(&v, &["created"]).clone(),
+                field(&v, &["model"]).clone(),
+            ));
+        }
         if let Some(u) = Usage::from_json(field(&v, &["usage"])) {
             self.usage = Some(u);
             let empty = field(&v, &["choices"]).as_array().is_none_or(Vec::is_empty);
