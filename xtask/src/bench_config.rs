@@ -124,6 +124,27 @@ pub fn document(stages: &[&str]) -> serde_json::Value {
             _ => {}
         }
     }
+    // The LLM route is always there, so a chain with and without the guard serve the same path.
+    doc["model"]["platforms"] = json!(["genesys", "cxone", "llm"]);
+    doc["model"]["default_consumer"]["scopes"] = json!([
+        "routing:queue:edit",
+        "genesys:passthrough:read",
+        "llm:invoke"
+    ]);
+    if let Some(routes) = doc["model"]["routes"].as_array_mut() {
+        routes.push(
+            json!({"id": "llm", "prefix": "/llm/", "methods": ["POST"], "platform": "llm",
+                           "scopes": ["llm:invoke"]}),
+        );
+    }
+    if doc.get("ratelimit").is_some() {
+        doc["ratelimit"]["platforms"]["llm"] = huge.clone();
+    }
+    if stages.contains(&"guard") {
+        let mut g = shipped["guard"].clone();
+        g["routes"] = json!({"llm": {}});
+        doc["guard"] = g;
+    }
     doc
 }
 

@@ -8,70 +8,92 @@ use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Instant;
 
-/// A row: its name, the module, the stages its document lists, and whether it takes the JSON
-/// route. `noop` is the do-nothing filter: the harness's own cost per request, the floor under
+/// What a row's requests look like.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// GET with headers only.
+    Headers,
+    /// POST of the 1 KB normalized update, with a JSON answer.
+    Json,
+    /// A streamed chat completion on `/llm/`: 20 SSE deltas, one body chunk each.
+    Chat,
+}
+
+/// A row: its name, the module, the stages its document lists, and its request shape. `noop` is the do-nothing filter: the harness's own cost per request, the floor under
 /// every other row (a row's work is its figure minus this one's).
 pub struct Row {
     pub name: &'static str,
     module: &'static str,
     stages: &'static [&'static str],
-    json: bool,
+    shape: Shape,
 }
 
-pub const ROWS: [Row; 9] = [
+pub const ROWS: [Row; 11] = [
     Row {
         name: "noop",
         module: "cxgate-noop-filter",
         stages: &[],
-        json: false,
+        shape: Shape::Headers,
     },
     Row {
         name: "trace",
         module: "cxgate-trace",
         stages: &["trace"],
-        json: false,
+        shape: Shape::Headers,
     },
     Row {
         name: "ratelimit",
         module: "cxgate-ratelimit",
         stages: &["ratelimit"],
-        json: false,
+        shape: Shape::Headers,
     },
     Row {
         name: "breaker",
         module: "cxgate-breaker",
         stages: &["breaker"],
-        json: false,
+        shape: Shape::Headers,
     },
     Row {
         name: "token",
         module: "cxgate-token",
         stages: &["token"],
-        json: false,
+        shape: Shape::Headers,
     },
     Row {
         name: "pipeline (trace, authz, ratelimit, breaker)",
         module: "cxgate-pipeline",
         stages: &["trace", "authz", "ratelimit", "breaker"],
-        json: false,
+        shape: Shape::Headers,
     },
     Row {
         name: "pipeline + token in one context",
         module: "cxgate-pipeline",
         stages: &["trace", "authz", "ratelimit", "breaker", "token"],
-        json: false,
+        shape: Shape::Headers,
     },
     Row {
         name: "transform",
         module: "cxgate-transform",
         stages: &["transform"],
-        json: true,
+        shape: Shape::Json,
     },
     Row {
         name: "pipeline-json (trace, authz, ratelimit, transform, breaker)",
         module: "cxgate-pipeline",
         stages: &["trace", "authz", "ratelimit", "transform", "breaker"],
-        json: true,
+        shape: Shape::Json,
+    },
+    Row {
+        name: "pipeline-llm without guard (trace, authz, ratelimit, breaker)",
+        module: "cxgate-pipeline",
+        stages: &["trace", "authz", "ratelimit", "breaker"],
+        shape: Shape::Chat,
+    },
+    Row {
+        name: "pipeline-llm (trace, authz, ratelimit, guard, breaker)",
+        module: "cxgate-pipeline",
+        stages: &["trace", "authz", "ratelimit", "guard", "breaker"],
+        shape: Shape::Chat,
     },
 ];
 
@@ -110,7 +132,10 @@ fn one(h: &mut Host, row: &Row, n: u64) -> Result<(), String> {
     let s = h.new_stream(0).map_err(|e| e.to_string())?;
     let e = |e: wasmtime::Error| e.to_string();
     let filter = row.name;
-    if row.json {
+    if row.shape == Shape::Chat {
+        return chat(h, s, n);
+    }
+    if row.shape == Shape::Json {
         let body = json_body(n);
         let len = body.len().to_string();
         let a = h
@@ -181,6 +206,72 @@ fn one(h: &mut Host, row: &Row, n: u64) -> Result<(), String> {
         )
         .map_err(e)?;
     }
+    h.finish(s).map_err(e)
+}
+
+/// One SSE event of a streamed answer.
+fn delta(i: usize) -> String {
+    let words = [
+        "Thanks",
+        " for",
+        " waiting,",
+        " your",
+        " order",
+        " ships",
+        " today;",
+        " write",
+        " to",
+        " ann@example.com",
+        " or",
+        " call",
+        " us",
+        " any",
+        " time.",
+        " We",
+        " are",
+        " glad",
+        " to",
+        " help.",
+    ];
+    let content = words.get(i).copied().unwrap_or(".");
+    let e = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "mock-gpt",
+                   "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]});
+    format!("data: {e}\n\n")
+}
+
+/// A streamed chat completion: the prompt screened, 20 deltas redacted one chunk at a time,
+/// then the usage chunk and `[DONE]`.
+fn chat(h: &mut Host, s: cxgate_abi_host::Stream, n: u64) -> Result<(), String> {
+    let e = |e: wasmtime::Error| e.to_string();
+    let body = json!({"model": "mock-gpt", "stream": true, "messages": [
+        {"role": "system", "content": "You are a support agent for an online shop."},
+        {"role": "user", "content": format!("Where is my order {n}? It was due on Monday.")}]})
+    .to_string();
+    let len = body.len().to_string();
+    let headers = [
+        (":method", "POST"),
+        (":path", "/llm/v1/chat/completions"),
+        (":authority", "gateway"),
+        ("content-type", "application/json"),
+        ("content-length", &len),
+        ("x-cxgate-consumer", "app"),
+        ("x-gateway-trace-id", "0123456789abcdef0123456789abcdef"),
+    ];
+    let a = h.request_headers(s, &headers, false).map_err(e)?;
+    if a == Action::Pause
+        && h.request_body(s, body.as_bytes(), true).map_err(e)? != Action::Continue
+    {
+        return Err(format!("the chat was refused: {:?}", h.local_reply(s)));
+    }
+    let response = [(":status", "200"), ("content-type", "text/event-stream")];
+    h.response_headers(s, &response, false).map_err(e)?;
+    for i in 0..20 {
+        h.response_body(s, delta(i).as_bytes(), false).map_err(e)?;
+    }
+    let usage = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "mock-gpt",
+        "choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 20, "total_tokens": 50}});
+    let tail = format!("data: {usage}\n\ndata: [DONE]\n\n");
+    h.response_body(s, tail.as_bytes(), true).map_err(e)?;
     h.finish(s).map_err(e)
 }
 
@@ -276,10 +367,10 @@ pub fn run(with_callgrind: bool) -> Result<(), String> {
         } else {
             "(skipped)".into()
         };
-        let route = if row.json {
-            "1 KB JSON update"
-        } else {
-            "headers only"
+        let route = match row.shape {
+            Shape::Json => "1 KB JSON update",
+            Shape::Headers => "headers only",
+            Shape::Chat => "chat, 20 SSE deltas",
         };
         println!(
             "| {f} | {route} | {:.0} | {calls:.0} | {ir} | {} |",

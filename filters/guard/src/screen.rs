@@ -1,10 +1,10 @@
 //! Prompt screening: deny phrases found case-insensitively, across whitespace runs, after
-//! Unicode compatibility folding (NFKC's decompositions, combining marks and zero-width
-//! characters dropped). Matching runs on the folded text; filtering edits the original, so
+//! Unicode compatibility folding ([`crate::fold`]: NFKC's decompositions, combining marks and
+//! zero-width characters dropped). Matching runs on the folded text; filtering edits the original, so
 //! the words around a match reach the model exactly as written.
 
+use crate::fold::fold_char;
 use aho_corasick::{AhoCorasick, MatchKind};
-use unicode_normalization::char::{decompose_compatible, is_combining_mark};
 
 /// A deny rule: its id (logged and counted, never the text) and its phrase.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,10 +64,7 @@ fn fold(original: &str) -> Folded {
         if zero_width(c) || matches!(c, '<' | '>' | '\0') {
             continue;
         }
-        let mut push = |d: char| {
-            if is_combining_mark(d) {
-                return;
-            }
+        let push = |d: char| {
             if d.is_whitespace() {
                 if !space && !text.is_empty() {
                     text.push(' ');
@@ -82,11 +79,7 @@ fn fold(original: &str) -> Folded {
                 from.extend(std::iter::repeat_n(range, l.len_utf8()));
             }
         };
-        if c.is_ascii() {
-            push(c);
-        } else {
-            decompose_compatible(c, &mut push);
-        }
+        fold_char(c, push);
     }
     Folded { text, from }
 }
