@@ -1,25 +1,29 @@
 //! The `env` imports of proxy-wasm ABI 0.2.1, as Envoy and Kong implement them.
 
-use crate::host::{CallInfo, LocalReply, LogRecord, Metric, Profile, Queue, State};
 use crate::memory::{decode_pairs, read, read_string, return_bytes, write_u32, write_u64};
+use crate::state::State;
+use crate::types::{LocalReply, LogRecord, Profile};
 use wasmtime::Result;
 use wasmtime::{Caller, Linker};
 
-const OK: i32 = 0;
-const NOT_FOUND: i32 = 1;
-const BAD_ARGUMENT: i32 = 2;
-const EMPTY: i32 = 7;
-const CAS_MISMATCH: i32 = 8;
-const INTERNAL_FAILURE: i32 = 10;
+pub(crate) const OK: i32 = 0;
+pub(crate) const NOT_FOUND: i32 = 1;
+pub(crate) const BAD_ARGUMENT: i32 = 2;
+pub(crate) const EMPTY: i32 = 7;
+pub(crate) const CAS_MISMATCH: i32 = 8;
+pub(crate) const INTERNAL_FAILURE: i32 = 10;
 
-type C<'a> = Caller<'a, State>;
+pub(crate) type C<'a> = Caller<'a, State>;
 
-fn kong(c: &C<'_>) -> bool {
+pub(crate) fn kong(c: &C<'_>) -> bool {
     c.data().profile == Profile::Kong
 }
 
 /// The header map a map type names, for the effective stream (or the call response).
-fn map_mut<'a>(c: &'a mut C<'_>, map: i32) -> Result<Option<&'a mut Vec<(String, String)>>> {
+pub(crate) fn map_mut<'a>(
+    c: &'a mut C<'_>,
+    map: i32,
+) -> Result<Option<&'a mut Vec<(String, String)>>> {
     if kong(c) && matches!(map, 1 | 3 | 5 | 7) {
         return Err(c
             .data()
@@ -46,7 +50,7 @@ fn map_mut<'a>(c: &'a mut C<'_>, map: i32) -> Result<Option<&'a mut Vec<(String,
     })
 }
 
-fn refuse_in_kong(c: &C<'_>, what: &str) -> Result<()> {
+pub(crate) fn refuse_in_kong(c: &C<'_>, what: &str) -> Result<()> {
     if kong(c) {
         Err(c.data().violation(what))
     } else {
@@ -306,154 +310,6 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
 
     l.func_wrap(
         "env",
-        "proxy_get_shared_data",
-        |mut c: C<'_>,
-         kptr: i32,
-         klen: i32,
-         ret_ptr: i32,
-         ret_size: i32,
-         ret_cas: i32|
-         -> Result<i32> {
-            c.data().count("proxy_get_shared_data");
-            let key = read_string(&mut c, kptr, klen)?;
-            let found = c.data().shared().kv.get(&key).cloned();
-            let Some((value, cas)) = found else {
-                return Ok(NOT_FOUND);
-            };
-            if value.is_empty() {
-                write_u32(&mut c, ret_ptr, 0)?;
-                write_u32(&mut c, ret_size, 0)?;
-            } else {
-                return_bytes(&mut c, &value, ret_ptr, ret_size)?;
-            }
-            write_u32(&mut c, ret_cas, cas)?;
-            Ok(OK)
-        },
-    )?;
-
-    l.func_wrap(
-        "env",
-        "proxy_set_shared_data",
-        |mut c: C<'_>, kptr: i32, klen: i32, vptr: i32, vlen: i32, cas: i32| -> Result<i32> {
-            c.data().count("proxy_set_shared_data");
-            let key = read_string(&mut c, kptr, klen)?;
-            let value = read(&mut c, vptr, vlen)?;
-            let profile = c.data().profile;
-            let cas = cas as u32;
-            let mut shared = c.data().shared();
-            if shared.races > 0 && cas != 0 && shared.kv.contains_key(&key) {
-                shared.races -= 1;
-                shared.next_cas = shared.next_cas.wrapping_add(1).max(1);
-                let bumped = shared.next_cas;
-                if let Some(entry) = shared.kv.get_mut(&key) {
-                    entry.1 = bumped;
-                }
-            }
-            let current = shared.kv.get(&key).map(|(_, c)| *c);
-            // Envoy (proxy-wasm-cpp-host): absent inserts for any cas; present needs cas 0 or
-            // a match. Kong (ngx_wasm_module): cas must equal the current one (0 if absent).
-            let allowed = match (profile, current) {
-                (Profile::Envoy, None) => true,
-                (Profile::Envoy, Some(cur)) => cas == 0 || cas == cur,
-                (Profile::Kong, None) => cas == 0,
-                (Profile::Kong, Some(cur)) => cas == cur,
-            };
-            if !allowed {
-                shared.cas_mismatches += 1;
-                return Ok(CAS_MISMATCH);
-            }
-            shared.next_cas = shared.next_cas.wrapping_add(1).max(1);
-            let next = shared.next_cas;
-            shared.kv.insert(key, (value, next));
-            Ok(OK)
-        },
-    )?;
-
-    l.func_wrap(
-        "env",
-        "proxy_register_shared_queue",
-        |mut c: C<'_>, ptr: i32, len: i32, ret: i32| -> Result<i32> {
-            c.data().count("proxy_register_shared_queue");
-            let name = read_string(&mut c, ptr, len)?;
-            let (worker, context_id) = (c.data().worker, c.data().effective);
-            let id = {
-                let mut shared = c.data().shared();
-                match shared.queues.iter().position(|q| q.name == name) {
-                    Some(pos) => {
-                        if let Some(q) = shared.queues.get_mut(pos) {
-                            q.worker = worker;
-                            q.context_id = context_id;
-                        }
-                        pos as u32 + 1
-                    }
-                    None => {
-                        shared.queues.push(Queue {
-                            name,
-                            worker,
-                            context_id,
-                            items: Default::default(),
-                        });
-                        shared.queues.len() as u32
-                    }
-                }
-            };
-            write_u32(&mut c, ret, id)?;
-            Ok(OK)
-        },
-    )?;
-
-    l.func_wrap(
-        "env",
-        "proxy_resolve_shared_queue",
-        |mut c: C<'_>, _vp: i32, _vl: i32, ptr: i32, len: i32, ret: i32| -> Result<i32> {
-            c.data().count("proxy_resolve_shared_queue");
-            let name = read_string(&mut c, ptr, len)?;
-            let found = c.data().shared().queues.iter().position(|q| q.name == name);
-            let Some(pos) = found else {
-                return Ok(NOT_FOUND);
-            };
-            write_u32(&mut c, ret, pos as u32 + 1)?;
-            Ok(OK)
-        },
-    )?;
-
-    l.func_wrap(
-        "env",
-        "proxy_enqueue_shared_queue",
-        |mut c: C<'_>, id: i32, ptr: i32, len: i32| -> Result<i32> {
-            c.data().count("proxy_enqueue_shared_queue");
-            let bytes = read(&mut c, ptr, len)?;
-            let mut shared = c.data().shared();
-            let Some(q) = shared.queues.get_mut((id as u32 as usize).wrapping_sub(1)) else {
-                return Ok(NOT_FOUND);
-            };
-            q.items.push_back(bytes);
-            let ready = (q.worker, q.context_id, id as u32);
-            shared.queue_ready.push(ready);
-            Ok(OK)
-        },
-    )?;
-
-    l.func_wrap(
-        "env",
-        "proxy_dequeue_shared_queue",
-        |mut c: C<'_>, id: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
-            c.data().count("proxy_dequeue_shared_queue");
-            let item = {
-                let mut shared = c.data().shared();
-                let Some(q) = shared.queues.get_mut((id as u32 as usize).wrapping_sub(1)) else {
-                    return Ok(NOT_FOUND);
-                };
-                q.items.pop_front()
-            };
-            let Some(item) = item else { return Ok(EMPTY) };
-            return_bytes(&mut c, &item, ret_ptr, ret_size)?;
-            Ok(OK)
-        },
-    )?;
-
-    l.func_wrap(
-        "env",
         "proxy_continue_stream",
         |mut c: C<'_>, kind: i32| -> Result<i32> {
             c.data().count("proxy_continue_stream");
@@ -511,273 +367,8 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
             Ok(OK)
         },
     )?;
-
-    l.func_wrap(
-        "env",
-        "proxy_http_call",
-        |mut c: C<'_>,
-         uptr: i32,
-         ulen: i32,
-         hptr: i32,
-         hlen: i32,
-         bptr: i32,
-         blen: i32,
-         tptr: i32,
-         tlen: i32,
-         timeout: i32,
-         ret: i32|
-         -> Result<i32> {
-            c.data().count("proxy_http_call");
-            let upstream = read_string(&mut c, uptr, ulen)?;
-            let headers = decode_pairs(&read(&mut c, hptr, hlen)?)?;
-            let body = read(&mut c, bptr, blen)?;
-            let trailers = decode_pairs(&read(&mut c, tptr, tlen)?)?;
-            if !trailers.is_empty() {
-                refuse_in_kong(&c, "trailers on dispatch_http_call")?;
-            }
-            let valid_upstream = match c.data().profile {
-                Profile::Envoy => c.data().clusters.contains(&upstream),
-                Profile::Kong => upstream
-                    .rsplit_once(':')
-                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()),
-            };
-            if !valid_upstream {
-                let worker = c.data().worker;
-                c.data().shared().logs.push(LogRecord {
-                    worker,
-                    level: 4,
-                    message: format!("host: dispatch_http_call to unknown upstream {upstream:?}"),
-                });
-                return Ok(BAD_ARGUMENT);
-            }
-            // Our portability rule: every call names all four pseudo-headers.
-            let missing: Vec<&str> = [":method", ":path", ":authority", ":scheme"]
-                .into_iter()
-                .filter(|h| !headers.iter().any(|(k, _)| k == h))
-                .collect();
-            if !missing.is_empty() {
-                let msg = format!("dispatch_http_call without {missing:?}");
-                c.data().shared().violations.push(msg);
-                return Ok(BAD_ARGUMENT);
-            }
-            let (worker, context_id, now) =
-                (c.data().worker, c.data().effective, c.data().now_ns());
-            let call = {
-                let mut shared = c.data().shared();
-                shared.next_token += 1;
-                let call = CallInfo {
-                    token: shared.next_token,
-                    worker,
-                    context_id,
-                    upstream,
-                    headers,
-                    body,
-                    timeout_ms: timeout as u32,
-                    dispatched_ns: now,
-                };
-                shared.calls.push(call.clone());
-                call
-            };
-            let scripted = {
-                let mut shared = c.data().shared();
-                let mut responder = shared.responder.take();
-                let reply = responder.as_mut().and_then(|r| r(&call));
-                shared.responder = responder;
-                reply
-            };
-            if let Some(reply) = scripted {
-                c.data_mut().deferred.push((call.token, reply));
-            }
-            write_u32(&mut c, ret, call.token)?;
-            Ok(OK)
-        },
-    )?;
-
-    // Linked so modules that merely import them load; calling them is a portability failure.
-    l.func_wrap(
-        "env",
-        "proxy_grpc_call",
-        |c: C<'_>,
-         _a: i32,
-         _b: i32,
-         _x: i32,
-         _d: i32,
-         _e: i32,
-         _f: i32,
-         _g: i32,
-         _h: i32,
-         _i: i32,
-         _j: i32,
-         _k: i32,
-         _l: i32|
-         -> Result<i32> {
-            refuse_in_kong(&c, "proxy_grpc_call")?;
-            c.data()
-                .shared()
-                .violations
-                .push("proxy_grpc_call: gRPC is outside cxgate's portable subset".into());
-            Ok(INTERNAL_FAILURE)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_stream",
-        |c: C<'_>,
-         _a: i32,
-         _b: i32,
-         _x: i32,
-         _d: i32,
-         _e: i32,
-         _f: i32,
-         _g: i32,
-         _h: i32,
-         _i: i32|
-         -> Result<i32> {
-            refuse_in_kong(&c, "proxy_grpc_stream")?;
-            c.data()
-                .shared()
-                .violations
-                .push("proxy_grpc_stream: gRPC is outside cxgate's portable subset".into());
-            Ok(INTERNAL_FAILURE)
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_send",
-        |c: C<'_>, _t: i32, _p: i32, _l: i32, _e: i32| -> Result<i32> {
-            refuse_in_kong(&c, "proxy_grpc_send")?;
-            Ok(BAD_ARGUMENT)
-        },
-    )?;
-    for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
-        let n: &'static str = name;
-        l.func_wrap("env", n, move |c: C<'_>, _t: i32| -> Result<i32> {
-            refuse_in_kong(&c, n)?;
-            Ok(BAD_ARGUMENT)
-        })?;
-    }
-
-    l.func_wrap(
-        "env",
-        "proxy_get_status",
-        |mut c: C<'_>, code: i32, _mptr: i32, msize: i32| -> Result<i32> {
-            write_u32(&mut c, code, 0)?;
-            write_u32(&mut c, msize, 0)?;
-            Ok(OK)
-        },
-    )?;
-
-    l.func_wrap(
-        "env",
-        "proxy_set_effective_context",
-        |mut c: C<'_>, id: i32| -> Result<i32> {
-            c.data().count("proxy_set_effective_context");
-            let s = c.data_mut();
-            let id = id as u32;
-            if id != s.root_id && !s.streams.contains_key(&id) {
-                return Ok(BAD_ARGUMENT);
-            }
-            s.effective = id;
-            Ok(OK)
-        },
-    )?;
-
-    // Envoy offers `clear_route_cache` (route re-selection after a :path change); Kong has no
-    // foreign functions.
-    l.func_wrap(
-        "env",
-        "proxy_call_foreign_function",
-        |mut c: C<'_>, nptr: i32, nlen: i32, _a: i32, _b: i32, _rp: i32, _rs: i32| -> Result<i32> {
-            let name = read_string(&mut c, nptr, nlen)?;
-            if c.data().profile == Profile::Envoy && name == "clear_route_cache" {
-                c.data().count("clear_route_cache");
-                return Ok(OK);
-            }
-            Ok(NOT_FOUND)
-        },
-    )?;
-
-    l.func_wrap("env", "proxy_done", |c: C<'_>| -> Result<i32> {
-        refuse_in_kong(&c, "proxy_done")?;
-        Ok(OK)
-    })?;
-
-    l.func_wrap(
-        "env",
-        "proxy_define_metric",
-        |mut c: C<'_>, kind: i32, ptr: i32, len: i32, ret: i32| -> Result<i32> {
-            c.data().count("proxy_define_metric");
-            let name = read_string(&mut c, ptr, len)?;
-            if !(0..=2).contains(&kind) {
-                return Ok(BAD_ARGUMENT);
-            }
-            let id = {
-                let mut shared = c.data().shared();
-                match shared.metrics.iter().position(|m| m.name == name) {
-                    Some(pos) => pos as u32,
-                    None => {
-                        shared.metrics.push(Metric {
-                            name,
-                            kind,
-                            value: 0,
-                        });
-                        shared.metrics.len() as u32 - 1
-                    }
-                }
-            };
-            write_u32(&mut c, ret, id)?;
-            Ok(OK)
-        },
-    )?;
-
-    l.func_wrap(
-        "env",
-        "proxy_increment_metric",
-        |c: C<'_>, id: i32, offset: i64| -> Result<i32> {
-            c.data().count("proxy_increment_metric");
-            let mut shared = c.data().shared();
-            let Some(m) = shared.metrics.get_mut(id as u32 as usize) else {
-                return Ok(NOT_FOUND);
-            };
-            if m.kind == 2 {
-                return Ok(BAD_ARGUMENT);
-            }
-            m.value += offset;
-            Ok(OK)
-        },
-    )?;
-
-    l.func_wrap(
-        "env",
-        "proxy_record_metric",
-        |c: C<'_>, id: i32, value: i64| -> Result<i32> {
-            c.data().count("proxy_record_metric");
-            let mut shared = c.data().shared();
-            let Some(m) = shared.metrics.get_mut(id as u32 as usize) else {
-                return Ok(NOT_FOUND);
-            };
-            m.value = value;
-            Ok(OK)
-        },
-    )?;
-
-    l.func_wrap(
-        "env",
-        "proxy_get_metric",
-        |mut c: C<'_>, id: i32, ret: i32| -> Result<i32> {
-            let value = c
-                .data()
-                .shared()
-                .metrics
-                .get(id as u32 as usize)
-                .map(|m| m.value);
-            let Some(value) = value else {
-                return Ok(NOT_FOUND);
-            };
-            write_u64(&mut c, ret, value as u64)?;
-            Ok(OK)
-        },
-    )?;
+    crate::abi_state::link(l)?;
+    crate::abi_calls::link(l)?;
 
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! What ABI tests load: the shipped pipeline config as Envoy or Kong would get it, and a
 //! sidecar snapshot with tokens and ID maps.
 
-use crate::host::{CallReply, Host, Profile};
+use crate::host::Host;
+use crate::types::{CallReply, Profile};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;

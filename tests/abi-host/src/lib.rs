@@ -10,13 +10,19 @@
 //! a filter that relies on them fails its test under that profile.
 
 mod abi;
+mod abi_calls;
+mod abi_state;
 pub mod fixtures;
 mod host;
 mod memory;
+mod state;
+mod types;
+mod worker;
 
-pub use host::{
-    Action, CallInfo, CallReply, Host, HostBuilder, LocalReply, LogRecord, Profile, Stream,
-};
+pub use host::Host;
+pub use state::SharedHandle;
+pub use types::{Action, CallInfo, CallReply, LocalReply, LogRecord, Profile, Stream};
+pub use worker::HostBuilder;
 
 /// The path of a filter built by `./cxgate build` (`target/wasm32-wasip1/release/<name>.wasm`).
 pub fn filter_wasm(crate_name: &str) -> std::path::PathBuf {

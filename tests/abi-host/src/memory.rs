@@ -1,6 +1,6 @@
 //! Guest memory access from host functions.
 
-use crate::host::State;
+use crate::state::State;
 use wasmtime::error::Context;
 use wasmtime::{AsContextMut, Caller, Instance, Memory, TypedFunc};
 use wasmtime::{Result, format_err as anyhow};

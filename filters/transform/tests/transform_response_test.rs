@@ -1,0 +1,312 @@
+//! Pure tests of the transform stage's response side with the shipped profiles: normalized
+//! answers, paging cursors, idempotency claims and config errors; native and under wasmtime.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+use common::*;
+
+fn returned<'a>(status: u16, body: &'a [u8], include_metadata: bool) -> Returned<'a> {
+    Returned {
+        status,
+        body,
+        correlation_id: Some("corr-7"),
+        include_metadata,
+        trace_id: Some("t-9"),
+        cursor_key: b"cursor-key-0123456789",
+    }
+}
+
+#[test]
+fn responses_are_normalized_metadata_stripped_unless_asked_and_errors_become_problems() {
+    let c = cfg();
+    let f = forward(update(&c, &seed("GENESYS")));
+    let platform = json!({"id": "q-premium-1", "name": "Premium_Support", "enabled": true, "version": 3,
+        "selfUri": "/api/v2/routing/queues/q-premium-1",
+        "routingConfig": {"strategy": "LONGESTIDLEAGENT", "skillsRequired": ["billing"], "maxWaitTime": "PT2M"}})
+    .to_string();
+    let n = on_response(&c, &f, &returned(200, platform.as_bytes(), false));
+    let v: Value = serde_json::from_slice(&n.body).unwrap();
+    assert_eq!(
+        v,
+        json!({"platform": "GENESYS", "queue_id": "q-premium-1", "queue_name": "Premium_Support", "enabled": true,
+               "routing_strategy": "LONGEST_IDLE_AGENT", "skill_requirements": ["billing"], "max_wait_time_ms": 120000})
+    );
+    let n = on_response(&c, &f, &returned(200, platform.as_bytes(), true));
+    let v: Value = serde_json::from_slice(&n.body).unwrap();
+    assert_eq!(
+        v["platform_metadata"],
+        json!({"selfUri": "/api/v2/routing/queues/q-premium-1", "version": 3})
+    );
+    // A platform error keeps its status and correlation id.
+    let err = json!({"message": "queue is locked", "code": "conflict", "status": 409}).to_string();
+    let n = on_response(&c, &f, &returned(409, err.as_bytes(), false));
+    assert_eq!(
+        (n.status, n.content_type.as_str()),
+        (409, "application/problem+json")
+    );
+    let p: Value = serde_json::from_slice(&n.body).unwrap();
+    assert_eq!(p["type"], "urn:cxgate:problem:platform-error");
+    assert_eq!(p["detail"], "queue is locked");
+    assert_eq!(p["correlation_id"], "corr-7");
+    assert_eq!(p["platform_status"], 409);
+    assert_eq!(p["trace_id"], "t-9");
+}
+
+fn genesys_page(number: u64, count: u64, total: u64) -> Vec<u8> {
+    let entities: Vec<Value> = (0..count).map(|i| json!({"id": format!("q-{number}-{i}"), "name": format!("Q{number}{i}"), "enabled": true, "selfUri": "/x"})).collect();
+    let mut v = json!({"entities": entities, "pageSize": 25, "pageNumber": number, "total": total, "pageCount": total.div_ceil(25)});
+    if number < total.div_ceil(25) {
+        v["nextUri"] = json!("/api/v2/routing/queues?pageNumber=2");
+    }
+    v.to_string().into_bytes()
+}
+
+#[test]
+fn listings_page_through_an_opaque_signed_cursor_and_flag_mismatches() {
+    let c = cfg();
+    let f = forward(send(
+        &c,
+        "/gateway/v1/routing/queues?platform=GENESYS",
+        None,
+        b"",
+    ));
+    assert_eq!(
+        f.path,
+        "/genesys/api/v2/routing/queues?pageNumber=1&pageSize=25"
+    );
+    let n = on_response(&c, &f, &returned(200, &genesys_page(1, 25, 60), false));
+    let v: Value = serde_json::from_slice(&n.body).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 25);
+    assert_eq!(
+        v["items"][0],
+        json!({"queue_id": "q-1-0", "queue_name": "Q10", "enabled": true})
+    );
+    assert_eq!(v["has_more"], true);
+    let cursor = v["next_cursor"].as_str().unwrap().to_string();
+    let f2 = forward(send(
+        &c,
+        &format!("/gateway/v1/routing/queues?platform=GENESYS&cursor={cursor}"),
+        None,
+        b"",
+    ));
+    assert_eq!(
+        f2.path,
+        "/genesys/api/v2/routing/queues?pageNumber=2&pageSize=25"
+    );
+    // A cursor for another platform, or altered, is refused.
+    let (s, _) = problem(send(
+        &c,
+        &format!("/gateway/v1/routing/queues?platform=CXONE&cursor={cursor}"),
+        None,
+        b"",
+    ));
+    assert_eq!(s, 400);
+    let mut forged = cursor.clone().into_bytes();
+    forged[3] ^= 1;
+    let forged = String::from_utf8(forged).unwrap();
+    let (s, p) = problem(send(
+        &c,
+        &format!("/gateway/v1/routing/queues?platform=GENESYS&cursor={forged}"),
+        None,
+        b"",
+    ));
+    assert_eq!(
+        (s, p["type"].as_str().unwrap()),
+        (400, "urn:cxgate:problem:invalid-cursor")
+    );
+    // The last page: no cursor; the platform said 60 but 59 came: PAGINATION_MISMATCH.
+    let mut last = f2.clone();
+    last.cursor = Some(Cursor {
+        next: 3,
+        seen: 50,
+        ..f2.cursor.clone().unwrap()
+    });
+    let n = on_response(&c, &last, &returned(200, &genesys_page(3, 9, 60), false));
+    let v: Value = serde_json::from_slice(&n.body).unwrap();
+    assert_eq!(
+        (v["has_more"].clone(), v["next_cursor"].clone()),
+        (json!(false), Value::Null)
+    );
+    assert!(n.event.unwrap().render().contains("PAGINATION_MISMATCH"));
+    // CXone skip/top.
+    let f = forward(send(
+        &c,
+        "/gateway/v1/routing/queues?platform=CXONE&page_size=2",
+        None,
+        b"",
+    ));
+    assert_eq!(
+        f.path,
+        "/cxone/incontactapi/services/v30.0/skills?skip=0&top=2"
+    );
+    let page = json!({"totalRecords": 3, "skills": [{"skillId": 11000, "skillName": "billing", "isActive": true}, {"skillId": 11001, "skillName": "tier2", "isActive": true}]}).to_string();
+    let n = on_response(&c, &f, &returned(200, page.as_bytes(), false));
+    let v: Value = serde_json::from_slice(&n.body).unwrap();
+    assert_eq!(
+        v["items"][0],
+        json!({"queue_id": "11000", "queue_name": "billing", "enabled": true})
+    );
+    let cursor = v["next_cursor"].as_str().unwrap();
+    let f = forward(send(
+        &c,
+        &format!("/gateway/v1/routing/queues?platform=CXONE&cursor={cursor}"),
+        None,
+        b"",
+    ));
+    assert_eq!(
+        f.path,
+        "/cxone/incontactapi/services/v30.0/skills?skip=2&top=2"
+    );
+    let (s, _) = problem(send(
+        &c,
+        "/gateway/v1/routing/queues?platform=CXONE&page_size=1000",
+        None,
+        b"",
+    ));
+    assert_eq!(s, 400);
+}
+
+#[test]
+fn idempotency_fingerprints_claims_replays_and_bounds() {
+    let a = json!({"x": 1, "y": [1, 2]});
+    let b: Value = serde_json::from_str(r#"{"y": [1, 2], "x": 1}"#).unwrap();
+    let fp = idem::fingerprint("app", "POST", "queue-update", &a, Some("k1"));
+    assert_eq!(
+        fp,
+        idem::fingerprint("app", "POST", "queue-update", &b, Some("k1")),
+        "canonical JSON"
+    );
+    assert_ne!(
+        fp,
+        idem::fingerprint("other", "POST", "queue-update", &a, Some("k1")),
+        "per consumer"
+    );
+    assert_ne!(
+        fp,
+        idem::fingerprint("app", "POST", "queue-update", &a, Some("k2")),
+        "per key"
+    );
+    assert_ne!(idem::key("app", &fp), idem::key("other", &fp));
+    let mut store = FakeStore::new(CasDialect::Kong);
+    let k = idem::key("app", &fp);
+    assert_eq!(
+        idem::begin(&mut store, &k, 0, 900_000).unwrap(),
+        Begin::Claimed
+    );
+    assert_eq!(
+        idem::begin(&mut store, &k, 10, 900_000).unwrap(),
+        Begin::InFlight
+    );
+    let stored = Stored {
+        status: 200,
+        content_type: "application/json".into(),
+        body: "{\"ok\":true}".into(),
+    };
+    idem::finish(&mut store, &k, stored.clone(), 20, 2, 1 << 20).unwrap();
+    assert_eq!(
+        idem::begin(&mut store, &k, 30, 900_000).unwrap(),
+        Begin::Replay(stored.clone())
+    );
+    // After the TTL the fingerprint is fresh again.
+    assert_eq!(
+        idem::begin(&mut store, &k, 900_021, 900_000).unwrap(),
+        Begin::Claimed
+    );
+    idem::abandon(&mut store, &k).unwrap();
+    assert_eq!(
+        idem::begin(&mut store, &k, 900_030, 900_000).unwrap(),
+        Begin::Claimed
+    );
+    // Bounded count: a third entry evicts the oldest.
+    for (i, key) in ["cxgate/idem/a/1", "cxgate/idem/a/2", "cxgate/idem/a/3"]
+        .iter()
+        .enumerate()
+    {
+        idem::begin(&mut store, key, 1_000_000 + i as u64, 900_000).unwrap();
+        idem::finish(
+            &mut store,
+            key,
+            stored.clone(),
+            1_000_000 + i as u64,
+            2,
+            1 << 20,
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        idem::begin(&mut store, "cxgate/idem/a/1", 1_000_010, 900_000).unwrap(),
+        Begin::Claimed,
+        "evicted"
+    );
+    assert!(matches!(
+        idem::begin(&mut store, "cxgate/idem/a/3", 1_000_010, 900_000).unwrap(),
+        Begin::Replay(_)
+    ));
+}
+
+#[test]
+fn the_idempotency_store_also_stays_under_its_byte_bound() {
+    let mut store = FakeStore::new(CasDialect::Envoy);
+    let stored = Stored {
+        status: 200,
+        content_type: "application/json".into(),
+        body: "x".repeat(400),
+    };
+    // Room for 100 entries by count, but only ~2 by bytes (each entry is ~460 bytes).
+    let keys: Vec<String> = (0..6).map(|i| format!("cxgate/idem/a/{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        idem::begin(&mut store, k, i as u64, 900_000).unwrap();
+        idem::finish(&mut store, k, stored.clone(), i as u64, 100, 1000).unwrap();
+    }
+    let live: Vec<bool> = keys
+        .iter()
+        .map(|k| {
+            matches!(
+                idem::begin(&mut store, k, 10, 900_000).unwrap(),
+                Begin::Replay(_)
+            )
+        })
+        .collect();
+    assert!(live.iter().filter(|l| **l).count() <= 2, "{live:?}");
+    assert!(live[5], "the newest stays");
+}
+
+#[test]
+fn bad_config_names_the_field() {
+    let mut v = shipped();
+    v["routes"]["queue-update"]["platforms"]["genesys"] = json!("nope");
+    let e = compile(v).unwrap_err();
+    assert_eq!(e.field, "/transform/routes/queue-update/platforms/genesys");
+    let mut v = shipped();
+    v["routes"]["queue-update"]["platforms"]["avaya"] = json!("genesys-seed");
+    let e = compile(v).unwrap_err();
+    assert_eq!(e.field, "/transform/routes/queue-update/platforms/avaya");
+    let mut v = shipped();
+    v["routes"]["queues-delete"] = json!({"platforms": {"genesys": "genesys-seed"}});
+    let e = compile(v).unwrap_err();
+    assert_eq!(e.field, "/transform/routes/queues-delete", "{e}");
+    let mut v = shipped();
+    v["routes"]["genesys-read"] = json!({"platforms": {"genesys": "genesys-seed"}});
+    let e = compile(v).unwrap_err();
+    assert!(e.message.contains("exact path and one method"), "{e}");
+    let mut v = shipped();
+    v["profiles"]["genesys-seed"]["body"]["name"] = json!({"$from": "/x", "$frobnicate": 1});
+    let e = compile(v).unwrap_err();
+    assert_eq!(
+        e.field,
+        "/transform/profiles/genesys-seed/body/name/$frobnicate"
+    );
+    let mut v = shipped();
+    v["schemas"]["queue-update"] = json!({"type": 12});
+    let e = compile(v).unwrap_err();
+    assert_eq!(e.field, "/transform/schemas/queue-update");
+    let mut v = shipped();
+    v["profiles"]["genesys-seed"]["params"] = json!({});
+    let e = compile(v).unwrap_err();
+    assert_eq!(e.field, "/transform/profiles/genesys-seed/params");
+}

@@ -1,0 +1,294 @@
+//! One worker VM and the builder that loads a module into N of them.
+
+use crate::abi;
+use crate::host::Host;
+use crate::state::*;
+use crate::types::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use wasmtime::error::Context;
+use wasmtime::{Engine, Func, Instance, Linker, Module, Store, WasmParams, WasmResults};
+use wasmtime::{Result, bail, format_err as anyhow};
+use wasmtime_wasi::WasiCtxBuilder;
+
+/// One worker: its own VM instance and root context.
+pub struct Worker {
+    pub(crate) store: Store<State>,
+    pub(crate) instance: Instance,
+    pub(crate) next_context: u32,
+    /// Exports by name, looked up once: a proxy resolves its callbacks at load time.
+    pub(crate) funcs: HashMap<String, Func>,
+}
+
+pub(crate) const ROOT_ID: u32 = 1;
+
+impl Worker {
+    pub(crate) fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        name: &str,
+        params: P,
+    ) -> Result<R> {
+        let func = match self.funcs.get(name) {
+            Some(func) => *func,
+            None => {
+                let func = self
+                    .instance
+                    .get_func(&mut self.store, name)
+                    .with_context(|| format!("filter does not export {name}"))?;
+                self.funcs.insert(name.to_string(), func);
+                func
+            }
+        };
+        func.typed::<P, R>(&self.store)?
+            .call(&mut self.store, params)
+            .with_context(|| format!("{name} trapped"))
+    }
+
+    pub(crate) fn has_export(&mut self, name: &str) -> bool {
+        self.instance.get_export(&mut self.store, name).is_some()
+    }
+
+    pub(crate) fn state(&self) -> &State {
+        self.store.data()
+    }
+
+    pub(crate) fn state_mut(&mut self) -> &mut State {
+        self.store.data_mut()
+    }
+
+    pub(crate) fn stream(&self, id: u32) -> Result<&StreamState> {
+        self.state()
+            .streams
+            .get(&id)
+            .ok_or_else(|| anyhow!("no stream {id}"))
+    }
+
+    pub(crate) fn stream_mut(&mut self, id: u32) -> Result<&mut StreamState> {
+        self.state_mut()
+            .streams
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no stream {id}"))
+    }
+
+    pub(crate) fn deliver(&mut self, token: u32, context_id: u32, reply: CallReply) -> Result<()> {
+        let (response, nheaders, body_len) = match reply {
+            CallReply::Response {
+                status,
+                mut headers,
+                body,
+            } => {
+                headers.insert(0, (":status".into(), status.to_string()));
+                let n = headers.len() as i32;
+                let len = body.len() as i32;
+                (CallResponse { headers, body }, n, len)
+            }
+            CallReply::Failure => (CallResponse::default(), 0, 0),
+        };
+        self.state_mut().call_response = Some(response);
+        self.state_mut().effective = context_id;
+        let out = self.call::<(i32, i32, i32, i32, i32), ()>(
+            "proxy_on_http_call_response",
+            (context_id as i32, token as i32, nheaders, body_len, 0),
+        );
+        self.state_mut().call_response = None;
+        out
+    }
+
+    /// Answers the replies scripted responders produced while the last callback ran.
+    pub(crate) fn settle(&mut self) -> Result<()> {
+        for _ in 0..10_000 {
+            let deferred = std::mem::take(&mut self.state_mut().deferred);
+            if deferred.is_empty() {
+                return Ok(());
+            }
+            for (token, reply) in deferred {
+                let call = {
+                    let mut shared = self.state().shared();
+                    let pos = shared.calls.iter().position(|c| c.token == token);
+                    pos.map(|p| shared.calls.remove(p))
+                };
+                if let Some(call) = call {
+                    self.deliver(token, call.context_id, reply)?;
+                }
+            }
+        }
+        bail!("scripted responders kept answering: more than 10000 rounds")
+    }
+
+    pub(crate) fn tick(&mut self) -> Result<()> {
+        self.state_mut().effective = ROOT_ID;
+        self.call::<i32, ()>("proxy_on_tick", ROOT_ID as i32)?;
+        self.settle()
+    }
+}
+
+/// Builds a [`Host`].
+pub struct HostBuilder {
+    pub(crate) wasm: PathBuf,
+    pub(crate) profile: Profile,
+    pub(crate) workers: usize,
+    pub(crate) plugin_config: Vec<u8>,
+    pub(crate) vm_config: Vec<u8>,
+    pub(crate) clusters: Vec<String>,
+    pub(crate) properties: HashMap<String, Vec<u8>>,
+    pub(crate) start_ms: u64,
+    pub(crate) shared: Option<SharedHandle>,
+    pub(crate) env: Vec<(String, String)>,
+}
+
+impl HostBuilder {
+    /// An environment variable of every worker VM (Envoy: `host_env_keys`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+    pub fn config(mut self, json: &str) -> Self {
+        self.plugin_config = json.as_bytes().to_vec();
+        self
+    }
+    pub fn vm_config(mut self, bytes: &[u8]) -> Self {
+        self.vm_config = bytes.to_vec();
+        self
+    }
+    /// Envoy profile: the cluster names `dispatch_http_call` may use.
+    pub fn cluster(mut self, name: &str) -> Self {
+        self.clusters.push(name.to_string());
+        self
+    }
+    /// A property for `proxy_get_property`, path segments joined by '.'.
+    pub fn property(mut self, path: &str, value: &[u8]) -> Self {
+        self.properties.insert(path.to_string(), value.to_vec());
+        self
+    }
+    /// Virtual wall-clock start, in ms since the epoch.
+    pub fn start_ms(mut self, ms: u64) -> Self {
+        self.start_ms = ms;
+        self
+    }
+    /// Share the store (and clock) of another host: several filters over one shared data.
+    pub fn share(mut self, other: &Host) -> Self {
+        self.shared = Some(other.handle.clone());
+        self
+    }
+
+    /// Instantiates every worker and runs `on_vm_start` and `on_configure` in each. A filter
+    /// that rejects its config makes this fail, with the filter's log in the error.
+    pub fn start(self) -> Result<Host> {
+        let (engine, module) = compiled(&self.wasm)?;
+        let handle = self.shared.unwrap_or_else(|| {
+            let h = SharedHandle::default();
+            h.clock.store(self.start_ms * 1_000_000, Ordering::SeqCst);
+            h
+        });
+        let mut linker = Linker::<State>::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)?;
+        abi::link(&mut linker)?;
+        let clusters = Arc::new(self.clusters);
+        let properties = Arc::new(self.properties);
+        let mut workers = Vec::new();
+        for index in 0..self.workers {
+            let wasi = WasiCtxBuilder::new()
+                .envs(&self.env)
+                .inherit_stderr()
+                .wall_clock(VirtualWall(handle.clock.clone()))
+                .monotonic_clock(VirtualMono(handle.clock.clone()))
+                .build_p1();
+            let state = State {
+                wasi,
+                shared: handle.shared.clone(),
+                clock: handle.clock.clone(),
+                profile: self.profile,
+                worker: index,
+                plugin_config: self.plugin_config.clone(),
+                vm_config: self.vm_config.clone(),
+                clusters: clusters.clone(),
+                properties: properties.clone(),
+                root_id: ROOT_ID,
+                effective: ROOT_ID,
+                streams: HashMap::new(),
+                call_response: None,
+                tick_period_ms: 0,
+                next_tick_ns: None,
+                deferred: Vec::new(),
+                log_level: 2,
+                guest: None,
+            };
+            let mut store = Store::new(&engine, state);
+            let instance = linker.instantiate(&mut store, module)?;
+            store.data_mut().guest = crate::memory::Guest::of(&instance, &mut store);
+            let mut worker = Worker {
+                store,
+                instance,
+                next_context: ROOT_ID + 1,
+                funcs: HashMap::new(),
+            };
+            if !worker.has_export("proxy_abi_version_0_2_1") {
+                bail!(
+                    "{} does not export proxy_abi_version_0_2_1",
+                    self.wasm.display()
+                );
+            }
+            if worker.has_export("_initialize") {
+                worker.call::<(), ()>("_initialize", ())?;
+            }
+            worker.call::<(i32, i32), ()>("proxy_on_context_create", (ROOT_ID as i32, 0))?;
+            let vm_len = worker.state().vm_config.len() as i32;
+            if worker.call::<(i32, i32), i32>("proxy_on_vm_start", (ROOT_ID as i32, vm_len))? == 0 {
+                bail!("on_vm_start returned false on worker {index}");
+            }
+            let cfg_len = worker.state().plugin_config.len() as i32;
+            if worker.call::<(i32, i32), i32>("proxy_on_configure", (ROOT_ID as i32, cfg_len))? == 0
+            {
+                let logs: Vec<String> = worker
+                    .state()
+                    .shared()
+                    .logs
+                    .iter()
+                    .map(|l| l.message.clone())
+                    .collect();
+                bail!("on_configure returned false on worker {index}; filter log: {logs:?}");
+            }
+            worker.settle()?;
+            workers.push(worker);
+        }
+        Ok(Host {
+            profile: self.profile,
+            handle,
+            workers,
+        })
+    }
+}
+
+/// Compiles each .wasm once per test process.
+fn compiled(path: &Path) -> Result<(Engine, &'static Module)> {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, &'static Module>>> = OnceLock::new();
+    let engine = ENGINE.get_or_init(Engine::default).clone();
+    let mut modules = MODULES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = modules.get(path) {
+        return Ok((engine, m));
+    }
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "cannot read {} (build the filters first: ./cxgate build)",
+            path.display()
+        )
+    })?;
+    let module: &'static Module = Box::leak(Box::new(Module::new(&engine, bytes)?));
+    modules.insert(path.to_path_buf(), module);
+    Ok((engine, module))
+}
