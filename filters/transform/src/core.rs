@@ -2,6 +2,7 @@
 //! problem to answer) out; the platform response in, the normalized response out.
 
 use crate::config::{Config, Paging, PathPiece, Profile, Route, Schema};
+use crate::idem;
 use crate::page::{self, Cursor};
 use crate::template::{ApplyError, Found, Lookup, fill_default};
 use cxgate_kit::log::Event;
@@ -24,6 +25,8 @@ pub struct Incoming<'a> {
     pub trace_id: Option<&'a str>,
     /// The cursor signing key.
     pub cursor_key: &'a [u8],
+    /// The `Idempotency-Key` request header.
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// What to send the platform.
@@ -40,8 +43,8 @@ pub struct Forward {
     pub platform: String,
     /// For listings: the page being fetched.
     pub cursor: Option<Cursor>,
-    /// For idempotent routes: the fingerprint (the shell claims it before forwarding).
-    pub fingerprint: Option<String>,
+    /// A keyed request on an idempotent route: what the shell claims before forwarding.
+    pub idempotency: Option<crate::idem::Keyed>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -280,15 +283,33 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
             return reply(p);
         }
     }
-    let fingerprint = route.idempotent.then(|| {
-        crate::idem::fingerprint(
-            inc.consumer,
-            &route.method,
-            &route.name,
-            body,
-            body.get("idempotency_key").and_then(Value::as_str),
-        )
-    });
+    let idempotency = match route
+        .idempotent
+        .then(|| idem::request_key(inc.idempotency_key, body))
+    {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(key))) => Some(idem::Keyed {
+            fingerprint: idem::fingerprint(inc.consumer, &route.method, &route.name, key),
+            body: idem::body_digest(body),
+        }),
+        Some(Err(e)) => {
+            let detail = match e {
+                idem::KeyError::Conflict => {
+                    "The Idempotency-Key header and the body's idempotency_key differ; send one of them, or the same key in both."
+                }
+                idem::KeyError::Invalid => {
+                    "The Idempotency-Key header must be 1 to 255 visible ASCII characters."
+                }
+            };
+            return reply(problem(
+                400,
+                "idempotency-key-invalid",
+                "Invalid idempotency key",
+                detail,
+                trace,
+            ));
+        }
+    };
     Outcome::Forward(Forward {
         method: profile.method.clone(),
         path: platform_path(profile, &params),
@@ -297,7 +318,7 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
         profile: profile_index,
         platform,
         cursor: None,
-        fingerprint,
+        idempotency,
     })
 }
 
@@ -391,7 +412,7 @@ fn listing(
         profile: profile_index,
         platform: platform.to_string(),
         cursor: Some(cursor),
-        fingerprint: None,
+        idempotency: None,
     })
 }
 

@@ -1,5 +1,8 @@
-//! Idempotency: a fingerprint per (verified consumer, method, route, canonical body, key), the
-//! first response kept in shared data for a while, duplicates answered from it. An entry is
+//! Idempotency, as Stripe and the IETF `Idempotency-Key` draft have it: only a request that
+//! carries a key is deduplicated (no key, no dedup: two equal bodies may be two intended
+//! changes). A fingerprint per (verified consumer, method, route, key) holds the first
+//! response for a while, and duplicates are answered from it; the entry also keeps a digest of
+//! the body, so a key reused for a different request is refused (422) instead of replayed. An entry is
 //! claimed (`in_flight`) by CAS before anything is forwarded, so concurrent duplicates on any
 //! worker never both reach the platform. Entries are bounded in count and bytes by a ring of
 //! slots.
@@ -16,27 +19,68 @@ const ATTEMPTS: u32 = 8;
 pub const IN_FLIGHT_MS: u64 = 60_000;
 
 /// sha256 over the parts, length-prefixed so no two different inputs can collide by shifting
-/// bytes between fields. `body` is canonical JSON (serde_json sorts object keys).
-pub fn fingerprint(
-    consumer: &str,
-    method: &str,
-    route: &str,
-    body: &Value,
-    key: Option<&str>,
-) -> String {
-    let canonical = body.to_string();
+/// bytes between fields.
+fn digest(parts: &[&str]) -> String {
     let mut h = Sha256::new();
-    for part in [
-        consumer,
-        method,
-        route,
-        canonical.as_str(),
-        key.unwrap_or(""),
-    ] {
+    for part in parts {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
     cxgate_kit::ids::hex(&h.finalize())
+}
+
+/// Where a keyed request's entry lives: one per consumer, method, route and key.
+pub fn fingerprint(consumer: &str, method: &str, route: &str, key: &str) -> String {
+    digest(&[consumer, method, route, key])
+}
+
+/// The request a key was first used for: canonical JSON (serde_json sorts object keys).
+pub fn body_digest(body: &Value) -> String {
+    digest(&[&body.to_string()])
+}
+
+/// A keyed request: its entry's fingerprint and its body's digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyed {
+    pub fingerprint: String,
+    pub body: String,
+}
+
+/// Why a request's idempotency key is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    /// The `Idempotency-Key` header and the body's `idempotency_key` differ.
+    Conflict,
+    /// The header is empty, longer than [`MAX_KEY`], or not visible ASCII.
+    Invalid,
+}
+
+/// Longest key accepted, in bytes (the consumer schema allows 128 in the body).
+pub const MAX_KEY: usize = 255;
+
+/// The request's key: the `Idempotency-Key` header (a bare token or a quoted string, as the
+/// IETF draft's structured field), else the body's `idempotency_key`; `None` when neither.
+pub fn request_key<'a>(
+    header: Option<&'a str>,
+    body: &'a Value,
+) -> Result<Option<&'a str>, KeyError> {
+    let from_body = body.get("idempotency_key").and_then(Value::as_str);
+    let Some(h) = header else {
+        return Ok(from_body);
+    };
+    let h = h.trim();
+    let h = h
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(h);
+    let visible = h.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if h.is_empty() || h.len() > MAX_KEY || !visible {
+        return Err(KeyError::Invalid);
+    }
+    match from_body {
+        Some(b) if b != h => Err(KeyError::Conflict),
+        _ => Ok(Some(h)),
+    }
 }
 
 pub fn key(consumer: &str, fingerprint: &str) -> String {
@@ -46,8 +90,18 @@ pub fn key(consumer: &str, fingerprint: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Entry {
-    InFlight { since_ms: u64 },
-    Done { stored_ms: u64, stored: Stored },
+    InFlight {
+        since_ms: u64,
+        /// The body digest of the request that holds the key (empty in older entries).
+        #[serde(default)]
+        body: String,
+    },
+    Done {
+        stored_ms: u64,
+        #[serde(default)]
+        body: String,
+        stored: Stored,
+    },
 }
 
 /// A response as the consumer got it.
@@ -66,6 +120,8 @@ pub enum Begin {
     Replay(Stored),
     /// A duplicate of a request still in flight.
     InFlight,
+    /// The key is held by a different request (another body): refuse, never replay.
+    Reused,
 }
 
 fn decode(bytes: Option<&[u8]>) -> Option<Entry> {
@@ -74,25 +130,50 @@ fn decode(bytes: Option<&[u8]>) -> Option<Entry> {
         .and_then(|b| serde_json::from_slice(b).ok())
 }
 
-/// Claims `key` unless a live entry holds it.
+/// Claims `key` for the request whose body digest is `body`, unless a live entry holds it.
 pub fn begin<S: SharedStore + ?Sized>(
     store: &mut S,
     key: &str,
+    body: &str,
     now: u64,
     ttl_ms: u64,
 ) -> Result<Begin, UpdateError> {
+    let other = |held: &str| !held.is_empty() && held != body;
     update(store, key, ATTEMPTS, |current| {
         match decode(current) {
-            Some(Entry::Done { stored_ms, stored }) if now < stored_ms.saturating_add(ttl_ms) => {
-                return Update::Keep(Begin::Replay(stored));
+            Some(Entry::Done {
+                stored_ms,
+                body: held,
+                stored,
+            }) if now < stored_ms.saturating_add(ttl_ms) => {
+                let answer = if other(&held) {
+                    Begin::Reused
+                } else {
+                    Begin::Replay(stored)
+                };
+                return Update::Keep(answer);
             }
-            Some(Entry::InFlight { since_ms }) if now < since_ms.saturating_add(IN_FLIGHT_MS) => {
-                return Update::Keep(Begin::InFlight);
+            Some(Entry::InFlight {
+                since_ms,
+                body: held,
+            }) if now < since_ms.saturating_add(IN_FLIGHT_MS) => {
+                let answer = if other(&held) {
+                    Begin::Reused
+                } else {
+                    Begin::InFlight
+                };
+                return Update::Keep(answer);
             }
             _ => {}
         }
-        let claim = serde_json::to_vec(&Entry::InFlight { since_ms: now }).unwrap_or_default();
-        Update::Write(claim, Begin::Claimed)
+        let claim = Entry::InFlight {
+            since_ms: now,
+            body: body.to_string(),
+        };
+        Update::Write(
+            serde_json::to_vec(&claim).unwrap_or_default(),
+            Begin::Claimed,
+        )
     })
 }
 
@@ -102,9 +183,11 @@ pub fn begin<S: SharedStore + ?Sized>(
 /// (`cxgate/idem/ring`: next, tail, bytes held) numbers every stored entry; entry `n` lives in
 /// slot `n % max_entries`. Past the count or byte bound the oldest entries (at the tail) are
 /// evicted. Every step is O(1) in shared data.
+#[allow(clippy::too_many_arguments)]
 pub fn finish<S: SharedStore + ?Sized>(
     store: &mut S,
     key: &str,
+    body: &str,
     stored: Stored,
     now: u64,
     max_entries: usize,
@@ -112,6 +195,7 @@ pub fn finish<S: SharedStore + ?Sized>(
 ) -> Result<(), UpdateError> {
     let value = serde_json::to_vec(&Entry::Done {
         stored_ms: now,
+        body: body.to_string(),
         stored,
     })
     .unwrap_or_default();

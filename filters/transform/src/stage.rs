@@ -155,8 +155,8 @@ struct TransformStream {
     include_metadata: bool,
     /// Set once the request went to the platform.
     forward: Option<Forward>,
-    /// The idempotency entry this request claimed (key).
-    claim: Option<String>,
+    /// The idempotency entry this request claimed: its key and the body digest.
+    claim: Option<(String, String)>,
     status: u16,
     correlation_id: Option<String>,
 }
@@ -174,7 +174,7 @@ impl TransformStream {
     }
 
     fn error(&mut self, x: &Exchange, io: &mut Io<'_>, detail: &str) -> Flow {
-        if let Some(key) = self.claim.take() {
+        if let Some((key, _)) = self.claim.take() {
             let _ = idem::abandon(&mut *io.store, &key);
         }
         let _ = io.metrics.increment(self.shared.ids.errors, 1);
@@ -206,6 +206,7 @@ impl TransformStream {
             consumer: &x.consumer,
             trace_id: x.trace_id.as_deref(),
             cursor_key: &s.cursor_key,
+            idempotency_key: x.header("idempotency-key"),
         };
         let lookup = SharedMaps {
             store: &*io.store,
@@ -216,15 +217,26 @@ impl TransformStream {
             Outcome::Reply(r) => return self.answer(io, r),
             Outcome::Forward(f) => f,
         };
-        if let Some(fp) = &fwd.fingerprint {
-            let key = idem::key(&x.consumer, fp);
+        if let Some(keyed) = &fwd.idempotency {
+            let key = idem::key(&x.consumer, &keyed.fingerprint);
             match idem::begin(
                 &mut *io.store,
                 &key,
+                &keyed.body,
                 io.now.ms(),
                 s.config.idempotency.ttl_ms,
             ) {
-                Ok(Begin::Claimed) => self.claim = Some(key),
+                Ok(Begin::Claimed) => self.claim = Some((key, keyed.body.clone())),
+                Ok(Begin::Reused) => {
+                    let _ = io.metrics.increment(s.ids.in_flight_conflicts, 1);
+                    let reply = x.reply(Problem::new(
+                        422,
+                        "idempotency-key-reused",
+                        "Idempotency key reused",
+                        "This idempotency key was already used for a different request; use a new key for a new request.",
+                    ));
+                    return self.answer(io, reply);
+                }
                 Ok(Begin::Replay(stored)) => {
                     let _ = io.metrics.increment(s.ids.replayed, 1);
                     return Flow::Reply(LocalReply {
@@ -303,7 +315,7 @@ impl StageStream for TransformStream {
 
     /// A later stage answered: the claimed request never went out.
     fn on_reply(&mut self, _x: &Exchange, io: &mut Io<'_>, _reply: &mut LocalReply) {
-        if let Some(key) = self.claim.take() {
+        if let Some((key, _)) = self.claim.take() {
             let _ = idem::abandon(&mut *io.store, &key);
         }
     }
@@ -361,7 +373,7 @@ impl StageStream for TransformStream {
         if let Some(event) = &normalized.event {
             io.log.event(Level::Warn, event);
         }
-        if let Some(key) = self.claim.take() {
+        if let Some((key, body)) = self.claim.take() {
             let idem_cfg = &cfg.idempotency;
             let result = if normalized.status < 500
                 && normalized.body.len() <= idem_cfg.max_response_bytes
@@ -374,6 +386,7 @@ impl StageStream for TransformStream {
                 idem::finish(
                     &mut *io.store,
                     &key,
+                    &body,
                     stored,
                     io.now.ms(),
                     idem_cfg.max_entries,
@@ -396,7 +409,7 @@ impl StageStream for TransformStream {
 
     fn on_done(&mut self, _x: &Exchange, io: &mut Io<'_>) {
         // A claim with no stored response (reset, no body): give it up so a retry can proceed.
-        if let Some(key) = self.claim.take() {
+        if let Some((key, _)) = self.claim.take() {
             let _ = idem::abandon(&mut *io.store, &key);
         }
     }

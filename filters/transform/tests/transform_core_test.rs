@@ -20,7 +20,7 @@ fn the_seed_example_becomes_exactly_the_seeds_genesys_payload() {
         json!({"name": "Premium_Support", "enabled": true,
                "routingConfig": {"strategy": "LONGESTIDLEAGENT", "skillsRequired": ["billing", "tier2"], "maxWaitTime": "PT2M"}})
     );
-    assert!(f.fingerprint.is_some());
+    assert!(f.idempotency.is_some());
     assert!(
         f.headers
             .contains(&("x-envoy-upstream-rq-timeout-ms".into(), "10000".into()))

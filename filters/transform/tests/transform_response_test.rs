@@ -172,54 +172,98 @@ fn listings_page_through_an_opaque_signed_cursor_and_flag_mismatches() {
 }
 
 #[test]
-fn idempotency_fingerprints_claims_replays_and_bounds() {
+fn only_a_keyed_request_is_deduplicated_and_the_key_comes_from_the_header_or_the_body() {
+    let body = json!({"idempotency_key": "k1", "x": 1});
+    let bare = json!({"x": 1});
+    assert_eq!(idem::request_key(None, &bare), Ok(None), "no key, no dedup");
+    assert_eq!(idem::request_key(None, &body), Ok(Some("k1")));
+    assert_eq!(idem::request_key(Some("h-7"), &bare), Ok(Some("h-7")));
+    assert_eq!(
+        idem::request_key(Some("\"h-7\""), &bare),
+        Ok(Some("h-7")),
+        "the draft's quoted form"
+    );
+    assert_eq!(idem::request_key(Some("k1"), &body), Ok(Some("k1")));
+    assert_eq!(
+        idem::request_key(Some("k2"), &body),
+        Err(idem::KeyError::Conflict)
+    );
+    for bad in ["", "has space", &"x".repeat(256), "caf\u{e9}"] {
+        assert_eq!(
+            idem::request_key(Some(bad), &bare),
+            Err(idem::KeyError::Invalid),
+            "{bad:?}"
+        );
+    }
+    // Through the core: the seed without a key is forwarded with no fingerprint at all.
+    let c = cfg();
+    let mut v: Value = serde_json::from_str(SEED).unwrap();
+    v.as_object_mut().unwrap().remove("idempotency_key");
+    assert_eq!(forward(update(&c, &v.to_string())).idempotency, None);
+    let keyed = forward(update(&c, SEED)).idempotency.unwrap();
+    assert_eq!(
+        keyed.fingerprint,
+        idem::fingerprint(
+            "omnichannel-app-prod",
+            "POST",
+            "queue-update",
+            "req_8f3a2c9d1e4b"
+        )
+    );
+}
+
+#[test]
+fn idempotency_fingerprints_claims_replays_reuse_and_bounds() {
     let a = json!({"x": 1, "y": [1, 2]});
     let b: Value = serde_json::from_str(r#"{"y": [1, 2], "x": 1}"#).unwrap();
-    let fp = idem::fingerprint("app", "POST", "queue-update", &a, Some("k1"));
     assert_eq!(
-        fp,
-        idem::fingerprint("app", "POST", "queue-update", &b, Some("k1")),
+        idem::body_digest(&a),
+        idem::body_digest(&b),
         "canonical JSON"
     );
-    assert_ne!(
-        fp,
-        idem::fingerprint("other", "POST", "queue-update", &a, Some("k1")),
-        "per consumer"
-    );
-    assert_ne!(
-        fp,
-        idem::fingerprint("app", "POST", "queue-update", &a, Some("k2")),
-        "per key"
-    );
+    let fp = idem::fingerprint("app", "POST", "queue-update", "k1");
+    assert_ne!(fp, idem::fingerprint("other", "POST", "queue-update", "k1"));
+    assert_ne!(fp, idem::fingerprint("app", "POST", "queue-update", "k2"));
     assert_ne!(idem::key("app", &fp), idem::key("other", &fp));
+    let (da, dc) = (idem::body_digest(&a), idem::body_digest(&json!({"x": 2})));
     let mut store = FakeStore::new(CasDialect::Kong);
     let k = idem::key("app", &fp);
     assert_eq!(
-        idem::begin(&mut store, &k, 0, 900_000).unwrap(),
+        idem::begin(&mut store, &k, &da, 0, 900_000).unwrap(),
         Begin::Claimed
     );
     assert_eq!(
-        idem::begin(&mut store, &k, 10, 900_000).unwrap(),
+        idem::begin(&mut store, &k, &da, 10, 900_000).unwrap(),
         Begin::InFlight
+    );
+    assert_eq!(
+        idem::begin(&mut store, &k, &dc, 11, 900_000).unwrap(),
+        Begin::Reused,
+        "the key held by another body, in flight"
     );
     let stored = Stored {
         status: 200,
         content_type: "application/json".into(),
         body: "{\"ok\":true}".into(),
     };
-    idem::finish(&mut store, &k, stored.clone(), 20, 2, 1 << 20).unwrap();
+    idem::finish(&mut store, &k, &da, stored.clone(), 20, 2, 1 << 20).unwrap();
     assert_eq!(
-        idem::begin(&mut store, &k, 30, 900_000).unwrap(),
+        idem::begin(&mut store, &k, &da, 30, 900_000).unwrap(),
         Begin::Replay(stored.clone())
+    );
+    assert_eq!(
+        idem::begin(&mut store, &k, &dc, 31, 900_000).unwrap(),
+        Begin::Reused,
+        "a finished key reused for another body is refused, not replayed"
     );
     // After the TTL the fingerprint is fresh again.
     assert_eq!(
-        idem::begin(&mut store, &k, 900_021, 900_000).unwrap(),
+        idem::begin(&mut store, &k, &dc, 900_021, 900_000).unwrap(),
         Begin::Claimed
     );
     idem::abandon(&mut store, &k).unwrap();
     assert_eq!(
-        idem::begin(&mut store, &k, 900_030, 900_000).unwrap(),
+        idem::begin(&mut store, &k, &da, 900_030, 900_000).unwrap(),
         Begin::Claimed
     );
     // Bounded count: a third entry evicts the oldest.
@@ -227,10 +271,11 @@ fn idempotency_fingerprints_claims_replays_and_bounds() {
         .iter()
         .enumerate()
     {
-        idem::begin(&mut store, key, 1_000_000 + i as u64, 900_000).unwrap();
+        idem::begin(&mut store, key, &da, 1_000_000 + i as u64, 900_000).unwrap();
         idem::finish(
             &mut store,
             key,
+            &da,
             stored.clone(),
             1_000_000 + i as u64,
             2,
@@ -239,12 +284,12 @@ fn idempotency_fingerprints_claims_replays_and_bounds() {
         .unwrap();
     }
     assert_eq!(
-        idem::begin(&mut store, "cxgate/idem/a/1", 1_000_010, 900_000).unwrap(),
+        idem::begin(&mut store, "cxgate/idem/a/1", &da, 1_000_010, 900_000).unwrap(),
         Begin::Claimed,
         "evicted"
     );
     assert!(matches!(
-        idem::begin(&mut store, "cxgate/idem/a/3", 1_000_010, 900_000).unwrap(),
+        idem::begin(&mut store, "cxgate/idem/a/3", &da, 1_000_010, 900_000).unwrap(),
         Begin::Replay(_)
     ));
 }
@@ -260,14 +305,14 @@ fn the_idempotency_store_also_stays_under_its_byte_bound() {
     // Room for 100 entries by count, but only ~2 by bytes (each entry is ~460 bytes).
     let keys: Vec<String> = (0..6).map(|i| format!("cxgate/idem/a/{i}")).collect();
     for (i, k) in keys.iter().enumerate() {
-        idem::begin(&mut store, k, i as u64, 900_000).unwrap();
-        idem::finish(&mut store, k, stored.clone(), i as u64, 100, 1000).unwrap();
+        idem::begin(&mut store, k, "d", i as u64, 900_000).unwrap();
+        idem::finish(&mut store, k, "d", stored.clone(), i as u64, 100, 1000).unwrap();
     }
     let live: Vec<bool> = keys
         .iter()
         .map(|k| {
             matches!(
-                idem::begin(&mut store, k, 10, 900_000).unwrap(),
+                idem::begin(&mut store, k, "d", 10, 900_000).unwrap(),
                 Begin::Replay(_)
             )
         })

@@ -30,21 +30,27 @@ fn host(profile: Profile) -> Host {
 }
 
 fn post(h: &mut Host, w: usize, consumer: &str, body: &str) -> (Stream, Action) {
+    post_with(h, w, consumer, body, &[])
+}
+
+fn post_with(
+    h: &mut Host,
+    w: usize,
+    consumer: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> (Stream, Action) {
     let s = h.new_stream(w).unwrap();
     let len = body.len().to_string();
-    let a = h
-        .request_headers(
-            s,
-            &[
-                (":method", "POST"),
-                (":path", "/gateway/v1/routing/queues/update"),
-                ("content-type", "application/json"),
-                ("content-length", &len),
-                ("x-cxgate-consumer", consumer),
-            ],
-            false,
-        )
-        .unwrap();
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", "/gateway/v1/routing/queues/update"),
+        ("content-type", "application/json"),
+        ("content-length", &len),
+        ("x-cxgate-consumer", consumer),
+    ];
+    headers.extend_from_slice(extra);
+    let a = h.request_headers(s, &headers, false).unwrap();
     assert_eq!(a, Action::Pause, "waits for the body");
     let a = h.request_body(s, body.as_bytes(), true).unwrap();
     (s, a)
@@ -187,5 +193,68 @@ fn a_platform_failure_is_not_replayed_and_a_retry_goes_through() {
         h.finish(s).unwrap();
         let (_, a) = post(&mut h, 2, "app", &body);
         assert_eq!(a, Action::Continue);
+    }
+}
+
+/// The normalized update for `enabled`, with the key in the body or not.
+fn toggle(enabled: bool, key: Option<&str>) -> String {
+    let mut v = json!({"target_platform": "GENESYS",
+        "payload": {"queue_name": "Premium_Support", "enabled": enabled,
+                    "routing_strategy": "LONGEST_IDLE_AGENT", "skill_requirements": ["billing"],
+                    "max_wait_time_ms": 120000}});
+    if let Some(k) = key {
+        v["idempotency_key"] = json!(k);
+    }
+    v.to_string()
+}
+
+fn problem_type(h: &Host, s: Stream) -> (u32, String) {
+    let r = h.local_reply(s).expect("a local reply");
+    let p = r.problem().unwrap();
+    (r.status, p["type"].as_str().unwrap_or_default().to_string())
+}
+
+#[test]
+fn without_a_key_enable_disable_enable_are_three_changes_and_a_reused_key_is_422() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let mut h = host(profile);
+        let ok = json!({"id": "q-1", "name": "Premium_Support", "enabled": true,
+            "routingConfig": {"strategy": "LONGESTIDLEAGENT", "skillsRequired": [], "maxWaitTime": "PT2M"}});
+        // Equal bodies without a key are not duplicates: the third request must reach the
+        // platform, or the queue would stay disabled.
+        for (i, enabled) in [true, false, true].into_iter().enumerate() {
+            let (s, a) = post(&mut h, i % 4, "app", &toggle(enabled, None));
+            assert_eq!(
+                a,
+                Action::Continue,
+                "{profile:?} #{i}: {:?}",
+                h.local_reply(s)
+            );
+            answer(&mut h, s, 200, &ok);
+            h.finish(s).unwrap();
+        }
+        // The Idempotency-Key header makes a retry a duplicate, on any worker.
+        let key = [("idempotency-key", "hdr-key-1")];
+        let (s, a) = post_with(&mut h, 0, "app", &toggle(false, None), &key);
+        assert_eq!(a, Action::Continue, "{profile:?}");
+        answer(&mut h, s, 200, &ok);
+        h.finish(s).unwrap();
+        let (s, _) = post_with(&mut h, 3, "app", &toggle(false, None), &key);
+        let r = h.local_reply(s).expect("a replay");
+        assert_eq!(r.header("idempotent-replayed"), Some("true"), "{profile:?}");
+        // The same key for another change is refused, never replayed or forwarded.
+        let (s, a) = post_with(&mut h, 2, "app", &toggle(true, None), &key);
+        assert_eq!(a, Action::Pause);
+        assert_eq!(
+            problem_type(&h, s),
+            (422, "urn:cxgate:problem:idempotency-key-reused".into())
+        );
+        // Header and body naming different keys: 400.
+        let (s, _) = post_with(&mut h, 1, "app", &toggle(true, Some("body-key")), &key);
+        assert_eq!(
+            problem_type(&h, s),
+            (400, "urn:cxgate:problem:idempotency-key-invalid".into())
+        );
+        assert!(h.violations().is_empty(), "{:?}", h.violations());
     }
 }

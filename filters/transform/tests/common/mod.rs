@@ -141,6 +141,7 @@ pub fn send_with(
             consumer: "omnichannel-app-prod",
             trace_id: Some("t-1"),
             cursor_key: b"cursor-key-0123456789",
+            idempotency_key: None,
         },
         lookup,
     )
