@@ -127,7 +127,7 @@ struct RawRetry {
 }
 
 fn d_metadata_header() -> String {
-    "x-cxgate-platform-metadata".into()
+    "x-gateway-platform-metadata".into()
 }
 fn d_cursor_key_env() -> String {
     "CXGATE_SIDECAR_KEY".into()

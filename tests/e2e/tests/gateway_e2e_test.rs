@@ -243,3 +243,42 @@ fn the_llm_route_carries_the_sidecars_api_key_never_the_consumers() {
             .all(|r| r["headers"]["authorization"] != "Bearer sk-consumer-own")
     );
 }
+
+#[test]
+fn a_consumer_cannot_raise_its_own_retries_or_timeouts_nor_send_internal_headers() {
+    let s = stack();
+    s.http
+        .post(s.mock_url("genesys", "/__mock/faults"))
+        .json(&serde_json::json!({"status": 500, "scope": "api"}))
+        .send()
+        .unwrap();
+    let before = s.gateway_requests("genesys").len();
+    let r = s
+        .http
+        .get(s.gateway_url("/genesys/api/v2/users"))
+        .header("x-api-key", KEY)
+        .header("x-envoy-max-retries", "10")
+        .header("x-envoy-retry-on", "5xx")
+        .header("x-envoy-upstream-rq-per-try-timeout-ms", "60000")
+        .header("x-cxgate-reply", "1")
+        .header("x-cxgate-breaker", "closed")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 500, "the platform's failure, not retried");
+    let calls: Vec<Value> = s.gateway_requests("genesys").split_off(before);
+    assert_eq!(
+        calls.len(),
+        1,
+        "the route retries a 401 once and nothing else: {calls:#?}"
+    );
+    let headers = calls[0]["headers"].as_object().unwrap();
+    for sent in [
+        "x-envoy-max-retries",
+        "x-envoy-retry-on",
+        "x-envoy-upstream-rq-per-try-timeout-ms",
+        "x-cxgate-reply",
+        "x-cxgate-breaker",
+    ] {
+        assert!(!headers.contains_key(sent), "{sent} reached the platform");
+    }
+}
