@@ -167,7 +167,7 @@ pub fn wasm_filter(name: &str, file: &str, config: &str, extra: &str) -> String 
                 vm_config:
                   vm_id: cxgate
                   runtime: envoy.wasm.runtime.v8
-                  environment_variables: {{ host_env_keys: [CXGATE_SIDECAR_KEY] }}
+                  environment_variables: {{ host_env_keys: [CXGATE_SIDECAR_KEY, CXGATE_CURSOR_KEY] }}
                   code: {{ local: {{ filename: "{dir}/{file}" }} }}
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue

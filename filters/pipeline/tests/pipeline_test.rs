@@ -22,6 +22,7 @@ fn host() -> TestHost {
     let mut h = TestHost::new(CasDialect::Envoy, NOW);
     h.env
         .insert("CXGATE_SIDECAR_KEY".into(), "k-0123456789".into());
+    h.env.insert("CXGATE_CURSOR_KEY".into(), "c".repeat(32));
     let map = json!({"entries": {"Premium_Support": "q-1"}, "fetched_ms": 1, "stale": false, "last_error": null});
     let stamped = Stamped {
         version: 1,

@@ -19,6 +19,9 @@ struct RawConfig {
     /// VM environment variable holding the key that signs pagination cursors.
     #[serde(default = "d_cursor_key_env")]
     cursor_key_env: String,
+    /// How long a cursor stays valid, from the page that handed it out.
+    #[serde(default = "d_cursor_ttl_s")]
+    cursor_ttl_s: u64,
     #[serde(default)]
     idempotency: RawIdempotency,
     #[serde(default)]
@@ -130,7 +133,10 @@ fn d_metadata_header() -> String {
     "x-gateway-platform-metadata".into()
 }
 fn d_cursor_key_env() -> String {
-    "CXGATE_SIDECAR_KEY".into()
+    "CXGATE_CURSOR_KEY".into()
+}
+fn d_cursor_ttl_s() -> u64 {
+    3600
 }
 fn d_page_param() -> String {
     "pageNumber".into()
@@ -253,6 +259,7 @@ pub struct Idempotency {
 pub struct Config {
     pub metadata_header: String,
     pub cursor_key_env: String,
+    pub cursor_ttl_ms: u64,
     pub idempotency: Idempotency,
     pub profiles: Vec<Profile>,
     pub routes: Vec<Route>,
@@ -472,6 +479,7 @@ impl Config {
         Ok(Config {
             metadata_header: raw.metadata_header.to_ascii_lowercase(),
             cursor_key_env: raw.cursor_key_env,
+            cursor_ttl_ms: raw.cursor_ttl_s.clamp(1, 86_400).saturating_mul(1000),
             idempotency: Idempotency {
                 ttl_ms: raw.idempotency.ttl_s.saturating_mul(1000),
                 max_entries: raw.idempotency.max_entries.max(1),

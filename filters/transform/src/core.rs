@@ -27,6 +27,7 @@ pub struct Incoming<'a> {
     pub cursor_key: &'a [u8],
     /// The `Idempotency-Key` request header.
     pub idempotency_key: Option<&'a str>,
+    pub now_ms: u64,
 }
 
 /// What to send the platform.
@@ -48,6 +49,8 @@ pub struct Forward {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+// One per request, returned once: boxing the larger variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     Forward(Forward),
     Reply(LocalReply),
@@ -348,15 +351,30 @@ fn listing(
         } => (*default_size, *max_size, 0),
     };
     let cursor = match query_param(inc.path, "cursor") {
-        Some(text) => match Cursor::decode(text, inc.cursor_key) {
-            Some(c) if c.route == route.name && c.platform == platform => c,
+        Some(text) => match Cursor::decode(text, inc.cursor_key, inc.consumer, inc.now_ms) {
+            Ok(c) if c.route == route.name && c.platform == platform => c,
+            Err(page::Refused::Expired) => {
+                return reply(
+                    problem(
+                        400,
+                        "cursor-expired",
+                        "Cursor expired",
+                        format!(
+                            "Cursors are valid for {} s; start the listing again without a cursor.",
+                            cfg.cursor_ttl_ms / 1000
+                        ),
+                        trace,
+                    )
+                    .with_error("?cursor", "expired"),
+                );
+            }
             _ => {
                 return reply(
                     problem(
                         400,
                         "invalid-cursor",
                         "Invalid cursor",
-                        "The cursor was not issued for this listing, or was altered.",
+                        "The cursor was not issued to you for this listing, or was altered.",
                         trace,
                     )
                     .with_error("?cursor", "not a cursor of this listing"),
@@ -380,7 +398,7 @@ fn listing(
                     );
                 }
             };
-            Cursor::first(&route.name, platform, first, size)
+            Cursor::first(&route.name, platform, inc.consumer, first, size)
         }
     };
     let mut path = platform_path(profile, &params);
@@ -426,6 +444,7 @@ pub struct Returned<'a> {
     pub include_metadata: bool,
     pub trace_id: Option<&'a str>,
     pub cursor_key: &'a [u8],
+    pub now_ms: u64,
 }
 
 /// The normalized response for the consumer.
@@ -530,7 +549,7 @@ pub fn on_response(cfg: &Config, fwd: &Forward, ret: &Returned<'_>) -> Normalize
                 Paging::SkipTop { .. } => cursor.next + raw_items.len() as u64,
             };
             c.seen = seen;
-            c.encode(ret.cursor_key)
+            c.encode(ret.cursor_key, ret.now_ms.saturating_add(cfg.cursor_ttl_ms))
         });
         let event = match total {
             Some(t) if !has_more && page::mismatch(seen, t) => Some(

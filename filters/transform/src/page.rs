@@ -1,14 +1,17 @@
 //! The pagination adapter: Genesys page numbers and CXone skip/top both become
 //! `{items, next_cursor, has_more}`. The cursor is opaque to the consumer: base64url of a
-//! versioned internal state plus a tag (sha256 keyed with a VM secret), so a forged or edited
-//! cursor is refused instead of sending the platform somewhere unexpected.
+//! versioned internal state plus an HMAC-SHA256 tag under the cursor key (its own secret, not
+//! the sidecar's), bound to the consumer it was issued to and valid for a while, so a forged,
+//! edited, borrowed or stale cursor is refused instead of sending the platform somewhere
+//! unexpected.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
@@ -16,6 +19,10 @@ pub struct Cursor {
     /// The route and platform it belongs to.
     pub route: String,
     pub platform: String,
+    /// The verified consumer it was issued to.
+    pub consumer: String,
+    /// Not valid at or after this time (ms since the epoch).
+    pub exp_ms: u64,
     /// Genesys: the next page number; CXone: the next skip.
     pub next: u64,
     pub size: u32,
@@ -23,56 +30,70 @@ pub struct Cursor {
     pub seen: u64,
 }
 
+/// Why a cursor is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not made by us with this key, edited, another version, or another consumer's.
+    Invalid,
+    /// Ours, but past its time: the listing must start again.
+    Expired,
+}
+
+fn mac(key: &[u8], payload: &[u8]) -> Option<Hmac<Sha256>> {
+    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).ok()?;
+    m.update(payload);
+    Some(m)
+}
+
 impl Cursor {
-    pub fn first(route: &str, platform: &str, first: u64, size: u32) -> Cursor {
+    pub fn first(route: &str, platform: &str, consumer: &str, first: u64, size: u32) -> Cursor {
         Cursor {
             v: VERSION,
             route: route.to_string(),
             platform: platform.to_string(),
+            consumer: consumer.to_string(),
+            exp_ms: 0,
             next: first,
             size,
             seen: 0,
         }
     }
 
-    pub fn encode(&self, key: &[u8]) -> String {
-        let payload = serde_json::to_vec(self).unwrap_or_default();
+    /// Signed text, valid until `exp_ms`.
+    pub fn encode(&self, key: &[u8], exp_ms: u64) -> String {
+        let c = Cursor {
+            exp_ms,
+            ..self.clone()
+        };
+        let payload = serde_json::to_vec(&c).unwrap_or_default();
+        let tag = mac(key, &payload)
+            .map(|m| m.finalize().into_bytes().to_vec())
+            .unwrap_or_default();
         format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(&payload),
-            URL_SAFE_NO_PAD.encode(tag(key, &payload))
+            URL_SAFE_NO_PAD.encode(tag)
         )
     }
 
-    /// `None` for anything not made by us with this key (or for another version).
-    pub fn decode(text: &str, key: &[u8]) -> Option<Cursor> {
-        let (payload, t) = text.split_once('.')?;
-        let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
-        let t = URL_SAFE_NO_PAD.decode(t).ok()?;
-        if t.len() != 16 || !constant_eq(&t, &tag(key, &payload)) {
-            return None;
+    /// The cursor, if we made it with this key for this consumer and it is still valid.
+    pub fn decode(text: &str, key: &[u8], consumer: &str, now_ms: u64) -> Result<Cursor, Refused> {
+        let (payload, t) = text.split_once('.').ok_or(Refused::Invalid)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| Refused::Invalid)?;
+        let t = URL_SAFE_NO_PAD.decode(t).map_err(|_| Refused::Invalid)?;
+        let m = mac(key, &payload).ok_or(Refused::Invalid)?;
+        m.verify_slice(&t).map_err(|_| Refused::Invalid)?;
+        let c = serde_json::from_slice::<Cursor>(&payload).map_err(|_| Refused::Invalid)?;
+        if c.v != VERSION || c.consumer != consumer {
+            return Err(Refused::Invalid);
         }
-        serde_json::from_slice::<Cursor>(&payload)
-            .ok()
-            .filter(|c| c.v == VERSION)
+        if now_ms >= c.exp_ms {
+            return Err(Refused::Expired);
+        }
+        Ok(c)
     }
-}
-
-fn tag(key: &[u8], payload: &[u8]) -> [u8; 16] {
-    let mut h = Sha256::new();
-    h.update((key.len() as u64).to_le_bytes());
-    h.update(key);
-    h.update(payload);
-    let d = h.finalize();
-    let mut out = [0u8; 16];
-    for (o, b) in out.iter_mut().zip(d.iter()) {
-        *o = *b;
-    }
-    out
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// True when the items handed out differ from the platform's total by more than 0.5 %.

@@ -50,14 +50,19 @@ struct Transform(Rc<Shared>);
 
 fn build(section: Value, b: &mut Build<'_>) -> Result<Box<dyn Stage>, ConfigError> {
     let config = Config::compile(section, &b.model)?;
-    let Some(cursor_key) = (b.env)(&config.cursor_key_env) else {
-        return Err(ConfigError::new(
-            "/transform/cursor_key_env",
-            format!(
-                "environment variable {} is not set in the VM",
-                config.cursor_key_env
-            ),
-        ));
+    let cursor_key = match (b.env)(&config.cursor_key_env) {
+        Some(k) if k.len() >= 32 => k,
+        found => {
+            let why = if found.is_some() {
+                "is shorter than 32 characters"
+            } else {
+                "is not set in the VM"
+            };
+            return Err(ConfigError::new(
+                "/transform/cursor_key_env",
+                format!("environment variable {} {why}", config.cursor_key_env),
+            ));
+        }
     };
     let m = &mut *b.metrics;
     let mut c = |n: &str| {
@@ -207,6 +212,7 @@ impl TransformStream {
             trace_id: x.trace_id.as_deref(),
             cursor_key: &s.cursor_key,
             idempotency_key: x.header("idempotency-key"),
+            now_ms: io.now.ms(),
         };
         let lookup = SharedMaps {
             store: &*io.store,
@@ -368,6 +374,7 @@ impl StageStream for TransformStream {
                 include_metadata: self.include_metadata,
                 trace_id: x.trace_id.as_deref(),
                 cursor_key: &s.cursor_key,
+                now_ms: io.now.ms(),
             },
         );
         if let Some(event) = &normalized.event {

@@ -18,6 +18,7 @@ fn returned<'a>(status: u16, body: &'a [u8], include_metadata: bool) -> Returned
         include_metadata,
         trace_id: Some("t-9"),
         cursor_key: b"cursor-key-0123456789",
+        now_ms: NOW_MS,
     }
 }
 
@@ -119,6 +120,26 @@ fn listings_page_through_an_opaque_signed_cursor_and_flag_mismatches() {
         (s, p["type"].as_str().unwrap()),
         (400, "urn:cxgate:problem:invalid-cursor")
     );
+    // Another consumer's cursor is refused; an old one is told apart so a client can restart.
+    let key = b"cursor-key-0123456789";
+    let theirs = Cursor {
+        consumer: "wfm-sync".into(),
+        ..f2.cursor.clone().unwrap()
+    }
+    .encode(key, NOW_MS + 60_000);
+    let old = f2.cursor.clone().unwrap().encode(key, NOW_MS);
+    for (text, want) in [(theirs, "invalid-cursor"), (old, "cursor-expired")] {
+        let (s, p) = problem(send(
+            &c,
+            &format!("/gateway/v1/routing/queues?platform=GENESYS&cursor={text}"),
+            None,
+            b"",
+        ));
+        assert_eq!(
+            (s, p["type"].as_str().unwrap()),
+            (400, format!("urn:cxgate:problem:{want}").as_str())
+        );
+    }
     // The last page: no cursor; the platform said 60 but 59 came: PAGINATION_MISMATCH.
     let mut last = f2.clone();
     last.cursor = Some(Cursor {
@@ -354,4 +375,49 @@ fn bad_config_names_the_field() {
     v["profiles"]["genesys-seed"]["params"] = json!({});
     let e = compile(v).unwrap_err();
     assert_eq!(e.field, "/transform/profiles/genesys-seed/params");
+}
+
+/// HMAC-SHA256 as RFC 2104 defines it, written out over sha2 to check the cursor's tag
+/// independently of the `hmac` crate.
+fn rfc2104(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    k[..key.len()].copy_from_slice(key);
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .to_vec()
+}
+
+#[test]
+fn a_cursor_is_hmac_sha256_signed_bound_to_its_consumer_and_expires() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use cxgate_transform::page::Refused;
+    let key = b"a-cursor-key-of-32-characters-00";
+    let c = Cursor::first("queues-list", "genesys", "app-a", 2, 25);
+    let text = c.encode(key, 1_000);
+    let (payload, tag) = text.split_once('.').unwrap();
+    let payload = URL_SAFE_NO_PAD.decode(payload).unwrap();
+    assert_eq!(URL_SAFE_NO_PAD.decode(tag).unwrap(), rfc2104(key, &payload));
+    let back = Cursor::decode(&text, key, "app-a", 999).unwrap();
+    assert_eq!((back.next, back.exp_ms), (2, 1_000));
+    assert_eq!(
+        Cursor::decode(&text, key, "app-b", 999),
+        Err(Refused::Invalid)
+    );
+    assert_eq!(
+        Cursor::decode(&text, key, "app-a", 1_000),
+        Err(Refused::Expired)
+    );
+    assert_eq!(
+        Cursor::decode(&text, b"another-key-another-key-another!", "app-a", 999),
+        Err(Refused::Invalid)
+    );
 }

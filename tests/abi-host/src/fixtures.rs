@@ -9,6 +9,8 @@ use std::time::Duration;
 
 /// The sidecar key tests give the VM.
 pub const SIDECAR_KEY: &str = "abi-test-sidecar-key-000";
+/// The cursor key tests give the VM.
+pub const CURSOR_KEY: &str = "abi-test-cursor-key-0000000000000";
 
 fn repo() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -63,6 +65,7 @@ pub fn start_synced(
         .workers(workers)
         .cluster("sidecar")
         .env("CXGATE_SIDECAR_KEY", SIDECAR_KEY)
+        .env("CXGATE_CURSOR_KEY", CURSOR_KEY)
         .config(&config.to_string())
         .start()
         .map_err(|e| format!("{e:#}"))?;

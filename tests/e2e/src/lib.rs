@@ -129,6 +129,8 @@ impl Default for StackOptions {
 
 /// The sidecar's shared key for test and demo runs (never a platform secret).
 pub const SIDECAR_KEY: &str = "cxgate-local-sidecar-key-0001";
+/// The local key that signs pagination cursors (its own secret, 32+ characters).
+pub const CURSOR_KEY: &str = "cxgate-local-cursor-key-000000000001";
 
 /// Envoy + sidecar + mocks, torn down on drop (in reverse start order).
 pub struct Stack {
@@ -256,7 +258,10 @@ pub fn run_envoy(
         name,
         &envoy_bin(),
         &args,
-        &[("CXGATE_SIDECAR_KEY", SIDECAR_KEY)],
+        &[
+            ("CXGATE_SIDECAR_KEY", SIDECAR_KEY),
+            ("CXGATE_CURSOR_KEY", CURSOR_KEY),
+        ],
         run_dir,
     )?;
     wait_ready(

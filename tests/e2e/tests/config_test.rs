@@ -118,6 +118,7 @@ fn every_shipped_document_passes_the_schema_and_the_pipelines_own_parser() {
         if name.contains("inlined") || !name.starts_with("envoy/cxgate.json") {
             let mut h = TestHost::new(CasDialect::Kong, 1);
             h.env.insert("CXGATE_SIDECAR_KEY".into(), "k".into());
+            h.env.insert("CXGATE_CURSOR_KEY".into(), "c".repeat(32));
             if let Err(e) = h.pipeline(&doc.to_string(), &cxgate_pipeline::STAGES) {
                 panic!("{name}: the pipeline refuses it: {e}");
             }

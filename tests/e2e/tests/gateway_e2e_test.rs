@@ -38,10 +38,11 @@ fn every_shipped_envoy_config_validates() {
             path.file_name().unwrap().to_string_lossy()
         ));
         std::fs::write(&out_path, rendered).unwrap();
-        // Validation configures the Wasm VMs, so it needs the sidecar key in the environment,
+        // Validation configures the Wasm VMs, so it needs the keys in the environment,
         // exactly as a deployment does.
         let out = Command::new(envoy_bin())
             .env("CXGATE_SIDECAR_KEY", cxgate_e2e::SIDECAR_KEY)
+            .env("CXGATE_CURSOR_KEY", cxgate_e2e::CURSOR_KEY)
             .args(["--mode", "validate", "-c"])
             .arg(&out_path)
             .output()

@@ -91,6 +91,9 @@ pub fn maps() -> Maps {
 }
 
 /// The seed document's example request (seed 000, section 2).
+/// The clock the drivers run at.
+pub const NOW_MS: u64 = 1_800_000_000_000;
+
 pub const SEED: &str = include_str!("../../../../tests/fixtures/queue-update.seed.json");
 
 pub fn seed(platform: &str) -> String {
@@ -142,6 +145,7 @@ pub fn send_with(
             trace_id: Some("t-1"),
             cursor_key: b"cursor-key-0123456789",
             idempotency_key: None,
+            now_ms: NOW_MS,
         },
         lookup,
     )
