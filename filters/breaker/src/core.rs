@@ -321,7 +321,7 @@ impl Transition {
     }
 }
 
-const ATTEMPTS: u32 = 8;
+const ATTEMPTS: u32 = cxgate_kit::shared::CAS_BUDGET;
 
 fn seconds_until(now_ms: u64, at_ms: u64) -> u64 {
     at_ms.saturating_sub(now_ms).div_ceil(1000).max(1)

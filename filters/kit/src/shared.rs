@@ -27,6 +27,12 @@ impl From<HostError> for UpdateError {
     }
 }
 
+/// CAS rounds a request may lose before it gives up. A round is lost only when another worker
+/// wrote the key between our read and our write, so losing this many in a row is contention
+/// (count it, refuse the request), never a store failure: only a host error means the store is
+/// down. Proxy-Wasm callbacks cannot sleep, so a retry is an immediate re-read.
+pub const CAS_BUDGET: u32 = 64;
+
 /// Reads `key`, lets `decide` compute the new value from the current one, and writes it with
 /// CAS; on a mismatch it re-reads and decides again, at most `max_attempts` times.
 pub fn update<S, T, F>(

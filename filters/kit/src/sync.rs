@@ -232,7 +232,7 @@ impl SyncClient {
     }
 }
 
-const ATTEMPTS: u32 = 8;
+const ATTEMPTS: u32 = crate::shared::CAS_BUDGET;
 
 /// Writes a snapshot's tokens and maps (each only if it changed), then the sync status.
 pub fn apply<S: SharedStore + ?Sized>(

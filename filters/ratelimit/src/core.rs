@@ -113,7 +113,7 @@ pub struct Ask<'a> {
     pub may_allot: bool,
 }
 
-const ATTEMPTS: u32 = 8;
+const ATTEMPTS: u32 = cxgate_kit::shared::CAS_BUDGET;
 
 enum Step {
     Taken(Bucket),

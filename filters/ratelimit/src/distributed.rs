@@ -9,7 +9,7 @@ use cxgate_kit::shared::{Update, UpdateError, update};
 use cxgate_model::Limit;
 use cxgate_state::AllotItem;
 
-const ATTEMPTS: u32 = 8;
+const ATTEMPTS: u32 = cxgate_kit::shared::CAS_BUDGET;
 
 /// The allotment requests for `keys` (their wanted top-up), registering new ones in the index
 /// so the periodic sync keeps them topped up.

@@ -9,7 +9,7 @@ use cxgate_kit::ConfigError;
 use cxgate_kit::host::{Callout, Expect, HttpCallout, Now};
 use cxgate_kit::log::{Event, Level};
 use cxgate_kit::problem::{LocalReply, Problem};
-use cxgate_kit::shared::{Lease, LeaseState};
+use cxgate_kit::shared::{Lease, LeaseState, UpdateError};
 use cxgate_model::{
     Build, CallAnswer, Exchange, Flow, Io, Model, RootIo, Stage, StageKind, StageStream,
 };
@@ -33,6 +33,7 @@ struct Ids {
     fallback: u32,
     allotted_units: u32,
     errors: u32,
+    contention: u32,
 }
 
 struct Shared {
@@ -80,6 +81,7 @@ fn build(section: Value, b: &mut Build<'_>) -> Result<Box<dyn Stage>, ConfigErro
         platform_holds: c("platform_holds"),
         allotted_units: c("allotted_units"),
         errors: c("errors"),
+        contention: c("contention"),
         fallback: b
             .metrics
             .gauge("cxgate_ratelimit.distributed_fallback")
@@ -333,8 +335,26 @@ impl LimitStream {
                 }
             }
             Ok(Verdict::Allot(_)) => self.fail("no allotment for a new bucket", x, io),
+            Err(UpdateError::Contention { .. }) => self.contended(x, io),
             Err(e) => self.fail(&format!("{e:?}"), x, io),
         }
+    }
+
+    /// Lost every CAS round to other workers: the store works, so the request is neither sent
+    /// unmetered nor logged as a failure; it is counted and told to retry at once.
+    fn contended(&self, x: &Exchange, io: &mut Io<'_>) -> Flow {
+        let _ = io.metrics.increment(self.shared.ids.contention, 1);
+        Flow::Reply(
+            Problem::new(
+                503,
+                "rate-limit-contended",
+                "Rate limiter busy",
+                "Too many concurrent updates of this consumer's budget; retry the request.",
+            )
+            .with_trace_id(x.trace_id.as_deref())
+            .with_header("retry-after", "1")
+            .into_reply(),
+        )
     }
 
     /// Shared data failed: the configured fail mode decides.

@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub const RING: &str = "cxgate/idem/ring";
-const ATTEMPTS: u32 = 8;
+const ATTEMPTS: u32 = cxgate_kit::shared::CAS_BUDGET;
 /// An in-flight claim older than this is abandoned (its worker died) and may be taken over.
 pub const IN_FLIGHT_MS: u64 = 60_000;
 

@@ -318,3 +318,49 @@ fn distributed_mode_asks_for_allotments_and_falls_back_when_the_budget_is_unreac
         assert!(h.violations().is_empty(), "{:?}", h.violations());
     }
 }
+
+/// A request under CAS races with the limiter set to fail open: (status, remaining header).
+fn raced(h: &mut Host, w: usize, races: u32) -> (u32, Option<String>) {
+    h.race_next_writes(races);
+    let s = h.new_stream(w).unwrap();
+    let a = h
+        .request_headers(
+            s,
+            &[
+                (":method", "GET"),
+                (":path", "/genesys/api/v2/users"),
+                ("x-cxgate-consumer", "app"),
+            ],
+            true,
+        )
+        .unwrap();
+    if a == Action::Pause {
+        return (h.local_reply(s).unwrap().status, None);
+    }
+    h.response_headers(s, &[(":status", "200")], false).unwrap();
+    (200, h.response_header(s, "ratelimit-remaining"))
+}
+
+#[test]
+fn cas_contention_is_retried_and_counted_never_a_store_failure_that_fails_open() {
+    for profile in PROFILES {
+        let mut h = host(profile, json!({"fail_mode": "open"}));
+        assert_eq!(raced(&mut h, 0, 0), (200, Some("19".into())));
+        // Twenty lost rounds in a row (8 used to be the limit, then the request went out
+        // unmetered): still metered.
+        assert_eq!(
+            raced(&mut h, 1, 20),
+            (200, Some("18".into())),
+            "{profile:?}"
+        );
+        // Past the budget: refused with 503, not forwarded unmetered, and not a store error.
+        assert_eq!(raced(&mut h, 2, 1_000).0, 503, "{profile:?}");
+        h.race_next_writes(0);
+        assert_eq!(raced(&mut h, 3, 0), (200, Some("17".into())));
+        h.tick_all().unwrap();
+        assert_eq!(h.metric("cxgate_ratelimit.contention"), Some(1));
+        assert_eq!(h.metric("cxgate_ratelimit.errors"), Some(0));
+        assert!(h.logs_containing("RATE_LIMIT_STATE_ERROR").is_empty());
+        assert!(h.violations().is_empty(), "{:?}", h.violations());
+    }
+}
