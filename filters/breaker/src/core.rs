@@ -345,6 +345,9 @@ pub fn admit<S: SharedStore + ?Sized>(
         .get(&route.key)?
         .and_then(|v| Breaker::decode_phase(&v.value))
         .unwrap_or(Phase::Closed);
+    if phase.clamped(&cfg.rules, now_ms).is_some() {
+        return clamp(cfg, route, store, now_ms);
+    }
     match phase {
         Phase::Closed => return Ok((Admit::Pass, None)),
         Phase::Open { next_probe_ms } if now_ms < next_probe_ms => {
@@ -386,6 +389,26 @@ pub fn admit<S: SharedStore + ?Sized>(
         };
         Update::Write(b.encode(), (Admit::Probe, Some(Transition::ProbeStarted)))
     })
+}
+
+/// Writes the phase back with its time clamped (the wall clock stepped back), then admits.
+fn clamp<S: SharedStore + ?Sized>(
+    cfg: &Config,
+    route: &Route,
+    store: &mut S,
+    now_ms: u64,
+) -> Result<(Admit, Option<Transition>), UpdateError> {
+    update(store, &route.key, ATTEMPTS, |current| {
+        let mut b = load(cfg, current);
+        match b.phase.clamped(&cfg.rules, now_ms) {
+            Some(p) => {
+                b.phase = p;
+                Update::Write(b.encode(), ())
+            }
+            None => Update::Keep(()),
+        }
+    })?;
+    admit(cfg, route, store, now_ms)
 }
 
 /// While a probe is out, a consumer may retry after one probe interval at the latest.

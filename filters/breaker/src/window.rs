@@ -17,6 +17,31 @@ pub enum Phase {
     },
 }
 
+impl Phase {
+    /// The phase with its time pulled back to at most one interval from `now_ms`: a stamp
+    /// further ahead was written before the wall clock stepped back, and would otherwise keep
+    /// the breaker open (or a probe out) for as long as the step. `None` if already within.
+    pub fn clamped(self, rules: &Rules, now_ms: u64) -> Option<Phase> {
+        match self {
+            Phase::Open { next_probe_ms }
+                if next_probe_ms > now_ms.saturating_add(rules.probe_interval_ms) =>
+            {
+                Some(Phase::Open {
+                    next_probe_ms: now_ms.saturating_add(rules.probe_interval_ms),
+                })
+            }
+            Phase::HalfOpen { probe_until_ms }
+                if probe_until_ms > now_ms.saturating_add(rules.probe_timeout_ms) =>
+            {
+                Some(Phase::HalfOpen {
+                    probe_until_ms: now_ms.saturating_add(rules.probe_timeout_ms),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Outcomes in one time bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Bucket {

@@ -135,10 +135,15 @@ impl Lease {
         C: Clock + ?Sized,
     {
         let now = clock.now_ms();
+        // A lease never runs longer than its ttl from now: one ending further ahead was
+        // stamped before the wall clock stepped back, and would otherwise lock everyone out
+        // for as long as the step.
+        let latest = now.saturating_add(self.ttl_ms);
         update(store, &self.key, 4, |current| {
             if let Some((holder, expires_ms)) = current.and_then(decode_lease)
                 && holder != self.holder
                 && expires_ms > now
+                && expires_ms <= latest
             {
                 return Update::Keep(LeaseState::Busy { holder, expires_ms });
             }

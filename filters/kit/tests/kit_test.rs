@@ -114,6 +114,21 @@ fn two_workers_never_both_spend_the_same_value() {
 }
 
 #[test]
+fn a_lease_stamped_before_the_clock_stepped_back_lasts_its_ttl_not_the_step() {
+    let mut store = FakeStore::new(CasDialect::Kong);
+    let w1 = Lease::new("cxgate/lease/sync", 1, 5_000);
+    let w2 = Lease::new("cxgate/lease/sync", 2, 5_000);
+    w1.acquire(&mut store, &FakeClock::at(1_000_000)).unwrap();
+    // Ten minutes back: w1's expiry (1_005_000) is 605 s away, more than a ttl; w1 stopped.
+    assert_eq!(
+        w2.acquire(&mut store, &FakeClock::at(400_000)).unwrap(),
+        LeaseState::Held {
+            expires_ms: 405_000
+        }
+    );
+}
+
+#[test]
 fn lease_has_one_holder_and_lapses_when_the_holder_stops() {
     let clock = FakeClock::at(1_000);
     let mut store = FakeStore::new(CasDialect::Envoy);

@@ -32,6 +32,9 @@ pub enum Take {
 
 const ENCODED: usize = 24;
 
+/// The longest a platform's 429 holds its traffic (`Retry-After` is clamped to this).
+pub const MAX_HOLD_MS: u64 = 3_600_000;
+
 impl Bucket {
     pub fn full(limit: &Limit, now_ms: u64) -> Self {
         Bucket {
@@ -61,6 +64,24 @@ impl Bucket {
             at_ms: at(8)?,
             blocked_until_ms: at(16)?,
         })
+    }
+
+    /// Pulls stamps from the future back to `now_ms` (the hold to at most [`MAX_HOLD_MS`]
+    /// ahead): they were written before the wall clock stepped back, and would otherwise stop
+    /// the refill, or hold traffic, for as long as the step. True if anything changed, so the
+    /// caller writes the bucket back even when it refuses.
+    pub fn clamp(&mut self, now_ms: u64) -> bool {
+        let mut changed = false;
+        if self.at_ms > now_ms {
+            self.at_ms = now_ms;
+            changed = true;
+        }
+        let hold = now_ms.saturating_add(MAX_HOLD_MS);
+        if self.blocked_until_ms > hold {
+            self.blocked_until_ms = hold;
+            changed = true;
+        }
+        changed
     }
 
     /// Brings `level` up to `now_ms` (never past full; time never runs backwards).

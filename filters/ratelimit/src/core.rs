@@ -2,7 +2,7 @@
 //! platform's once the platform is known, each one CAS update), upstream feedback, and the
 //! response headers.
 
-use crate::bucket::{Bucket, Limit, Take, retry_after_s};
+use crate::bucket::{Bucket, Limit, MAX_HOLD_MS, Take, retry_after_s};
 use crate::config::Config;
 use crate::distributed::allot_items;
 use cxgate_kit::host::SharedStore;
@@ -134,8 +134,12 @@ fn take_from<S: SharedStore + ?Sized>(
 ) -> Result<Step, UpdateError> {
     update(store, key, ATTEMPTS, |current| {
         let existing = current.and_then(Bucket::decode);
+        let mut clamped = false;
         let mut b = match existing {
-            Some(b) => b,
+            Some(mut b) => {
+                clamped = b.clamp(now);
+                b
+            }
             None if !create => return Update::Keep(Step::Missing),
             None if refills => Bucket::full(l, now),
             None => Bucket {
@@ -148,7 +152,7 @@ fn take_from<S: SharedStore + ?Sized>(
                 b.at_ms = b.at_ms.max(now);
                 Update::Write(b.encode(), Step::Taken(b))
             }
-            Take::Denied { wait_ms } if existing.is_none() => {
+            Take::Denied { wait_ms } if existing.is_none() || clamped => {
                 Update::Write(b.encode(), Step::Denied(wait_ms))
             }
             Take::Denied { wait_ms } => Update::Keep(Step::Denied(wait_ms)),
@@ -375,12 +379,12 @@ pub fn on_response<S: SharedStore + ?Sized>(
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .or(fb.inin.map(|(_, _, reset)| reset))
                 .unwrap_or(1)
-                .clamp(1, 3600),
+                .clamp(1, MAX_HOLD_MS / 1000),
         )
     } else {
         fb.inin
             .filter(|(count, allowed, _)| *allowed > 0 && count >= allowed)
-            .map(|(_, _, reset)| reset.clamp(1, 3600))
+            .map(|(_, _, reset)| reset.clamp(1, MAX_HOLD_MS / 1000))
     };
     let drain_to = fb.inin.and_then(|(count, allowed, _)| {
         (allowed > 0 && count as f64 >= allowed as f64 * cfg.nearly_spent)
@@ -397,6 +401,7 @@ pub fn on_response<S: SharedStore + ?Sized>(
                 Some(l) => Bucket::full(&l, now),
                 None => Bucket::default(),
             });
+        b.clamp(now);
         if let Some(l) = &pl {
             b.refill(l, now);
             if let Some(left) = drain_to {

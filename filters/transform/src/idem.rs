@@ -112,6 +112,22 @@ pub struct Stored {
     pub body: String,
 }
 
+impl Entry {
+    /// The entry with a future stamp pulled back to `now`; `None` if its stamp is not ahead.
+    fn clamped(&self, now: u64) -> Option<Entry> {
+        let mut e = self.clone();
+        let at = match &mut e {
+            Entry::InFlight { since_ms, .. } => since_ms,
+            Entry::Done { stored_ms, .. } => stored_ms,
+        };
+        if *at <= now {
+            return None;
+        }
+        *at = now;
+        Some(e)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
     /// Ours: forward, then `finish` or `abandon`.
@@ -140,7 +156,22 @@ pub fn begin<S: SharedStore + ?Sized>(
 ) -> Result<Begin, UpdateError> {
     let other = |held: &str| !held.is_empty() && held != body;
     update(store, key, ATTEMPTS, |current| {
-        match decode(current) {
+        let entry = decode(current);
+        // A stamp from the future was written before the wall clock stepped back: pull it to
+        // now and write it back, so the entry lives its own span, not the step's as well.
+        if let Some(e) = entry.as_ref().and_then(|e| e.clamped(now)) {
+            let answer = match &e {
+                Entry::InFlight { body: held, .. } | Entry::Done { body: held, .. }
+                    if other(held) =>
+                {
+                    Begin::Reused
+                }
+                Entry::InFlight { .. } => Begin::InFlight,
+                Entry::Done { stored, .. } => Begin::Replay(stored.clone()),
+            };
+            return Update::Write(serde_json::to_vec(&e).unwrap_or_default(), answer);
+        }
+        match entry {
             Some(Entry::Done {
                 stored_ms,
                 body: held,

@@ -316,6 +316,26 @@ fn idempotency_fingerprints_claims_replays_reuse_and_bounds() {
 }
 
 #[test]
+fn an_idempotency_entry_stamped_before_the_clock_stepped_back_lives_its_own_span() {
+    let mut store = FakeStore::new(CasDialect::Envoy);
+    let k = "cxgate/idem/app/step";
+    assert_eq!(
+        idem::begin(&mut store, k, "d", 1_000_000, 900_000).unwrap(),
+        Begin::Claimed
+    );
+    // Ten minutes back: the claim's stamp is ahead; it is pulled to now and still in flight.
+    assert_eq!(
+        idem::begin(&mut store, k, "d", 400_000, 900_000).unwrap(),
+        Begin::InFlight
+    );
+    // An abandoned claim lapses one in-flight span after that, not 10 minutes later.
+    assert_eq!(
+        idem::begin(&mut store, k, "d", 400_000 + idem::IN_FLIGHT_MS, 900_000).unwrap(),
+        Begin::Claimed
+    );
+}
+
+#[test]
 fn the_idempotency_store_also_stays_under_its_byte_bound() {
     let mut store = FakeStore::new(CasDialect::Envoy);
     let stored = Stored {

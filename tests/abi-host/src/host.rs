@@ -325,6 +325,24 @@ impl Host {
         Ok(())
     }
 
+    /// The wall clock steps back by `by` (an NTP correction, a restored VM): what filters read
+    /// goes back, while ticks and call timeouts, which a proxy runs on monotonic timers, keep
+    /// their spacing.
+    pub fn step_back(&mut self, by: Duration) {
+        let d = by.as_nanos() as u64;
+        let now = self.handle.clock.load(Ordering::SeqCst);
+        self.handle
+            .clock
+            .store(now.saturating_sub(d), Ordering::SeqCst);
+        for w in &mut self.workers {
+            let st = w.state_mut();
+            st.next_tick_ns = st.next_tick_ns.map(|t| t.saturating_sub(d));
+        }
+        for c in &mut self.shared().calls {
+            c.dispatched_ns = c.dispatched_ns.saturating_sub(d);
+        }
+    }
+
     pub fn advance(&mut self, by: Duration) -> Result<()> {
         self.advance_skipping(by, &[])
     }
