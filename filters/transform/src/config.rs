@@ -255,6 +255,14 @@ pub struct Idempotency {
     pub max_response_bytes: usize,
 }
 
+impl Idempotency {
+    /// Hash buckets for the entries: twice the entries, so chains stay short. With the ring's
+    /// slots and record, shared data holds at most `3 × max_entries + 1` idempotency keys.
+    pub fn buckets(&self) -> u64 {
+        (self.max_entries as u64).saturating_mul(2).max(1)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub metadata_header: String,

@@ -2,16 +2,18 @@
 //! carries a key is deduplicated (no key, no dedup: two equal bodies may be two intended
 //! changes). A fingerprint per (verified consumer, method, route, key) holds the first
 //! response for a while, and duplicates are answered from it; the entry also keeps a digest of
-//! the body, so a key reused for a different request is refused (422) instead of replayed. An entry is
-//! claimed (`in_flight`) by CAS before anything is forwarded, so concurrent duplicates on any
-//! worker never both reach the platform. Entries are bounded in count and bytes by a ring of
-//! slots.
+//! the body, so a key reused for a different request is refused (422) instead of replayed. An
+//! entry is claimed (`in_flight`) by CAS before anything is forwarded, so concurrent duplicates
+//! on any worker never both reach the platform. Entries live in a fixed set of hash buckets and
+//! are bounded in count and bytes by a ring of slots, so the number of shared-data keys is
+//! bounded by the config, not by the traffic (Proxy-Wasm cannot delete a key).
 
-use cxgate_kit::host::{Expect, SharedStore};
+use cxgate_kit::host::SharedStore;
 use cxgate_kit::shared::{Update, UpdateError, update};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 pub const RING: &str = "cxgate/idem/ring";
 const ATTEMPTS: u32 = cxgate_kit::shared::CAS_BUDGET;
@@ -83,8 +85,53 @@ pub fn request_key<'a>(
     }
 }
 
-pub fn key(consumer: &str, fingerprint: &str) -> String {
-    format!("cxgate/idem/{consumer}/{fingerprint}")
+/// Where a fingerprint's entry lives: one of `buckets` hash buckets (`cxgate/idem/h/<i>`), as
+/// the record `<consumer>/<fingerprint>` in it. Proxy-Wasm cannot delete a key, so a key per
+/// fingerprint would grow shared data for ever; buckets bound the number of keys by config.
+/// (A key without `#` is a bucket of its own, which tests use.)
+pub fn key(consumer: &str, fingerprint: &str, buckets: u64) -> String {
+    let hash = fingerprint
+        .get(..15)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0);
+    format!(
+        "cxgate/idem/h/{}#{consumer}/{fingerprint}",
+        hash % buckets.max(1)
+    )
+}
+
+/// The bucket key and the record id of an entry key.
+fn split(key: &str) -> (&str, &str) {
+    key.split_once('#').unwrap_or((key, key))
+}
+
+/// A bucket's records by id.
+type Records = BTreeMap<String, Entry>;
+
+fn records(bytes: Option<&[u8]>) -> Records {
+    bytes
+        .filter(|b| !b.is_empty())
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default()
+}
+
+/// An empty bucket is written empty, which reads as absent.
+fn encode(r: &Records) -> Vec<u8> {
+    if r.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(r).unwrap_or_default()
+    }
+}
+
+/// Drops the bucket's dead records: claims abandoned by a dead worker, answers past the TTL.
+fn prune(r: &mut Records, now: u64, ttl_ms: u64) -> bool {
+    let before = r.len();
+    r.retain(|_, e| match e {
+        Entry::InFlight { since_ms, .. } => now < since_ms.saturating_add(IN_FLIGHT_MS),
+        Entry::Done { stored_ms, .. } => now < stored_ms.saturating_add(ttl_ms),
+    });
+    r.len() != before
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,12 +187,6 @@ pub enum Begin {
     Reused,
 }
 
-fn decode(bytes: Option<&[u8]>) -> Option<Entry> {
-    bytes
-        .filter(|b| !b.is_empty())
-        .and_then(|b| serde_json::from_slice(b).ok())
-}
-
 /// Claims `key` for the request whose body digest is `body`, unless a live entry holds it.
 pub fn begin<S: SharedStore + ?Sized>(
     store: &mut S,
@@ -155,11 +196,13 @@ pub fn begin<S: SharedStore + ?Sized>(
     ttl_ms: u64,
 ) -> Result<Begin, UpdateError> {
     let other = |held: &str| !held.is_empty() && held != body;
-    update(store, key, ATTEMPTS, |current| {
-        let entry = decode(current);
+    let (bucket, id) = split(key);
+    update(store, bucket, ATTEMPTS, |current| {
+        let mut recs = records(current);
         // A stamp from the future was written before the wall clock stepped back: pull it to
         // now and write it back, so the entry lives its own span, not the step's as well.
-        if let Some(e) = entry.as_ref().and_then(|e| e.clamped(now)) {
+        let clamped = recs.get(id).and_then(|e| e.clamped(now));
+        if let Some(e) = clamped {
             let answer = match &e {
                 Entry::InFlight { body: held, .. } | Entry::Done { body: held, .. }
                     if other(held) =>
@@ -169,9 +212,19 @@ pub fn begin<S: SharedStore + ?Sized>(
                 Entry::InFlight { .. } => Begin::InFlight,
                 Entry::Done { stored, .. } => Begin::Replay(stored.clone()),
             };
-            return Update::Write(serde_json::to_vec(&e).unwrap_or_default(), answer);
+            recs.insert(id.to_string(), e);
+            return Update::Write(encode(&recs), answer);
         }
-        match entry {
+        let pruned = prune(&mut recs, now, ttl_ms);
+        let held = recs.get(id).cloned();
+        let keep_or_write = |recs: &Records, answer| {
+            if pruned {
+                Update::Write(encode(recs), answer)
+            } else {
+                Update::Keep(answer)
+            }
+        };
+        match held {
             Some(Entry::Done {
                 stored_ms,
                 body: held,
@@ -182,7 +235,7 @@ pub fn begin<S: SharedStore + ?Sized>(
                 } else {
                     Begin::Replay(stored)
                 };
-                return Update::Keep(answer);
+                return keep_or_write(&recs, answer);
             }
             Some(Entry::InFlight {
                 since_ms,
@@ -193,7 +246,7 @@ pub fn begin<S: SharedStore + ?Sized>(
                 } else {
                     Begin::InFlight
                 };
-                return Update::Keep(answer);
+                return keep_or_write(&recs, answer);
             }
             _ => {}
         }
@@ -201,10 +254,8 @@ pub fn begin<S: SharedStore + ?Sized>(
             since_ms: now,
             body: body.to_string(),
         };
-        Update::Write(
-            serde_json::to_vec(&claim).unwrap_or_default(),
-            Begin::Claimed,
-        )
+        recs.insert(id.to_string(), claim);
+        Update::Write(encode(&recs), Begin::Claimed)
     })
 }
 
@@ -224,14 +275,18 @@ pub fn finish<S: SharedStore + ?Sized>(
     max_entries: usize,
     max_bytes: usize,
 ) -> Result<(), UpdateError> {
-    let value = serde_json::to_vec(&Entry::Done {
+    let done = Entry::Done {
         stored_ms: now,
         body: body.to_string(),
         stored,
-    })
-    .unwrap_or_default();
-    let size = value.len() as u64;
-    update(store, key, ATTEMPTS, |_| Update::Write(value.clone(), ()))?;
+    };
+    let size = serde_json::to_vec(&done).map_or(0, |v| v.len() as u64);
+    let (bucket, id) = split(key);
+    update(store, bucket, ATTEMPTS, |current| {
+        let mut recs = records(current);
+        recs.insert(id.to_string(), done.clone());
+        Update::Write(encode(&recs), ())
+    })?;
     let slots = max_entries.max(1) as u64;
     let n = update(store, RING, ATTEMPTS, |current| {
         let r = Ring::decode(current);
@@ -347,16 +402,28 @@ fn release<S: SharedStore + ?Sized>(store: &mut S, size: u64) -> Result<(), Upda
 
 /// Gives a claim up (the platform failed, or the stream died): a retry may go through.
 pub fn abandon<S: SharedStore + ?Sized>(store: &mut S, key: &str) -> Result<(), UpdateError> {
-    update(store, key, ATTEMPTS, |current| match decode(current) {
-        Some(Entry::InFlight { .. }) => Update::Write(Vec::new(), ()),
-        _ => Update::Keep(()),
+    let (bucket, id) = split(key);
+    update(store, bucket, ATTEMPTS, |current| {
+        let mut recs = records(current);
+        match recs.get(id) {
+            Some(Entry::InFlight { .. }) => {
+                recs.remove(id);
+                Update::Write(encode(&recs), ())
+            }
+            _ => Update::Keep(()),
+        }
     })
 }
 
-/// Proxy-Wasm has no delete: an empty value reads as absent.
+/// Removes an evicted entry from its bucket.
 fn clear<S: SharedStore + ?Sized>(store: &mut S, key: &str) -> Result<(), UpdateError> {
-    if let Some(v) = store.get(key)? {
-        let _ = store.set(key, &[], Expect::Cas(v.cas));
-    }
-    Ok(())
+    let (bucket, id) = split(key);
+    update(store, bucket, ATTEMPTS, |current| {
+        let mut recs = records(current);
+        if recs.remove(id).is_some() {
+            Update::Write(encode(&recs), ())
+        } else {
+            Update::Keep(())
+        }
+    })
 }

@@ -224,7 +224,8 @@ impl TransformStream {
             Outcome::Forward(f) => f,
         };
         if let Some(keyed) = &fwd.idempotency {
-            let key = idem::key(&x.consumer, &keyed.fingerprint);
+            let buckets = s.config.idempotency.buckets();
+            let key = idem::key(&x.consumer, &keyed.fingerprint, buckets);
             match idem::begin(
                 &mut *io.store,
                 &key,

@@ -245,10 +245,10 @@ fn idempotency_fingerprints_claims_replays_reuse_and_bounds() {
     let fp = idem::fingerprint("app", "POST", "queue-update", "k1");
     assert_ne!(fp, idem::fingerprint("other", "POST", "queue-update", "k1"));
     assert_ne!(fp, idem::fingerprint("app", "POST", "queue-update", "k2"));
-    assert_ne!(idem::key("app", &fp), idem::key("other", &fp));
+    assert_ne!(idem::key("app", &fp, 64), idem::key("other", &fp, 64));
     let (da, dc) = (idem::body_digest(&a), idem::body_digest(&json!({"x": 2})));
     let mut store = FakeStore::new(CasDialect::Kong);
-    let k = idem::key("app", &fp);
+    let k = idem::key("app", &fp, 64);
     assert_eq!(
         idem::begin(&mut store, &k, &da, 0, 900_000).unwrap(),
         Begin::Claimed

@@ -392,6 +392,14 @@ impl Host {
     }
 
     /// Writes shared data as an outside party would (e.g. a test seeding state).
+    /// Every shared-data key that holds a value (an empty value reads as absent, but its key
+    /// stays: Proxy-Wasm cannot delete one), so tests can bound the key count.
+    pub fn shared_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.shared().kv.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
     pub fn put_shared(&self, key: &str, value: &[u8]) {
         let mut shared = self.shared();
         shared.next_cas = shared.next_cas.wrapping_add(1).max(1);

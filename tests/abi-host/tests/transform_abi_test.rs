@@ -258,3 +258,60 @@ fn without_a_key_enable_disable_enable_are_three_changes_and_a_reused_key_is_422
         assert!(h.violations().is_empty(), "{:?}", h.violations());
     }
 }
+
+#[test]
+fn a_hundred_thousand_keyed_requests_leave_a_bounded_number_of_shared_data_keys() {
+    let profile = Profile::Envoy;
+    let mut doc = config(profile);
+    doc["transform"]["idempotency"] = json!({"max_entries": 500});
+    let mut h = start_synced(&filter_wasm("cxgate-transform"), profile, 4, &doc).unwrap();
+    let ok = json!({"id": "q-1", "name": "Premium_Support", "enabled": true,
+        "routingConfig": {"strategy": "LONGESTIDLEAGENT", "skillsRequired": [], "maxWaitTime": "PT2M"}});
+    let before = h.shared_keys().len();
+    const N: usize = 100_000;
+    for i in 0..N {
+        let key = format!("bulk-{i}");
+        let (s, a) = post_with(
+            &mut h,
+            i % 4,
+            "app",
+            &toggle(true, None),
+            &[("idempotency-key", &key)],
+        );
+        assert_eq!(a, Action::Continue, "#{i}: {:?}", h.local_reply(s));
+        answer(&mut h, s, 200, &ok);
+        h.finish(s).unwrap();
+    }
+    let idem: Vec<String> = h
+        .shared_keys()
+        .into_iter()
+        .filter(|k| k.starts_with("cxgate/idem/"))
+        .collect();
+    // 2 × 500 buckets + 500 ring slots + the ring record.
+    assert!(idem.len() <= 3 * 500 + 1, "{} idempotency keys", idem.len());
+    assert!(h.shared_keys().len() - before <= 3 * 500 + 1);
+    // Within the capacity, duplicates are still caught; past it, the oldest are gone.
+    for i in (N - 400)..N {
+        let key = format!("bulk-{i}");
+        let (s, a) = post_with(
+            &mut h,
+            i % 4,
+            "app",
+            &toggle(true, None),
+            &[("idempotency-key", &key)],
+        );
+        assert_eq!(a, Action::Pause, "#{i} is a duplicate");
+        assert_eq!(
+            h.local_reply(s).unwrap().header("idempotent-replayed"),
+            Some("true")
+        );
+    }
+    let (_, a) = post_with(
+        &mut h,
+        0,
+        "app",
+        &toggle(true, None),
+        &[("idempotency-key", "bulk-0")],
+    );
+    assert_eq!(a, Action::Continue, "evicted long ago");
+}
