@@ -259,6 +259,18 @@ fn without_a_key_enable_disable_enable_are_three_changes_and_a_reused_key_is_422
     }
 }
 
+/// The `i`-th request of the bulk run: the same change, its own idempotency key.
+fn bulk(h: &mut Host, i: usize) -> (Stream, Action) {
+    let key = format!("bulk-{i}");
+    post_with(
+        h,
+        i % 4,
+        "app",
+        &toggle(true, None),
+        &[("idempotency-key", &key)],
+    )
+}
+
 #[test]
 fn a_hundred_thousand_keyed_requests_leave_a_bounded_number_of_shared_data_keys() {
     let profile = Profile::Envoy;
@@ -270,14 +282,7 @@ fn a_hundred_thousand_keyed_requests_leave_a_bounded_number_of_shared_data_keys(
     let before = h.shared_keys().len();
     const N: usize = 100_000;
     for i in 0..N {
-        let key = format!("bulk-{i}");
-        let (s, a) = post_with(
-            &mut h,
-            i % 4,
-            "app",
-            &toggle(true, None),
-            &[("idempotency-key", &key)],
-        );
+        let (s, a) = bulk(&mut h, i);
         assert_eq!(a, Action::Continue, "#{i}: {:?}", h.local_reply(s));
         answer(&mut h, s, 200, &ok);
         h.finish(s).unwrap();
@@ -292,14 +297,7 @@ fn a_hundred_thousand_keyed_requests_leave_a_bounded_number_of_shared_data_keys(
     assert!(h.shared_keys().len() - before <= 3 * 500 + 1);
     // Within the capacity, duplicates are still caught; past it, the oldest are gone.
     for i in (N - 400)..N {
-        let key = format!("bulk-{i}");
-        let (s, a) = post_with(
-            &mut h,
-            i % 4,
-            "app",
-            &toggle(true, None),
-            &[("idempotency-key", &key)],
-        );
+        let (s, a) = bulk(&mut h, i);
         assert_eq!(a, Action::Pause, "#{i} is a duplicate");
         assert_eq!(
             h.local_reply(s).unwrap().header("idempotent-replayed"),
