@@ -106,8 +106,10 @@ async fn state(State(api): S, Query(q): Query<HashMap<String, String>>) -> Respo
             "since must be a version number",
         );
     };
-    // A client ahead of us saw a previous sidecar run: answer at once with what we have.
+    // A client ahead of us saw a previous sidecar run with a clock ahead of ours: jump past it
+    // (tokens get newer generations too) and answer at once.
     if since > api.hub.version() {
+        api.hub.raise_floor(since);
         return Json(api.hub.snapshot()).into_response();
     }
     match api
@@ -178,7 +180,17 @@ async fn invalidate(
     let generation = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["generation"].as_u64());
-    let wait_above = manager.invalidate(generation);
+    let wait_above = match manager.invalidate(generation) {
+        Ok(g) => g,
+        Err(g) => {
+            return problem(
+                StatusCode::CONFLICT,
+                "unknown-generation",
+                "Unknown token generation",
+                &format!("this sidecar never issued {platform} token generation {g}"),
+            );
+        }
+    };
     if q.contains_key("wait_ms") {
         // Wait for a token newer than the one reported, which may already exist.
         let after = generation.unwrap_or(wait_above);

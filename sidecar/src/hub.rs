@@ -1,6 +1,7 @@
 //! The versioned state the sidecar publishes; waiters wake when the version moves.
 
 use cxgate_state::{FORMAT, IdMap, PlatformHealth, Roster, Snapshot, TokenState};
+use std::collections::{HashMap, VecDeque};
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -15,7 +16,12 @@ pub fn now_ms() -> u64 {
 pub struct Hub {
     state: RwLock<Snapshot>,
     version: watch::Sender<u64>,
+    /// The last token generations issued per platform, to refuse a forged invalidate.
+    issued: RwLock<HashMap<String, VecDeque<u64>>>,
 }
+
+/// How many recent generations per platform an invalidate may name.
+const ISSUED_KEPT: usize = 16;
 
 impl Default for Hub {
     fn default() -> Self {
@@ -28,6 +34,7 @@ impl Default for Hub {
                 ..Snapshot::default()
             }),
             version: watch::channel(start).0,
+            issued: RwLock::new(HashMap::new()),
         }
     }
 }
@@ -62,8 +69,14 @@ impl Hub {
             .cloned()
     }
 
-    pub fn set_token(&self, platform: &str, token: TokenState) {
+    /// Publishes a platform's token; returns the generation it was given. A generation is the
+    /// version of the snapshot that first carries the token, so generations live in the
+    /// version space, which readers report back (see [`Hub::raise_floor`]).
+    pub fn set_token(&self, platform: &str, mut token: TokenState) -> u64 {
+        let mut generation = 0;
         self.update(|s| {
+            generation = s.version + 1;
+            token.generation = generation;
             s.tokens.insert(platform.to_string(), token);
             let h = s.health.entry(platform.to_string()).or_default();
             h.token_ok = true;
@@ -71,6 +84,48 @@ impl Hub {
             h.last_error = None;
             h.grants += 1;
         });
+        self.record_issued(platform, generation);
+        generation
+    }
+
+    fn record_issued(&self, platform: &str, generation: u64) {
+        let mut issued = self.issued.write().unwrap_or_else(|e| e.into_inner());
+        let kept = issued.entry(platform.to_string()).or_default();
+        kept.push_back(generation);
+        while kept.len() > ISSUED_KEPT {
+            kept.pop_front();
+        }
+    }
+
+    /// True if this sidecar issued `generation` for `platform` (recently).
+    pub fn issued(&self, platform: &str, generation: u64) -> bool {
+        self.issued
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(platform)
+            .is_some_and(|kept| kept.contains(&generation))
+    }
+
+    /// A reader holds version `seen`, above ours: it saw an earlier run of the sidecar whose
+    /// clock was ahead (ours stepped back, or we restarted on a host behind). Jump past it and
+    /// give the current tokens new generations past it, so the readers take them instead of
+    /// keeping tokens that expire (versions and generations never go backwards for them).
+    pub fn raise_floor(&self, seen: u64) {
+        if seen < self.version() {
+            return;
+        }
+        let mut restamped = Vec::new();
+        self.update(|s| {
+            s.version = s.version.max(seen);
+            let next = s.version + 1;
+            for (platform, t) in s.tokens.iter_mut() {
+                t.generation = next;
+                restamped.push((platform.clone(), next));
+            }
+        });
+        for (p, g) in restamped {
+            self.record_issued(&p, g);
+        }
     }
 
     pub fn drop_token(&self, platform: &str) {

@@ -57,7 +57,7 @@ pub async fn platform_get(
         .map_err(|e| format!("GET {}: {e}", strip_query(url)))?;
     let status = resp.status();
     if status.as_u16() == 401 {
-        tokens.invalidate(Some(token.generation));
+        let _ = tokens.invalidate(Some(token.generation));
     }
     if !status.is_success() {
         return Err(format!(

@@ -248,13 +248,22 @@ impl TokenManager {
     }
 
     /// A caller saw `generation` rejected (a 401): refresh now unless a newer token exists.
-    /// Returns the generation the caller should wait to exceed.
-    pub fn invalidate(&self, generation: Option<u64>) -> u64 {
+    /// Returns the generation the caller should wait to exceed, or `Err` for a generation
+    /// above the current one that this sidecar never issued: a forged number would otherwise
+    /// disable the "already replaced" short-circuit for good. (An older unknown one, from an
+    /// earlier run, just finds the newer token.)
+    pub fn invalidate(&self, generation: Option<u64>) -> Result<u64, u64> {
         let current = self
             .hub
             .token(self.platform)
             .map(|t| t.generation)
             .unwrap_or(0);
+        if let Some(g) = generation
+            && g > current
+            && !self.hub.issued(self.platform, g)
+        {
+            return Err(g);
+        }
         let rejected = generation.unwrap_or(current);
         if rejected >= current && current > 0 {
             self.rejected.fetch_max(rejected, Ordering::SeqCst);
@@ -265,7 +274,7 @@ impl TokenManager {
                 .inc();
             self.wake.notify_one();
         }
-        rejected.max(current)
+        Ok(rejected.max(current))
     }
 
     /// When to refresh a token just received: at `at` of its lifetime, minus up to `jitter`
@@ -281,7 +290,6 @@ impl TokenManager {
         let mut last_grant: Option<Instant> = None;
         let mut backoff = Duration::from_millis(self.refresh.backoff_initial_ms);
         let mut next = Instant::now();
-        let mut generation = 0u64;
         loop {
             let woken = tokio::select! {
                 _ = tokio::time::sleep_until(next) => false,
@@ -303,12 +311,10 @@ impl TokenManager {
             let label = Metrics::platform(self.platform);
             match self.grantor.grant(&self.http).await {
                 Ok((token, token_type, expires_in)) => {
-                    // Monotonic across restarts too, so readers can always tell newer from older.
-                    generation = (generation + 1).max(now_ms());
-                    let state =
-                        TokenState::new(token, token_type, now_ms(), expires_in, generation);
+                    // The hub gives it its generation: the version that publishes it.
+                    let state = TokenState::new(token, token_type, now_ms(), expires_in, 0);
                     next = self.plan_refresh(&state);
-                    self.hub.set_token(self.platform, state);
+                    let generation = self.hub.set_token(self.platform, state);
                     self.metrics.token_refreshes.get_or_create(&label).inc();
                     tracing::info!(
                         event = "TOKEN_REFRESHED",

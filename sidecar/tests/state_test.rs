@@ -183,3 +183,71 @@ fn a_failed_metadata_sync_keeps_the_previous_map_and_marks_it_stale() {
     });
     assert!(s["maps"]["genesys/queues"]["fetched_ms"].as_u64().unwrap() > fetched);
 }
+
+#[test]
+fn after_a_restart_behind_the_clock_versions_and_generations_still_move_forward() {
+    let r = start(&[], fast_refresh());
+    let s = r.wait_for("a genesys token", Duration::from_secs(10), |s| {
+        s["tokens"]["genesys"].is_object()
+    });
+    let g = s["tokens"]["genesys"]["generation"].as_u64().unwrap();
+    assert!(
+        g <= s["version"].as_u64().unwrap(),
+        "generations are versions"
+    );
+    // A filter that saw an earlier run of the sidecar on a clock 10 minutes ahead polls with
+    // that run's version: what it holds (versions and generations) is at most that.
+    let ahead = s["version"].as_u64().unwrap() + 600_000;
+    let resp: Value = r
+        .http
+        .get(format!("{}/v1/state?since={ahead}&wait_ms=5000", r.side))
+        .header("x-cxgate-sidecar-key", KEY)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(resp["version"].as_u64().unwrap() > ahead, "{resp:#}");
+    for p in ["genesys", "cxone", "llm"] {
+        let t = &resp["tokens"][p];
+        if t.is_object() {
+            assert!(t["generation"].as_u64().unwrap() > ahead, "{p}: {t:#}");
+        }
+    }
+    // A fresh grant afterwards is newer still.
+    let restamped = resp["tokens"]["genesys"]["generation"].as_u64().unwrap();
+    assert_eq!(r.invalidate("genesys", restamped).status(), 202);
+    let s = r.wait_for("a new genesys token", Duration::from_secs(10), |s| {
+        s["tokens"]["genesys"]["generation"]
+            .as_u64()
+            .is_some_and(|n| n > restamped)
+    });
+    assert!(s["version"].as_u64().unwrap() > ahead);
+}
+
+#[test]
+fn an_invalidate_for_a_generation_never_issued_is_409_and_changes_nothing() {
+    let r = start(&[], fast_refresh());
+    let s = r.wait_for("a genesys token", Duration::from_secs(10), |s| {
+        s["tokens"]["genesys"].is_object()
+    });
+    let g = s["tokens"]["genesys"]["generation"].as_u64().unwrap();
+    let grants = r.grants(&r.genesys);
+    let forged = r.invalidate("genesys", u64::MAX / 2);
+    assert_eq!(forged.status(), 409);
+    let p: Value = forged.json().unwrap();
+    assert_eq!(p["type"], "urn:cxgate:problem:unknown-generation");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        r.grants(&r.genesys),
+        grants,
+        "no refresh for a forged number"
+    );
+    assert_eq!(r.state()["tokens"]["genesys"]["generation"], g);
+    // The real generation still invalidates (the short-circuit was not disabled).
+    assert_eq!(r.invalidate("genesys", g).status(), 202);
+    r.wait_for("a new genesys token", Duration::from_secs(10), |s| {
+        s["tokens"]["genesys"]["generation"]
+            .as_u64()
+            .is_some_and(|n| n > g)
+    });
+}
