@@ -230,3 +230,44 @@ fn the_shipped_alert_rules_name_metrics_envoy_exports() {
     assert!(text.contains(r#"cxgate_breaker_state{cxgate_platform="genesys"}"#));
     assert_eq!(checked, 3);
 }
+
+/// A platform (or anything in front of it) answering with the gateway's own reply marker must
+/// not hide its failures: the marker is dropped in the platform cluster before the chain sees
+/// it, so the breaker still counts the 503s and opens.
+#[test]
+fn a_platform_cannot_pass_its_failures_off_as_gateway_replies() {
+    let s = Stack::start(StackOptions {
+        mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
+        pipeline: Some(unlimited_pipeline()),
+        ..StackOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_until("tokens", Duration::from_secs(10), || {
+        get(&s, GENESYS).0 == 200
+    });
+    s.http
+        .post(s.mock_url("genesys", "/__mock/faults"))
+        .json(&serde_json::json!({"status": 503, "scope": "api",
+            "headers": {"x-cxgate-reply": "token", "x-cxgate-problem": "1"}}))
+        .send()
+        .unwrap();
+    let r = s
+        .http
+        .get(s.gateway_url(GENESYS))
+        .header("x-api-key", KEY)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(
+        !r.headers().contains_key("x-cxgate-reply"),
+        "{:?}",
+        r.headers()
+    );
+    // 20 requests is the shipped minimum volume; all fail: the breaker opens.
+    for _ in 0..30 {
+        get(&s, GENESYS);
+    }
+    wait_until("the breaker opens", Duration::from_secs(5), || {
+        state(&s) == 1
+    });
+}

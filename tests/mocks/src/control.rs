@@ -41,6 +41,10 @@ pub struct Fault {
     pub count: Option<u64>,
     /// `Retry-After` seconds on faulted responses.
     pub retry_after: Option<u64>,
+    /// Extra headers on faulted responses (a platform, or something in front of it, sending
+    /// what it should not).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
     /// Only requests whose path starts with this.
     pub path_prefix: Option<String>,
     /// "api" (default), "token" (token endpoints) or "all".
@@ -255,6 +259,14 @@ async fn recorder(State(mock): State<Arc<Mock>>, req: Request, next: Next) -> Re
             if let Some(ra) = fault.retry_after {
                 resp.headers_mut()
                     .insert("retry-after", HeaderValue::from(ra));
+            }
+            for (k, v) in &fault.headers {
+                if let (Ok(k), Ok(v)) = (
+                    axum::http::HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(v),
+                ) {
+                    resp.headers_mut().insert(k, v);
+                }
             }
             if mock.role == "genesys"
                 && let Ok(v) = HeaderValue::from_str(&ctx)
