@@ -11,6 +11,17 @@ const KEY: &str = "demo-key-omnichannel";
 const GENESYS: &str = "/genesys/api/v2/routing/queues";
 const CXONE: &str = "/cxone/incontactapi/services/v30.0/skills";
 
+/// The stack with Genesys's own rate limit off and no consumer budget: these tests send far
+/// more than a consumer's budget, and are not about rate limits.
+fn unlimited_stack() -> Stack {
+    Stack::start(StackOptions {
+        mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
+        pipeline: Some(unlimited_pipeline()),
+        ..StackOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// One consumer request: (status, served by the breaker's fallback).
 fn get(s: &Stack, path: &str) -> (u16, bool) {
     match s
@@ -45,13 +56,7 @@ fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Dur
 /// probe, and CXone is served throughout.
 #[test]
 fn genesys_outage_opens_the_breaker_probes_every_15_s_and_recovery_closes_it() {
-    let s = Stack::start(StackOptions {
-        mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
-        // Not about rate limits: this test sends far more than a consumer's budget.
-        pipeline: Some(unlimited_pipeline()),
-        ..StackOptions::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let s = unlimited_stack();
     wait_until("tokens", Duration::from_secs(10), || {
         get(&s, GENESYS).0 == 200 && get(&s, CXONE).0 == 200
     });
@@ -236,12 +241,7 @@ fn the_shipped_alert_rules_name_metrics_envoy_exports() {
 /// it, so the breaker still counts the 503s and opens.
 #[test]
 fn a_platform_cannot_pass_its_failures_off_as_gateway_replies() {
-    let s = Stack::start(StackOptions {
-        mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
-        pipeline: Some(unlimited_pipeline()),
-        ..StackOptions::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let s = unlimited_stack();
     wait_until("tokens", Duration::from_secs(10), || {
         get(&s, GENESYS).0 == 200
     });
