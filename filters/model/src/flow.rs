@@ -16,6 +16,8 @@ use cxgate_kit::ConfigError;
 use cxgate_kit::problem::LocalReply;
 use std::rc::Rc;
 
+mod answered;
+
 pub struct Pipeline {
     pub model: Rc<Model>,
     pub stages: Vec<Box<dyn Stage>>,
@@ -219,6 +221,7 @@ impl Request {
                     self.waiting = Some((i, token));
                     return Step::Pause;
                 }
+                Flow::Answered(answer) => return self.answered(i, answer, io),
             }
         }
         match self.phase {
@@ -322,6 +325,7 @@ impl Request {
                 self.waiting = Some((i, t));
                 Step::Pause
             }
+            Flow::Answered(answer) => self.answered(i, answer, io),
         })
     }
 

@@ -49,6 +49,14 @@ impl<'a> NowOnce<'a> {
         self.at.set(Some(t));
         t
     }
+
+    /// The same clock for an inner scope, with what was read so far.
+    pub fn share(&self) -> NowOnce<'a> {
+        NowOnce {
+            clock: self.clock,
+            at: Cell::new(self.at.get()),
+        }
+    }
 }
 
 /// The host as a stage sees it on a request.
@@ -90,6 +98,9 @@ pub enum Flow {
     Reply(LocalReply),
     /// The stage made this callout and resumes when it answers.
     Wait(u32),
+    /// The stage called the platform itself, and this answer stands for the forwarded
+    /// request's: the response phase runs over it and its result is the reply.
+    Answered(CallAnswer),
 }
 
 /// One stage on one worker: its compiled config and worker-level state.

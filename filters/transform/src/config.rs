@@ -72,6 +72,26 @@ struct RawProfile {
     metadata: Vec<String>,
     #[serde(default)]
     paging: Option<RawPaging>,
+    #[serde(default)]
+    merge: Option<RawMerge>,
+}
+
+/// Read, merge, write: for a platform whose update replaces the whole object (Genesys queues).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMerge {
+    /// Envoy: the platform's cluster (its token filter authenticates the calls). Kong: `host:port`.
+    upstream: String,
+    authority: String,
+    /// `https` (Kong: it turns TLS on); Envoy's cluster decides TLS itself.
+    #[serde(default = "d_scheme")]
+    scheme: String,
+    /// Where the object carries its version; the PUT sends back the one read.
+    #[serde(default = "d_version")]
+    version: String,
+    /// Each call's timeout when the route sets none.
+    #[serde(default = "d_merge_timeout_ms")]
+    timeout_ms: u32,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -129,6 +149,15 @@ struct RawRetry {
     num_retries: u32,
 }
 
+fn d_scheme() -> String {
+    "https".into()
+}
+fn d_version() -> String {
+    "/version".into()
+}
+fn d_merge_timeout_ms() -> u32 {
+    10_000
+}
 fn d_metadata_header() -> String {
     "x-gateway-platform-metadata".into()
 }
@@ -223,6 +252,17 @@ pub struct Profile {
     pub response: Option<Template>,
     pub metadata: Vec<String>,
     pub paging: Option<Paging>,
+    pub merge: Option<Merge>,
+}
+
+/// See `RawMerge`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merge {
+    pub upstream: String,
+    pub authority: String,
+    pub scheme: String,
+    pub version: String,
+    pub timeout_ms: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,6 +444,28 @@ impl Config {
                     max_size,
                 },
             });
+            let merge = match p.merge {
+                Some(m) if !m.version.starts_with('/') => {
+                    return Err(err(
+                        format!("{at}/merge/version"),
+                        format!("{:?} is not a JSON pointer", m.version),
+                    ));
+                }
+                Some(_) if paging.is_some() || !p.method.eq_ignore_ascii_case("PUT") => {
+                    return Err(err(
+                        format!("{at}/merge"),
+                        "only a PUT without paging can be a merge update",
+                    ));
+                }
+                Some(m) => Some(Merge {
+                    upstream: m.upstream,
+                    authority: m.authority,
+                    scheme: m.scheme,
+                    version: m.version,
+                    timeout_ms: m.timeout_ms.clamp(1, 60_000),
+                }),
+                None => None,
+            };
             index.insert(name.clone(), profiles.len());
             profiles.push(Profile {
                 body: p
@@ -425,6 +487,7 @@ impl Config {
                 platform_schema,
                 metadata: p.metadata,
                 paging,
+                merge,
             });
         }
         if raw.routes.is_empty() {

@@ -7,7 +7,6 @@ use crate::page::{self, Cursor};
 use crate::template::{ApplyError, Found, Lookup, fill_default};
 use cxgate_kit::log::Event;
 use cxgate_kit::problem::{LocalReply, Problem};
-use cxgate_model::model::query_param;
 use serde_json::{Map, Value, json};
 
 /// The consumer's request, as far as the core needs it (the body already parsed and the
@@ -46,6 +45,17 @@ pub struct Forward {
     pub cursor: Option<Cursor>,
     /// A keyed request on an idempotent route: what the shell claims before forwarding.
     pub idempotency: Option<crate::idem::Keyed>,
+    /// A merge profile's update: the stage reads, merges and writes by callouts instead.
+    pub merge: Option<MergeCall>,
+}
+
+/// A read-modify-write: the object at `path` is read, `patch` merged into it, and written back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeCall {
+    /// The platform's own path (no gateway prefix): the callouts go straight to its upstream.
+    pub path: String,
+    /// The consumer's mapped fields alone; defaults fill only what the object lacks.
+    pub patch: Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +66,7 @@ pub enum Outcome {
     Reply(LocalReply),
 }
 
-fn problem(
+pub(crate) fn problem(
     status: u16,
     slug: &str,
     title: &str,
@@ -66,7 +76,7 @@ fn problem(
     Problem::new(status, slug, title, detail).with_trace_id(trace)
 }
 
-fn reply(p: Problem) -> Outcome {
+pub(crate) fn reply(p: Problem) -> Outcome {
     Outcome::Reply(p.into_reply())
 }
 
@@ -128,7 +138,7 @@ fn apply_error(e: ApplyError, trace: Option<&str>) -> Outcome {
 }
 
 /// Builds the platform path from a profile's pieces and resolved parameters.
-fn platform_path(p: &Profile, params: &[(String, String)]) -> String {
+pub(crate) fn platform_path(p: &Profile, params: &[(String, String)]) -> String {
     let mut out = format!("/{}", p.platform);
     for piece in &p.path {
         match piece {
@@ -157,7 +167,7 @@ fn encode_segment(v: &str) -> String {
         .collect()
 }
 
-fn route_headers(r: &Route) -> Vec<(String, String)> {
+pub(crate) fn route_headers(r: &Route) -> Vec<(String, String)> {
     let mut h = Vec::new();
     if let Some(ms) = r.timeout_ms {
         h.push(("x-envoy-upstream-rq-timeout-ms".into(), ms.to_string()));
@@ -240,7 +250,7 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
         }
     }
     if let Some(paging) = &profile.paging {
-        return listing(
+        return crate::listing::listing(
             cfg,
             route,
             inc,
@@ -255,8 +265,10 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
         Some(t) => match t.apply(body, lookup) {
             Ok(v) => {
                 let mut v = v.unwrap_or_else(|| Value::Object(Map::new()));
-                for (pointer, value) in &profile.defaults {
-                    fill_default(&mut v, pointer, value);
+                if profile.merge.is_none() {
+                    for (pointer, value) in &profile.defaults {
+                        fill_default(&mut v, pointer, value);
+                    }
                 }
                 Some(v)
             }
@@ -264,27 +276,10 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
         },
         None => None,
     };
-    if let (Some(schema), Some(v)) = (&profile.platform_schema, &payload) {
-        let errors = schema_errors(schema, v);
-        if !errors.is_empty() {
-            // Our mapping produced something the platform would refuse: never send it.
-            let mut p = problem(
-                500,
-                "transform-invalid",
-                "Transformed payload failed the platform schema",
-                format!(
-                    "Profile {} produced a payload that {} rejects ({} field(s)); nothing was sent.",
-                    profile.name,
-                    schema.name,
-                    errors.len()
-                ),
-                trace,
-            );
-            for (pointer, message) in errors {
-                p = p.with_error(pointer, message);
-            }
-            return reply(p);
-        }
+    if let (None, Some(v)) = (&profile.merge, &payload)
+        && let Err(p) = check_platform(profile, v, trace)
+    {
+        return reply(*p);
     }
     let idempotency = match route
         .idempotent
@@ -313,125 +308,60 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
             ));
         }
     };
+    let path = platform_path(profile, &params);
+    let (body, merge) = match (&profile.merge, payload) {
+        (Some(_), patch) => {
+            let own = path
+                .get(profile.platform.len() + 1..)
+                .unwrap_or_default()
+                .to_string();
+            let patch = patch.unwrap_or_else(|| Value::Object(Map::new()));
+            (None, Some(MergeCall { path: own, patch }))
+        }
+        (None, payload) => (payload.map(|v| v.to_string().into_bytes()), None),
+    };
     Outcome::Forward(Forward {
         method: profile.method.clone(),
-        path: platform_path(profile, &params),
-        body: payload.map(|v| v.to_string().into_bytes()),
+        path,
+        body,
         headers: route_headers(route),
         profile: profile_index,
         platform,
         cursor: None,
         idempotency,
+        merge,
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn listing(
-    cfg: &Config,
-    route: &Route,
-    inc: &Incoming<'_>,
+/// A payload our mapping produced must pass the platform schema, or it is never sent.
+pub(crate) fn check_platform(
     profile: &Profile,
-    profile_index: usize,
-    paging: &Paging,
-    platform: &str,
-    params: Vec<(String, String)>,
-) -> Outcome {
-    let trace = inc.trace_id;
-    let _ = cfg;
-    let (default_size, max_size, first) = match paging {
-        Paging::PageNumber {
-            default_size,
-            max_size,
-            ..
-        } => (*default_size, *max_size, 1),
-        Paging::SkipTop {
-            default_size,
-            max_size,
-            ..
-        } => (*default_size, *max_size, 0),
+    v: &Value,
+    trace: Option<&str>,
+) -> Result<(), Box<Problem>> {
+    let Some(schema) = &profile.platform_schema else {
+        return Ok(());
     };
-    let cursor = match query_param(inc.path, "cursor") {
-        Some(text) => match Cursor::decode(text, inc.cursor_key, inc.consumer, inc.now_ms) {
-            Ok(c) if c.route == route.name && c.platform == platform => c,
-            Err(page::Refused::Expired) => {
-                return reply(
-                    problem(
-                        400,
-                        "cursor-expired",
-                        "Cursor expired",
-                        format!(
-                            "Cursors are valid for {} s; start the listing again without a cursor.",
-                            cfg.cursor_ttl_ms / 1000
-                        ),
-                        trace,
-                    )
-                    .with_error("?cursor", "expired"),
-                );
-            }
-            _ => {
-                return reply(
-                    problem(
-                        400,
-                        "invalid-cursor",
-                        "Invalid cursor",
-                        "The cursor was not issued to you for this listing, or was altered.",
-                        trace,
-                    )
-                    .with_error("?cursor", "not a cursor of this listing"),
-                );
-            }
-        },
-        None => {
-            let size = match query_param(inc.path, "page_size").map(str::parse::<u32>) {
-                None => default_size,
-                Some(Ok(n)) if (1..=max_size).contains(&n) => n,
-                Some(_) => {
-                    return reply(
-                        problem(
-                            400,
-                            "validation",
-                            "Invalid request",
-                            format!("page_size must be within 1..={max_size}."),
-                            trace,
-                        )
-                        .with_error("?page_size", format!("within 1..={max_size}")),
-                    );
-                }
-            };
-            Cursor::first(&route.name, platform, inc.consumer, first, size)
-        }
-    };
-    let mut path = platform_path(profile, &params);
-    let (a, b) = match paging {
-        Paging::PageNumber {
-            page_param,
-            size_param,
-            ..
-        } => (
-            (page_param, cursor.next),
-            (size_param, u64::from(cursor.size)),
+    let errors = schema_errors(schema, v);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let mut p = problem(
+        500,
+        "transform-invalid",
+        "Transformed payload failed the platform schema",
+        format!(
+            "Profile {} produced a payload that {} rejects ({} field(s)); nothing was sent.",
+            profile.name,
+            schema.name,
+            errors.len()
         ),
-        Paging::SkipTop {
-            skip_param,
-            top_param,
-            ..
-        } => (
-            (skip_param, cursor.next),
-            (top_param, u64::from(cursor.size)),
-        ),
-    };
-    path.push(if path.contains('?') { '&' } else { '?' });
-    path.push_str(&format!("{}={}&{}={}", a.0, a.1, b.0, b.1));
-    Outcome::Forward(Forward {
-        method: profile.method.clone(),
-        path,
-        body: None,
-        headers: route_headers(route),
-        profile: profile_index,
-        platform: platform.to_string(),
-        cursor: Some(cursor),
-        idempotency: None,
-    })
+        trace,
+    );
+    for (pointer, message) in errors {
+        p = p.with_error(pointer, message);
+    }
+    Err(Box::new(p))
 }
 
 /// The platform's answer.

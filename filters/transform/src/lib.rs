@@ -9,6 +9,8 @@
 pub mod config;
 pub mod core;
 pub mod idem;
+mod listing;
+pub mod merge;
 pub mod page;
 pub mod stage;
 pub mod template;

@@ -7,11 +7,11 @@ use crate::core::{self, Forward, Incoming, Outcome, Returned};
 use crate::idem::{self, Begin, Stored};
 use crate::template::{Found, Lookup};
 use cxgate_kit::ConfigError;
-use cxgate_kit::host::{Cas, SharedStore};
+use cxgate_kit::host::{Callout, Cas, SharedStore};
 use cxgate_kit::log::{Event, Level};
 use cxgate_kit::problem::{LocalReply, Problem};
 use cxgate_kit::shared::Stamped;
-use cxgate_model::{Build, Exchange, Flow, Io, Model, Stage, StageKind, StageStream};
+use cxgate_model::{Build, CallAnswer, Exchange, Flow, Io, Model, Stage, StageKind, StageStream};
 use cxgate_state::IdMap;
 use serde_json::Value;
 use std::cell::RefCell;
@@ -149,8 +149,17 @@ impl Stage for Transform {
             claim: None,
             status: 0,
             correlation_id: None,
+            update: None,
         })
     }
+}
+
+/// Where a merge update stands: the callout awaited, and whether the write was already
+/// refused once for a stale version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Update {
+    Reading { token: u32, retried: bool },
+    Writing { token: u32, retried: bool },
 }
 
 struct TransformStream {
@@ -164,6 +173,7 @@ struct TransformStream {
     claim: Option<(String, String)>,
     status: u16,
     correlation_id: Option<String>,
+    update: Option<Update>,
 }
 
 impl TransformStream {
@@ -271,6 +281,12 @@ impl TransformStream {
                 Err(e) => return self.error(x, io, &format!("idempotency store: {e:?}")),
             }
         }
+        // Nothing is proxied: the stage reads, merges and writes by callouts.
+        if fwd.merge.is_some() {
+            let _ = io.metrics.increment(s.ids.forwarded, 1);
+            self.forward = Some(fwd);
+            return self.read(x, io, false);
+        }
         let host = &mut *io.stream;
         let mut ok = x.set_request_header(host, ":method", &fwd.method).is_ok()
             && x.set_request_header(host, ":path", &fwd.path).is_ok();
@@ -293,6 +309,123 @@ impl TransformStream {
         let _ = io.metrics.increment(s.ids.forwarded, 1);
         self.forward = Some(fwd);
         Flow::Continue
+    }
+
+    /// One call of a merge update, straight to the platform's upstream (in Envoy its cluster's
+    /// token filter authenticates it, as it does a proxied request).
+    fn call(
+        &mut self,
+        x: &Exchange,
+        io: &mut Io<'_>,
+        method: &str,
+        body: Option<&[u8]>,
+    ) -> Option<u32> {
+        let s = self.shared.clone();
+        let fwd = self.forward.as_ref()?;
+        let call = fwd.merge.as_ref()?;
+        let merge = s.config.profiles.get(fwd.profile)?.merge.as_ref()?;
+        let timeout_ms = self
+            .route
+            .and_then(|r| s.config.routes.get(r))
+            .and_then(|r| r.timeout_ms)
+            .map_or(merge.timeout_ms, |t| u32::try_from(t).unwrap_or(u32::MAX));
+        let mut headers = vec![("accept", "application/json")];
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        // The platform's calls belong to the consumer's request and trace.
+        for name in ["x-request-id", "traceparent"] {
+            if let Some(v) = x.header(name) {
+                headers.push((name, v));
+            }
+        }
+        io.callout
+            .dispatch(&Callout {
+                upstream: &merge.upstream,
+                method,
+                path: &call.path,
+                authority: &merge.authority,
+                scheme: &merge.scheme,
+                headers,
+                body,
+                timeout_ms,
+            })
+            .ok()
+    }
+
+    /// Reads the object to update.
+    fn read(&mut self, x: &Exchange, io: &mut Io<'_>, retried: bool) -> Flow {
+        match self.call(x, io, "GET", None) {
+            Some(token) => {
+                self.update = Some(Update::Reading { token, retried });
+                Flow::Wait(token)
+            }
+            None => self.error(x, io, "the platform could not be called"),
+        }
+    }
+
+    /// Merges the consumer's fields into the object read, and writes it back.
+    fn write(&mut self, x: &Exchange, io: &mut Io<'_>, current: &[u8], retried: bool) -> Flow {
+        let s = self.shared.clone();
+        let merged = self.forward.as_ref().and_then(|fwd| {
+            let profile = s.config.profiles.get(fwd.profile)?;
+            let (merge, call) = (profile.merge.as_ref()?, fwd.merge.as_ref()?);
+            Some(crate::merge::update_body(
+                profile,
+                &merge.version,
+                &fwd.platform,
+                current,
+                &call.patch,
+                x.trace_id.as_deref(),
+            ))
+        });
+        let body = match merged {
+            Some(Ok(body)) => body,
+            Some(Err(p)) => {
+                self.give_up_claim(io);
+                return self.answer(io, x.reply(*p));
+            }
+            None => return self.error(x, io, "no merge profile for the update"),
+        };
+        match self.call(x, io, "PUT", Some(&body)) {
+            Some(token) => {
+                self.update = Some(Update::Writing { token, retried });
+                Flow::Wait(token)
+            }
+            None => self.error(x, io, "the platform could not be called"),
+        }
+    }
+
+    fn give_up_claim(&mut self, io: &mut Io<'_>) {
+        if let Some((key, _)) = self.claim.take() {
+            let _ = idem::abandon(&mut *io.store, &key);
+        }
+    }
+
+    /// A call of the update got no answer (refused, reset, timed out).
+    fn unanswered(&mut self, x: &Exchange, io: &mut Io<'_>, writing: bool) -> Flow {
+        self.give_up_claim(io);
+        let _ = io.metrics.increment(self.shared.ids.platform_errors, 1);
+        let platform = self
+            .forward
+            .as_ref()
+            .map(|f| f.platform.clone())
+            .unwrap_or_default();
+        let detail = if writing {
+            format!(
+                "{platform} did not answer the update, which may or may not have been applied; a retry reads the object again."
+            )
+        } else {
+            format!(
+                "{platform} did not answer the read of the object to update; nothing was written."
+            )
+        };
+        Flow::Reply(x.reply(Problem::new(
+            502,
+            "platform-unreachable",
+            "Platform unreachable",
+            detail,
+        )))
     }
 }
 
@@ -318,6 +451,32 @@ impl StageStream for TransformStream {
 
     fn on_body(&mut self, x: &mut Exchange, io: &mut Io<'_>) -> Flow {
         self.decide(x, io)
+    }
+
+    /// A merge update's read or write answered.
+    fn on_call_response(
+        &mut self,
+        token: u32,
+        answer: &CallAnswer,
+        x: &mut Exchange,
+        io: &mut Io<'_>,
+    ) -> Flow {
+        let (writing, retried) = match self.update.take() {
+            Some(Update::Reading { token: t, retried }) if t == token => (false, retried),
+            Some(Update::Writing { token: t, retried }) if t == token => (true, retried),
+            other => {
+                self.update = other;
+                return Flow::Continue;
+            }
+        };
+        match (answer.status, writing) {
+            (None, _) => self.unanswered(x, io, writing),
+            (Some(200), false) => self.write(x, io, &answer.body, retried),
+            // Someone changed the object since it was read: read it again, once.
+            (Some(409), true) if !retried => self.read(x, io, true),
+            // The platform's own answer, normalized as a proxied one would be.
+            (Some(_), _) => Flow::Answered(answer.clone()),
+        }
     }
 
     /// A later stage answered: the claimed request never went out.

@@ -47,6 +47,8 @@ pub struct Fault {
     pub headers: std::collections::BTreeMap<String, String>,
     /// Only requests whose path starts with this.
     pub path_prefix: Option<String>,
+    /// Only requests with this method (`PUT`).
+    pub method: Option<String>,
     /// "api" (default), "token" (token endpoints) or "all".
     #[serde(default = "api")]
     pub scope: String,
@@ -167,7 +169,7 @@ impl Mock {
     }
 
     /// Decides whether this request gets the active fault.
-    fn take_fault(&self, path: &str, is_token: bool) -> Option<Fault> {
+    fn take_fault(&self, method: &str, path: &str, is_token: bool) -> Option<Fault> {
         let mut slot = lock(&self.fault);
         let (fault, acc) = slot.as_mut()?;
         let in_scope = match fault.scope.as_str() {
@@ -180,6 +182,10 @@ impl Mock {
                 .path_prefix
                 .as_deref()
                 .is_none_or(|p| path.starts_with(p))
+            || !fault
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
         {
             return None;
         }
@@ -230,8 +236,9 @@ async fn recorder(State(mock): State<Arc<Mock>>, req: Request, next: Next) -> Re
     let (parts, body) = req.into_parts();
     let bytes: Bytes = to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes).into_owned();
+    let method = parts.method.to_string();
     mock.record(Recorded {
-        method: parts.method.to_string(),
+        method: method.clone(),
         path: path.clone(),
         query: parts.uri.query().map(str::to_string),
         headers: parts
@@ -248,7 +255,7 @@ async fn recorder(State(mock): State<Arc<Mock>>, req: Request, next: Next) -> Re
         body: text,
         at_ms: mock.elapsed_ms(),
     });
-    if let Some(fault) = mock.take_fault(&path, is_token_path(&path)) {
+    if let Some(fault) = mock.take_fault(&method, &path, is_token_path(&path)) {
         if fault.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
         }

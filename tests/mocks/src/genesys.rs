@@ -47,16 +47,40 @@ fn error(status: StatusCode, code: &str, message: &str, mock: &Mock) -> Response
     resp
 }
 
+/// A queue with every part an update must keep: routing rules, bullseye rings, member groups,
+/// wrap-up and per-media settings (the real API returns all of them).
+fn rich_queue(id: &str, name: &str) -> Value {
+    let media = |alert: u64, pct: f64, ms: u64| json!({"alertingTimeoutSeconds": alert, "serviceLevel": {"percentage": pct, "durationMs": ms}});
+    json!({"id": id, "name": name, "enabled": true, "version": 1,
+           "description": format!("{name} (seeded)"),
+           "dateModified": "2026-11-02T09:00:00.000Z",
+           "modifiedBy": "00000000-0000-4000-8000-00000000a11e",
+           "skillEvaluationMethod": "BEST", "scoringMethod": "TimestampAndPriority",
+           "lastAgentRoutingMode": "QueueMembersOnly",
+           "acwSettings": {"wrapupPrompt": "MANDATORY_TIMEOUT", "timeoutMs": 30000},
+           "mediaSettings": {"call": media(8, 0.8, 20000), "chat": media(30, 0.7, 60000),
+                             "email": media(300, 0.9, 86_400_000), "message": media(30, 0.8, 30000),
+                             "callback": media(30, 0.8, 20000)},
+           "bullseye": {"rings": [
+               {"expansionCriteria": [{"type": "TIMEOUT_SECONDS", "threshold": 15}],
+                "actions": {"skillsToRemove": []}},
+               {"expansionCriteria": [{"type": "TIMEOUT_SECONDS", "threshold": 30}],
+                "actions": {"skillsToRemove": [{"name": "tier2"}]}}]},
+           "routingRules": [{"operator": "MEETS_THRESHOLD", "threshold": 9, "waitSeconds": 20}],
+           "memberGroups": [{"id": "00000000-0000-4000-8000-0000000000a1", "type": "GROUP"}],
+           "selfUri": format!("/api/v2/routing/queues/{id}")})
+}
+
 pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
     let n = args.dataset_size.max(SEED_SKILLS.len());
     let mut queues: Vec<Value> = (0..n)
         .map(|i| {
-            let name = if i == 0 { "Premium_Support".to_string() } else { format!("Queue_{i:03}") };
-            json!({"id": uuid(0x9e0e, i), "name": name, "enabled": true, "version": 1,
-                   "skillEvaluationMethod": "BEST", "scoringMethod": "TimestampAndPriority",
-                   "mediaSettings": {"call": {"alertingTimeoutSeconds": 8, "serviceLevel": {"percentage": 0.8, "durationMs": 20000}}},
-                   "routingRules": [], "memberGroups": [],
-                   "selfUri": format!("/api/v2/routing/queues/{}", uuid(0x9e0e, i))})
+            let name = if i == 0 {
+                "Premium_Support".to_string()
+            } else {
+                format!("Queue_{i:03}")
+            };
+            rich_queue(&uuid(0x9e0e, i), &name)
         })
         .collect();
     queues.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
@@ -315,7 +339,7 @@ fn queue_body(body: &Bytes, mock: &Mock) -> Result<serde_json::Map<String, Value
     Ok(obj)
 }
 
-/// Whole-object update (Genesys has no PATCH for queues).
+/// Whole-object update (Genesys has no PATCH for queues), checked against the version sent.
 async fn put_queue(State(g): S, Path(id): Path<String>, body: Bytes) -> Response {
     let mut obj = match queue_body(&body, &g.mock) {
         Ok(obj) => obj,
@@ -330,9 +354,22 @@ async fn put_queue(State(g): S, Path(id): Path<String>, body: Bytes) -> Response
             &g.mock,
         );
     };
-    let version = q["version"].as_u64().unwrap_or(1) + 1;
+    let current = q["version"].as_u64().unwrap_or(1);
+    match obj.get("version") {
+        // The real API: the version read must come back, or someone changed the queue since.
+        Some(v) if v.as_u64() != Some(current) => {
+            return error(
+                StatusCode::CONFLICT,
+                "version.mismatch",
+                &format!("queue {id} is at version {current}, not {v}; read it again"),
+                &g.mock,
+            );
+        }
+        // Without one (the seed's shape), the body still replaces the whole queue.
+        _ => {}
+    }
     obj.insert("id".into(), json!(id));
-    obj.insert("version".into(), json!(version));
+    obj.insert("version".into(), json!(current + 1));
     obj.insert(
         "selfUri".into(),
         json!(format!("/api/v2/routing/queues/{id}")),

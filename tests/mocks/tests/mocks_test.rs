@@ -226,6 +226,79 @@ fn genesys_queue_update_is_a_whole_object_put() {
 }
 
 #[test]
+fn genesys_queue_put_checks_the_version_and_keeps_what_it_is_sent() {
+    let m = start(&[]);
+    let token = genesys_token(&m);
+    let url = |id: &str| format!("{}/api/v2/routing/queues/{id}", m.genesys);
+    let list: Value = m
+        .http
+        .get(format!(
+            "{}/api/v2/routing/queues?name=Premium_Support",
+            m.genesys
+        ))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = list["entities"][0]["id"].as_str().unwrap().to_string();
+    let get = || -> Value {
+        m.http
+            .get(url(&id))
+            .bearer_auth(&token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let read = get();
+    for part in [
+        "routingRules",
+        "bullseye",
+        "memberGroups",
+        "acwSettings",
+        "mediaSettings",
+    ] {
+        let filled = match &read[part] {
+            Value::Object(o) => !o.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            _ => false,
+        };
+        assert!(filled, "a rich queue: {part}");
+    }
+    let mut edited = read.clone();
+    edited["description"] = json!("edited");
+    let ok = m
+        .http
+        .put(url(&id))
+        .bearer_auth(&token)
+        .json(&edited)
+        .send()
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let now = get();
+    let mut expected = edited.clone();
+    expected["version"] = json!(read["version"].as_u64().unwrap() + 1);
+    assert_eq!(now, expected, "every field sent is kept");
+    // The version read before that write is stale now.
+    let mut stale = read.clone();
+    stale["description"] = json!("lost update");
+    let conflict = m
+        .http
+        .put(url(&id))
+        .bearer_auth(&token)
+        .json(&stale)
+        .send()
+        .unwrap();
+    assert_eq!(conflict.status(), 409);
+    assert!(conflict.headers().contains_key("inin-correlation-id"));
+    let body: Value = conflict.json().unwrap();
+    assert_eq!(body["code"], "version.mismatch");
+    assert_eq!(body["status"], 409);
+    assert_eq!(get(), expected, "a refused write changes nothing");
+}
+
+#[test]
 fn genesys_analytics_jobs_page_by_cursor() {
     let m = start(&[]);
     let token = genesys_token(&m);
