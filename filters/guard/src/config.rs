@@ -5,13 +5,10 @@ use crate::pii::{Kind, Scanner};
 use crate::safety::{self, Safety};
 use crate::screen::{self, Rule, Screen};
 use cxgate_kit::ConfigError;
-use cxgate_kit::config;
-use serde::Deserialize;
+use cxgate_kit::fields::Fields;
 use serde_json::Value;
-use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Replace each match with the marker and forward.
     #[default]
@@ -30,69 +27,42 @@ impl Mode {
 }
 
 /// Per-route options.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteOptions {
     /// Upstream timeouts, 429s and 5xx become the fallback reply (bot routes).
-    #[serde(default)]
     pub fallback: bool,
 }
 
+/// Read by hand ([`Fields`]), not derived: the module is smaller by the serde code of each
+/// type (BENCHMARKS.md, issue 17). Small tables are vectors for the same reason.
 pub struct Config {
-    pub routes: BTreeMap<String, RouteOptions>,
+    pub routes: Vec<(String, RouteOptions)>,
     pub mode: Mode,
     pub roles: Vec<String>,
     pub screen: Screen,
     pub scanner: Scanner,
     pub safety: Safety,
     pub fallback_text: String,
-    pub prices: BTreeMap<String, Price>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    id: String,
-    phrase: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawScreen {
-    #[serde(default)]
-    mode: Mode,
-    #[serde(default)]
-    roles: Option<Vec<String>>,
-    #[serde(default)]
-    rules: Option<Vec<RawRule>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    routes: BTreeMap<String, RouteOptions>,
-    #[serde(default)]
-    screen: RawScreen,
-    #[serde(default)]
-    redact: Option<Vec<String>>,
-    #[serde(default)]
-    safety_keywords: Option<Vec<String>>,
-    #[serde(default = "d_fallback")]
-    fallback_text: String,
-    #[serde(default)]
-    prices: BTreeMap<String, Price>,
+    pub prices: Vec<(String, Price)>,
 }
 
 /// The seed's fallback text.
 pub const DEFAULT_FALLBACK: &str = "I am currently experiencing high demand. Please try again in a few moments or speak to a human agent.";
 
-fn d_fallback() -> String {
-    DEFAULT_FALLBACK.to_string()
-}
-
 const AT: &str = "/guard";
 
 impl Config {
+    pub fn route(&self, id: &str) -> Option<&RouteOptions> {
+        self.routes.iter().find(|(r, _)| r == id).map(|(_, o)| o)
+    }
+
+    pub fn price(&self, model: &str) -> Option<Price> {
+        self.prices
+            .iter()
+            .find(|(m, _)| m == model)
+            .map(|(_, p)| *p)
+    }
+
     pub fn compile(section: Value) -> Result<Config, ConfigError> {
         if section.is_null() {
             return Err(ConfigError::new(
@@ -100,26 +70,42 @@ impl Config {
                 "the guard stage needs its section (routes at least)",
             ));
         }
-        let raw: RawConfig = config::from_value(section, AT)?;
-        if raw.routes.is_empty() {
-            return Err(ConfigError::new(
-                format!("{AT}/routes"),
-                "name at least one route",
-            ));
+        let mut f = Fields::of(&section, AT)?;
+        let routes = f
+            .entries("routes", |_, mut r| {
+                let fallback = r.bool("fallback")?.unwrap_or(false);
+                r.done()?;
+                Ok(RouteOptions { fallback })
+            })?
+            .unwrap_or_default();
+        if routes.is_empty() {
+            return Err(ConfigError::new(f.at("routes"), "name at least one route"));
         }
-        let rules = match raw.screen.rules {
-            Some(r) => r
-                .into_iter()
-                .map(|r| Rule {
-                    id: r.id,
-                    phrase: r.phrase,
-                })
-                .collect(),
-            None => screen::default_rules(),
+        let (mode, roles, rules) = match f.object("screen")? {
+            Some(mut sc) => {
+                let mode = match sc.str("mode")? {
+                    None | Some("filter") => Mode::Filter,
+                    Some("block") => Mode::Block,
+                    Some(other) => {
+                        return Err(ConfigError::new(
+                            sc.at("mode"),
+                            format!("unknown mode {other:?}: use filter or block"),
+                        ));
+                    }
+                };
+                let roles = sc.strings("roles")?;
+                let rules = sc
+                    .get("rules")
+                    .map(|v| rules_of(v, &sc.at("rules")))
+                    .transpose()?;
+                sc.done()?;
+                (mode, roles, rules)
+            }
+            None => (Mode::Filter, None, None),
         };
-        let screen =
-            Screen::new(rules).map_err(|e| ConfigError::new(format!("{AT}/screen/rules"), e))?;
-        let kinds = match raw.redact {
+        let screen = Screen::new(rules.unwrap_or_else(screen::default_rules))
+            .map_err(|e| ConfigError::new(format!("{AT}/screen/rules"), e))?;
+        let kinds = match f.strings("redact")? {
             Some(names) => names
                 .iter()
                 .enumerate()
@@ -134,7 +120,7 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()?,
             None => vec![Kind::Ssn, Kind::Card, Kind::Phone, Kind::Email],
         };
-        let keywords = raw.safety_keywords.unwrap_or_else(|| {
+        let keywords = f.strings("safety_keywords")?.unwrap_or_else(|| {
             safety::DEFAULT_KEYWORDS
                 .iter()
                 .map(|s| s.to_string())
@@ -142,21 +128,62 @@ impl Config {
         });
         let safety = Safety::new(keywords)
             .map_err(|e| ConfigError::new(format!("{AT}/safety_keywords"), e))?;
-        if raw.fallback_text.trim().is_empty() {
+        let fallback_text = f.str("fallback_text")?.unwrap_or(DEFAULT_FALLBACK);
+        if fallback_text.trim().is_empty() {
             return Err(ConfigError::new(
                 format!("{AT}/fallback_text"),
                 "must not be empty",
             ));
         }
+        let prices = f
+            .entries("prices", |_, mut p| {
+                let price = Price {
+                    prompt_micros_per_1k: need_u64(&mut p, "prompt_micros_per_1k")?,
+                    completion_micros_per_1k: need_u64(&mut p, "completion_micros_per_1k")?,
+                };
+                p.done()?;
+                Ok(price)
+            })?
+            .unwrap_or_default();
+        f.done()?;
         Ok(Config {
-            routes: raw.routes,
-            mode: raw.screen.mode,
-            roles: raw.screen.roles.unwrap_or_else(|| vec!["user".into()]),
+            routes,
+            mode,
+            roles: roles.unwrap_or_else(|| vec!["user".into()]),
             screen,
             scanner: Scanner::new(&kinds),
             safety,
-            fallback_text: raw.fallback_text,
-            prices: raw.prices,
+            fallback_text: fallback_text.to_string(),
+            prices,
         })
     }
+}
+
+fn need_u64(f: &mut Fields<'_>, key: &'static str) -> Result<u64, ConfigError> {
+    let at = f.at(key);
+    f.u64(key)?
+        .ok_or_else(|| ConfigError::new(at, format!("missing field `{key}`")))
+}
+
+/// `[{id, phrase}, ...]`.
+fn rules_of(v: &Value, at: &str) -> Result<Vec<Rule>, ConfigError> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| ConfigError::new(at, "must be an array of {id, phrase}"))?;
+    let mut rules = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let mut r = Fields::of(item, &format!("{at}/{i}"))?;
+        let id = need_str(&mut r, "id")?;
+        let phrase = need_str(&mut r, "phrase")?;
+        r.done()?;
+        rules.push(Rule { id, phrase });
+    }
+    Ok(rules)
+}
+
+fn need_str(f: &mut Fields<'_>, key: &'static str) -> Result<String, ConfigError> {
+    let at = f.at(key);
+    f.str(key)?
+        .map(str::to_string)
+        .ok_or_else(|| ConfigError::new(at, format!("missing field `{key}`")))
 }

@@ -37,8 +37,7 @@ impl Usage {
 }
 
 /// Micro-dollars per 1,000 tokens of one model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Price {
     pub prompt_micros_per_1k: u64,
     pub completion_micros_per_1k: u64,

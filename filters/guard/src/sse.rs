@@ -3,13 +3,12 @@
 //! safety check sees every released piece, and the usage chunk is read (and dropped when the
 //! consumer did not ask for it). Held text is flushed on `finish_reason`, `[DONE]` or the end.
 
-use crate::chat::field;
+use crate::chat::{chunk_event, field, quoted};
 use crate::hold::Holdback;
 use crate::meter::Usage;
 use crate::pii::{Kind, Scanner};
 use crate::safety::Safety;
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use serde_json::Value;
 
 /// What the guard applies to the stream.
 pub struct Policy<'a> {
@@ -29,9 +28,10 @@ struct Choice {
 #[derive(Default)]
 pub struct SseGuard {
     pending: Vec<u8>,
-    choices: BTreeMap<u64, Choice>,
-    /// id, created and model of the last chunk, for the events the guard adds.
-    header: Option<(Value, Value, Value)>,
+    /// By choice index, in order of arrival (usually one).
+    choices: Vec<(u64, Choice)>,
+    /// `"id":..,"created":..,"model":..` of the first chunk, for the events the guard adds.
+    header: Option<String>,
     pub usage: Option<Usage>,
     /// Characters of content released, for the estimator.
     pub released_chars: u64,
@@ -107,10 +107,11 @@ impl SseGuard {
         };
         // The first chunk names the stream; later ones repeat it.
         if self.header.is_none() {
-            self.header = Some((
-                field(&v, &["id"]).clone(),
-                field(&v, &["created"]).clone(),
-                field(&v, &["model"]).clone(),
+            self.header = Some(format!(
+                r#""id":{},"created":{},"model":{}"#,
+                field(&v, &["id"]),
+                field(&v, &["created"]),
+                field(&v, &["model"])
             ));
         }
         if let Some(u) = Usage::from_json(field(&v, &["usage"])) {
@@ -130,12 +131,12 @@ impl SseGuard {
                 let index = field(c, &["index"]).as_u64().unwrap_or(0);
                 let piece = field(c, &["delta", "content"]).as_str().map(str::to_string);
                 let finishing = !field(c, &["finish_reason"]).is_null();
-                let mut released = match &piece {
-                    Some(t) => self.choice(index).hold.push(p.scanner, t),
-                    None => Default::default(),
+                let mut released = match (&piece, self.choice(index)) {
+                    (Some(t), Some(c)) => c.hold.push(p.scanner, t),
+                    _ => Default::default(),
                 };
-                if finishing {
-                    let rest = self.choice(index).hold.finish(p.scanner);
+                if finishing && let Some(c) = self.choice(index) {
+                    let rest = c.hold.finish(p.scanner);
                     released.text.push_str(&rest.text);
                     released.redacted.extend(rest.redacted);
                 }
@@ -155,12 +156,19 @@ impl SseGuard {
         out.extend_from_slice(b"\n\n");
     }
 
-    fn choice(&mut self, index: u64) -> &mut Choice {
-        self.choices.entry(index).or_default()
+    /// The choice's state, made on first sight (so never `None` in practice).
+    fn choice(&mut self, index: u64) -> Option<&mut Choice> {
+        if !self.choices.iter().any(|(i, _)| *i == index) {
+            self.choices.push((index, Choice::default()));
+        }
+        self.choices
+            .iter_mut()
+            .find(|(i, _)| *i == index)
+            .map(|(_, c)| c)
     }
 
     fn check(&mut self, p: &Policy<'_>, index: u64, text: &str) -> Option<String> {
-        let c = self.choice(index);
+        let c = self.choice(index)?;
         p.safety.check_piece(&mut c.tail, text).map(str::to_string)
     }
 
@@ -188,31 +196,27 @@ impl SseGuard {
                 return;
             }
             self.account(&r.text, r.redacted);
-            let delta = json!({"content": r.text});
-            out.extend_from_slice(self.added(index, delta, Value::Null).as_bytes());
+            let delta = format!(r#"{{"content":{}}}"#, quoted(&r.text));
+            out.extend_from_slice(self.added(index, &delta, "null", "").as_bytes());
         }
     }
 
     /// Ends the stream with the fallback text in place of what was not sent.
     fn fallback(&mut self, p: &Policy<'_>, index: u64, out: &mut Vec<u8>) {
-        let delta = json!({"content": p.fallback_text});
-        let event = self.added(index, delta, json!("content_filter"));
+        let delta = format!(r#"{{"content":{}}}"#, quoted(p.fallback_text));
+        let tail = r#","source":"fallback","reason":"unsafe_output""#;
+        let event = self.added(index, &delta, r#""content_filter""#, tail);
         out.extend_from_slice(event.as_bytes());
         out.extend_from_slice(b"data: [DONE]\n\n");
         self.done = true;
     }
 
-    fn added(&self, index: u64, delta: Value, finish: Value) -> String {
-        let (id, created, model) = self.header.clone().unwrap_or_default();
-        let mut v = json!({"id": id, "object": "chat.completion.chunk", "created": created,
-            "model": model, "choices": [{"index": index, "delta": delta, "finish_reason": finish}]});
-        if finish == "content_filter"
-            && let Some(o) = v.as_object_mut()
-        {
-            o.insert("source".into(), json!("fallback"));
-            o.insert("reason".into(), json!("unsafe_output"));
-        }
-        format!("data: {v}\n\n")
+    fn added(&self, index: u64, delta: &str, finish: &str, tail: &str) -> String {
+        let head = self
+            .header
+            .as_deref()
+            .unwrap_or(r#""id":null,"created":null,"model":null"#);
+        chunk_event(head, index, delta, finish, tail)
     }
 }
 

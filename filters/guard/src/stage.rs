@@ -12,7 +12,6 @@ use cxgate_kit::problem::LocalReply;
 use cxgate_model::{Build, Exchange, Flow, Io, Model, Stage, StageKind, StageStream};
 use serde_json::Value;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 pub const KIND: StageKind = StageKind {
@@ -23,15 +22,21 @@ pub const KIND: StageKind = StageKind {
 struct Shared {
     config: Config,
     model: Rc<Model>,
-    /// Metric ids by name, defined on first use (names carry model and consumer).
-    metrics: RefCell<BTreeMap<String, u32>>,
+    /// Metric ids by name, defined on first use (names carry model and consumer). A few
+    /// dozen names per worker, so a vector is enough.
+    metrics: RefCell<Vec<(String, u32)>>,
+    /// Unpriced model labels given out so far (see [`Shared::model_label`]).
+    models: RefCell<Vec<String>>,
 }
+
+/// Unpriced model names labelled as they are, per worker; later ones are `other`.
+pub const MODEL_LABELS: usize = 16;
 
 struct Guard(Rc<Shared>);
 
 fn build(section: Value, b: &mut Build<'_>) -> Result<Box<dyn Stage>, ConfigError> {
     let config = Config::compile(section)?;
-    for id in config.routes.keys() {
+    for (id, _) in &config.routes {
         if b.model.route_by_id(id).is_none() {
             return Err(ConfigError::new(
                 format!("/guard/routes/{}", cxgate_kit::config::pointer_token(id)),
@@ -42,7 +47,8 @@ fn build(section: Value, b: &mut Build<'_>) -> Result<Box<dyn Stage>, ConfigErro
     Ok(Box::new(Guard(Rc::new(Shared {
         config,
         model: b.model.clone(),
-        metrics: RefCell::new(BTreeMap::new()),
+        metrics: RefCell::new(Vec::new()),
+        models: RefCell::new(Vec::new()),
     }))))
 }
 
@@ -109,6 +115,24 @@ fn part(s: &str) -> String {
 }
 
 impl Shared {
+    /// The model comes from the request body and each label makes stats the proxy keeps for
+    /// good, so only priced models and the first [`MODEL_LABELS`] others get their own.
+    fn model_label(&self, model: &str) -> String {
+        let label = part(model);
+        if self.config.price(model).is_some() {
+            return label;
+        }
+        let mut seen = self.models.borrow_mut();
+        if seen.contains(&label) {
+            return label;
+        }
+        if seen.len() < MODEL_LABELS {
+            seen.push(label.clone());
+            return label;
+        }
+        "other".into()
+    }
+
     fn count(&self, io: &mut Io<'_>, name: &str, by: u64) {
         let id = self.id(io, name, false);
         if let Some(id) = id {
@@ -124,7 +148,7 @@ impl Shared {
     }
     fn id(&self, io: &mut Io<'_>, name: &str, histogram: bool) -> Option<u32> {
         let mut ids = self.metrics.borrow_mut();
-        if let Some(id) = ids.get(name) {
+        if let Some((_, id)) = ids.iter().find(|(n, _)| n == name) {
             return Some(*id);
         }
         let id = if histogram {
@@ -133,7 +157,7 @@ impl Shared {
             io.metrics.counter(name)
         }
         .ok()?;
-        ids.insert(name.to_string(), id);
+        ids.push((name.to_string(), id));
         Some(id)
     }
 }
@@ -177,7 +201,7 @@ impl StageStream for GuardStream {
         let s = &self.shared;
         self.route = x
             .route(&s.model)
-            .and_then(|r| s.config.routes.get(&r.id))
+            .and_then(|r| s.config.route(&r.id))
             .cloned();
         if self.route.is_some() {
             self.started_ms = io.now.ms();
@@ -358,9 +382,9 @@ impl StageStream for GuardStream {
             Some(u) => u,
             None => Usage::estimate(req.prompt_chars, self.completion_chars),
         };
-        let price = s.config.prices.get(&req.model).copied().unwrap_or_default();
+        let price = s.config.price(&req.model).unwrap_or_default();
         let cost = price.cost_micros(&usage);
-        let (model, consumer) = (part(&req.model), part(&x.consumer));
+        let (model, consumer) = (s.model_label(&req.model), part(&x.consumer));
         let labels = format!("model_{model}.consumer_{consumer}");
         s.count(
             io,

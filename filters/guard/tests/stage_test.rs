@@ -265,9 +265,56 @@ fn config_errors_name_the_field() {
             "/guard/screen/mode",
         ),
         (json!({"routes": {}}), "/guard/routes"),
+        (
+            json!({"routes": {"llm": {"fallbak": true}}}),
+            "/guard/routes/llm/fallbak",
+        ),
+        (
+            json!({"routes": {"llm": {}}, "prices": {"m": {"prompt_micros_per_1k": 1}}}),
+            "/guard/prices/m/completion_micros_per_1k",
+        ),
+        (
+            json!({"routes": {"llm": {}}, "screen": {"rules": [{"id": "x"}]}}),
+            "/guard/screen/rules/0/phrase",
+        ),
+        (json!({"routes": {"llm": {}}, "extra": 1}), "/guard/extra"),
     ] {
         let doc = json!({"version": 2, "stages": ["authz", "guard"], "model": s["model"], "guard": guard});
         let e = h.pipeline(&doc.to_string(), &KINDS).err().unwrap();
         assert_eq!(e.field, pointer, "{e}");
     }
+}
+
+#[test]
+fn model_labels_are_bounded_since_the_body_names_the_model() {
+    let mut h = host();
+    let p = pipeline(&mut h, |_| {});
+    let consumer = "consumer_omnichannel-app-prod";
+    for i in 0..cxgate_guard::stage::MODEL_LABELS + 3 {
+        let mut body = chat("hello", false);
+        body["model"] = json!(format!("made-up-{i}"));
+        let mut r = answered(&mut h, &p, &body, "application/json");
+        r.on_done(&mut h.io());
+    }
+    let mut r = answered(&mut h, &p, &chat("hello", false), "application/json");
+    r.on_done(&mut h.io());
+    let prompt = |model: &str| {
+        h.metrics.value(&format!(
+            "cxgate_llm.tokens.kind_prompt.model_{model}.{consumer}"
+        ))
+    };
+    assert!(
+        prompt("made-up-0") > 0,
+        "the first unpriced models keep their names"
+    );
+    assert_eq!(
+        prompt(&format!("made-up-{}", cxgate_guard::stage::MODEL_LABELS)),
+        0
+    );
+    // Each estimated request: 28 + 5 characters, 9 tokens; three fell past the bound.
+    assert_eq!(prompt("other"), 3 * 9);
+    assert!(
+        prompt("mock-gpt") > 0,
+        "priced models always keep their names"
+    );
 }

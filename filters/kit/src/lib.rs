@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 pub mod fakes;
+pub mod fields;
 pub mod host;
 pub mod ids;
 pub mod log;
