@@ -9,6 +9,8 @@
 //!   the token wait above with `after=G` (the filters' replay after a 401).
 //! - `POST /v1/coexistence/reconcile`: fetch the roster and look for zombie agents now (after
 //!   an administrator resolved one, say), and answer with the suspended list.
+//! - `POST /v1/models`, `GET /v1/models/{id}[/snapshot]`: model provisioning
+//!   ([`crate::models::admin`]).
 //! - `GET /health`, `GET /metrics` (Prometheus).
 
 use crate::hub::{Hub, now_ms};
@@ -30,7 +32,7 @@ pub const KEY_HEADER: &str = "x-cxgate-sidecar-key";
 
 pub struct Api {
     /// The shared rate-limit budget (when Redis is configured).
-    pub budget: Option<crate::budget::Budget>,
+    pub budget: Option<Arc<crate::budget::Budget>>,
     pub key: String,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
@@ -38,6 +40,13 @@ pub struct Api {
     pub long_poll_max: Duration,
     /// The coexistence roster sync, when configured.
     pub roster: Option<Arc<crate::roster::Trigger>>,
+    /// Model provisioning, when configured.
+    pub models: Option<Arc<crate::models::admin::Registry>>,
+    /// Background probes for `/health`.
+    pub llm_probe: Option<crate::health::Shared>,
+    pub redis_probe: Option<crate::health::Shared>,
+    /// A map older than this is stale in `/health`.
+    pub sync_bound_ms: u64,
 }
 
 type S = State<Arc<Api>>;
@@ -53,7 +62,7 @@ pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Res
 }
 
 pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
+    let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/state", get(state))
@@ -61,8 +70,13 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/tokens/{platform}/invalidate", post(invalidate))
         .route("/v1/ratelimit/allot", post(allot))
         .route("/v1/coexistence/reconcile", post(reconcile))
-        .layer(middleware::from_fn_with_state(api.clone(), require_key))
-        .with_state(api)
+        .with_state(api.clone());
+    let models = match &api.models {
+        Some(reg) => crate::models::admin::router(reg.clone()),
+        None => crate::models::admin::unconfigured(),
+    };
+    app.merge(models)
+        .layer(middleware::from_fn_with_state(api, require_key))
 }
 
 /// Constant-time comparison, so the key cannot be guessed byte by byte from timings.
@@ -271,20 +285,31 @@ async fn reconcile(State(api): S) -> Response {
 async fn health(State(api): S) -> Response {
     let snap = api.hub.snapshot();
     let now = now_ms();
-    let tokens_ok = api
-        .managers
-        .keys()
-        .all(|p| snap.tokens.get(*p).is_some_and(|t| t.expires_ms > now));
+    let platforms: Vec<&str> = api.managers.keys().copied().collect();
+    let checks = crate::health::checks(
+        &snap,
+        &platforms,
+        api.sync_bound_ms,
+        api.llm_probe.as_ref(),
+        api.redis_probe.as_ref(),
+        now,
+    );
+    let status = crate::health::verdict(&checks);
     let maps: serde_json::Map<String, serde_json::Value> = snap
         .maps
         .iter()
         .map(|(k, m)| (k.clone(), json!({"entries": m.entries.len(), "age_s": now.saturating_sub(m.fetched_ms) / 1000, "stale": m.stale})))
         .collect();
-    let status = if tokens_ok { "ok" } else { "degraded" };
     let roster = snap.roster.as_ref().map(|r| json!({"agents": r.agents.len(), "suspended": r.suspended.len(),
         "age_s": now.saturating_sub(r.fetched_ms) / 1000, "stale": r.stale, "last_error": r.last_error}));
-    Json(json!({"status": status, "version": snap.version, "platforms": snap.health, "maps": maps, "roster": roster}))
-        .into_response()
+    let code = if status == "unhealthy" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({"status": status, "checks": crate::health::render(&checks), "version": snap.version,
+        "platforms": snap.health, "maps": maps, "roster": roster});
+    (code, Json(body)).into_response()
 }
 
 async fn metrics(State(api): S) -> Response {

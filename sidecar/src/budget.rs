@@ -67,6 +67,23 @@ impl Budget {
         Ok(c)
     }
 
+    /// `PING`, for the health check.
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut conn = self.connection().await?;
+        let cmd = redis::cmd("PING");
+        match tokio::time::timeout(self.timeout, cmd.query_async::<String>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                *self.conn.lock().await = None;
+                Err(format!("redis: {e}"))
+            }
+            Err(_) => {
+                *self.conn.lock().await = None;
+                Err("redis: timed out".into())
+            }
+        }
+    }
+
     pub async fn allot(&self, req: &AllotRequest) -> Result<AllotAnswer, String> {
         if req.buckets.is_empty() {
             return Ok(AllotAnswer::default());

@@ -81,6 +81,42 @@ pub struct Config {
     pub redis: Option<Redis>,
     /// The coexistence roster (cloud directory + legacy roster) for call routing.
     pub coexistence: Option<Coexistence>,
+    /// LLM model provisioning through the platform's admin API (`/v1/models`).
+    pub models: Option<Models>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Models {
+    /// The LLM platform's admin API base URL.
+    pub platform_url: String,
+    pub admin_key: SecretSource,
+    #[serde(default = "models_audit_log")]
+    pub audit_log: PathBuf,
+    #[serde(default = "models_environment")]
+    pub environment: String,
+    #[serde(default = "models_poll_initial_ms")]
+    pub poll_initial_ms: u64,
+    #[serde(default = "models_poll_max_attempts")]
+    pub poll_max_attempts: u32,
+    #[serde(default = "models_poll_deadline_s")]
+    pub poll_deadline_s: u64,
+}
+
+fn models_audit_log() -> PathBuf {
+    PathBuf::from("cxgate-models-audit.jsonl")
+}
+fn models_environment() -> String {
+    "production".into()
+}
+fn models_poll_initial_ms() -> u64 {
+    1000
+}
+fn models_poll_max_attempts() -> u32 {
+    60
+}
+fn models_poll_deadline_s() -> u64 {
+    900
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +179,14 @@ pub struct Llm {
     /// How long a read of the key is served before it is read again.
     #[serde(default = "llm_lifetime")]
     pub reread_s: u64,
+    /// Probed in the background for `/health` (e.g. `{base}/v1/models`).
+    pub health_url: Option<String>,
+    #[serde(default = "llm_health_interval")]
+    pub health_interval_s: u64,
+}
+
+fn llm_health_interval() -> u64 {
+    15
 }
 
 fn llm_lifetime() -> u64 {
@@ -296,5 +340,39 @@ impl Config {
             return Err("config metadata: interval_s and page_size must be > 0".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+    use serde_json::{Value, json};
+
+    fn schema() -> jsonschema::Validator {
+        let s: Value =
+            serde_json::from_str(include_str!("../../schemas/sidecar.config.schema.json")).unwrap();
+        jsonschema::validator_for(&s).unwrap()
+    }
+
+    /// The schema and the parser agree on the shipped example and on the newer sections.
+    #[test]
+    fn the_schema_and_the_parser_accept_the_same_configs() {
+        let v = schema();
+        let example: Value = serde_json::from_str(include_str!("../config.example.json")).unwrap();
+        let mut with_models = example.clone();
+        with_models["models"] = json!({"platform_url": "https://llm.example.com",
+            "admin_key": {"env": "LLM_ADMIN_KEY"}, "poll_deadline_s": 60});
+        let demo = cxgate_e2e::demo_sidecar_config(&cxgate_e2e::Ports::free(), None);
+        for doc in [example, with_models, demo] {
+            let errors: Vec<String> = v
+                .iter_errors(&doc)
+                .map(|e| format!("{}: {e}", e.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "{errors:?}");
+            Config::parse(&doc.to_string()).unwrap();
+        }
+        let bad = json!({"models": {"platform_url": "https://x", "admin_key": "literal"}});
+        assert!(!v.is_valid(&bad));
+        assert!(Config::parse(&bad.to_string()).is_err());
     }
 }

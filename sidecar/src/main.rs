@@ -8,8 +8,10 @@
 mod api;
 mod budget;
 mod config;
+mod health;
 mod hub;
 mod metrics;
+mod models;
 mod roster;
 mod sync;
 mod tokens;
@@ -24,8 +26,10 @@ use std::time::Duration;
 use tokens::{Grantor, TokenManager};
 
 #[derive(Parser, Debug)]
-#[command(about = "cxgate sidecar: tokens, metadata sync, state API")]
+#[command(about = "cxgate sidecar: tokens, metadata sync, state API; model provisioning")]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Config file (JSON, schema: schemas/sidecar.config.schema.json). Without it: no platforms.
     #[arg(long, env = "CXGATE_SIDECAR_CONFIG")]
     config: Option<PathBuf>,
@@ -37,6 +41,12 @@ struct Args {
     key_file: Option<PathBuf>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// LLM model endpoints: validate, create (poll until ACTIVE), apply a snapshot.
+    Models(models::cli::ModelsArgs),
+}
+
 fn fail(message: &str) -> ! {
     eprintln!("cxgate-sidecar: {message}");
     std::process::exit(2)
@@ -44,8 +54,11 @@ fn fail(message: &str) -> ! {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt().json().with_target(false).init();
     let args = Args::parse();
+    if let Some(Command::Models(m)) = args.command {
+        std::process::exit(models::cli::run(m).await);
+    }
+    tracing_subscriber::fmt().json().with_target(false).init();
     let text = match &args.config {
         Some(path) => std::fs::read_to_string(path)
             .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", path.display()))),
@@ -238,10 +251,61 @@ async fn main() {
         _ => None,
     };
     let budget = config.redis.as_ref().map(|r| {
-        budget::Budget::new(&r.url, &r.key_prefix, Duration::from_millis(r.timeout_ms))
-            .unwrap_or_else(|e| fail(&e))
+        Arc::new(
+            budget::Budget::new(&r.url, &r.key_prefix, Duration::from_millis(r.timeout_ms))
+                .unwrap_or_else(|e| fail(&e)),
+        )
+    });
+    let redis_probe = budget.as_ref().map(|b| {
+        let probe = health::Shared::default();
+        tokio::spawn(health::probe_redis(
+            b.clone(),
+            Duration::from_secs(10),
+            probe.clone(),
+        ));
+        probe
+    });
+    let llm_probe = config.llm.as_ref().and_then(|l| {
+        let url = l.health_url.clone()?;
+        let probe = health::Shared::default();
+        let every = Duration::from_secs(l.health_interval_s.max(1));
+        tokio::spawn(health::probe_llm(
+            url,
+            l.api_key.clone(),
+            http.clone(),
+            every,
+            probe.clone(),
+        ));
+        Some(probe)
+    });
+    let models = config.models.as_ref().map(|m| {
+        let key = m
+            .admin_key
+            .resolve("models.admin_key")
+            .unwrap_or_else(|e| fail(&e));
+        Arc::new(models::admin::Registry::new(models::Provisioner {
+            platform: models::provision::HttpPlatform {
+                base: m.platform_url.trim_end_matches('/').to_string(),
+                key,
+                http: http.clone(),
+            },
+            audit: models::audit::Audit {
+                path: m.audit_log.clone(),
+                environment: m.environment.clone(),
+            },
+            policy: models::provision::Policy {
+                initial: Duration::from_millis(m.poll_initial_ms),
+                max_attempts: m.poll_max_attempts,
+                deadline: Duration::from_secs(m.poll_deadline_s),
+                ..Default::default()
+            },
+        }))
     });
     let api = Arc::new(api::Api {
+        models,
+        llm_probe,
+        redis_probe,
+        sync_bound_ms: config.metadata.interval_s.saturating_mul(3000).max(60_000),
         budget,
         key: key.expose().to_string(),
         hub,

@@ -23,6 +23,39 @@ pub struct Rig {
     pub dir: PathBuf,
 }
 
+/// Starts the sidecar with `config` (written to `dir/sidecar.json`) and `env` besides the
+/// shared key; ready once `/metrics` answers (whatever `/health` says). Returns its base URL.
+pub fn spawn_sidecar(dir: &Path, config: &Value, env: &[(&str, &str)]) -> (Service, String) {
+    let cfg = dir.join("sidecar.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let mut all = vec![("CXGATE_SIDECAR_KEY", KEY)];
+    all.extend_from_slice(env);
+    let args = ["--config".to_string(), cfg.display().to_string()];
+    let bin = Path::new(env!("CARGO_BIN_EXE_cxgate-sidecar"));
+    let mut s = Service::spawn("sidecar", bin, &args, &all, dir).unwrap();
+    let base = format!("http://{}", config["listen"].as_str().unwrap());
+    let ready = format!("{base}/metrics");
+    wait_ready(
+        &mut s,
+        &ready,
+        &[("x-cxgate-sidecar-key", KEY)],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    (s, base)
+}
+
+/// `GET {base}{path}` with the key, as JSON.
+pub fn get_json(base: &str, path: &str) -> Value {
+    Client::new()
+        .get(format!("{base}{path}"))
+        .header("x-cxgate-sidecar-key", KEY)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 pub fn start(mock_args: &[&str], refresh: Value) -> Rig {
     start_with(mock_args, refresh, 300)
 }

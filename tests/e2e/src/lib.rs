@@ -157,6 +157,7 @@ fn unique_run_dir() -> PathBuf {
 pub fn demo_sidecar_config(ports: &Ports, refresh: Option<serde_json::Value>) -> serde_json::Value {
     let genesys = format!("http://127.0.0.1:{}", ports.genesys);
     let cxone = format!("http://127.0.0.1:{}", ports.cxone);
+    let llm_models = format!("http://127.0.0.1:{}/v1/models", ports.llm);
     serde_json::json!({
         "version": 1,
         "listen": format!("127.0.0.1:{}", ports.sidecar),
@@ -167,7 +168,7 @@ pub fn demo_sidecar_config(ports: &Ports, refresh: Option<serde_json::Value>) ->
         "cxone": {"issuer": cxone, "tenant_id": "demo-tenant",
                   "client_id": {"env": "CXONE_CLIENT_ID"}, "client_secret": {"env": "CXONE_CLIENT_SECRET"},
                   "access_key_id": {"env": "CXONE_ACCESS_KEY_ID"}, "access_key_secret": {"env": "CXONE_ACCESS_KEY_SECRET"}},
-        "llm": {"api_key": {"env": "LLM_API_KEY"}},
+        "llm": {"api_key": {"env": "LLM_API_KEY"}, "health_url": llm_models},
         "coexistence": {
             "legacy_roster": {"file": repo_root().join("sip/legacy-roster.csv")},
             "poll_s": 60,

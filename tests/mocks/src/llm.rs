@@ -8,7 +8,8 @@
 //! - `x-mock-split-bytes: N` writes each SSE event in pieces of N bytes, 1 ms apart;
 //! - `x-mock-abort-after: N` resets the stream after N content deltas (no usage, no `[DONE]`).
 //!
-//! Latency, 429 with `Retry-After` and 5xx come from the shared fault injection.
+//! Latency, 429 with `Retry-After` and 5xx come from the shared fault injection. The platform's
+//! admin API for model endpoints is in [`crate::models`].
 
 use crate::Args;
 use crate::control::Mock;
@@ -22,9 +23,11 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Llm {
+pub struct Llm {
     mock: Arc<Mock>,
     api_key: String,
+    pub models: crate::models::Models,
+    pub provision_ms: u64,
 }
 
 type S = State<Arc<Llm>>;
@@ -33,10 +36,14 @@ pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
     let state = Arc::new(Llm {
         mock,
         api_key: args.llm_api_key.clone(),
+        models: Default::default(),
+        provision_ms: args.llm_provision_ms,
     });
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
+        .route("/api/v2/ai/models", post(crate::models::create))
+        .route("/api/v2/ai/models/{id}", get(crate::models::get))
         .with_state(state)
 }
 
@@ -49,7 +56,7 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
 }
 
 /// Accepts `Authorization: Bearer <key>` or `api-key: <key>`.
-fn authorized(llm: &Llm, headers: &HeaderMap) -> bool {
+pub fn authorized(llm: &Llm, headers: &HeaderMap) -> bool {
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

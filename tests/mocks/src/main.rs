@@ -6,6 +6,7 @@ mod control;
 mod cxone;
 mod genesys;
 mod llm;
+mod models;
 
 use axum::serve::ListenerExt;
 
@@ -77,6 +78,9 @@ pub struct Args {
     cxone_access_key_secret: String,
     #[arg(long, env = "MOCK_LLM_API_KEY", default_value = "demo-llm-key")]
     llm_api_key: String,
+    /// How long a new model endpoint stays PROVISIONING (ms).
+    #[arg(long, default_value_t = 1500)]
+    llm_provision_ms: u64,
     /// Items per page the mock's data sets hold (queues, skills, users, agents).
     #[arg(long, default_value_t = 60)]
     dataset_size: usize,
