@@ -167,8 +167,8 @@ pub fn replace_buffer(kind: u32, current: usize, data: &[u8]) -> Result<(), Host
 }
 
 /// Envoy re-selects the route after the filter changed `:path` only when asked: its
-/// `clear_route_cache` foreign function. Hosts without it (Kong) answer NotFound; the caller
-/// then relies on the route the proxy already chose. True when the cache was cleared.
+/// `clear_route_cache` foreign function. Envoy answers NotFound for names it lacks, but Kong
+/// traps on every foreign function (measured): never call this on Kong. True when cleared.
 pub fn clear_route_cache() -> bool {
     let name = "clear_route_cache";
     let (mut data, mut size) = (null_mut(), 0usize);

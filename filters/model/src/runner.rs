@@ -271,6 +271,9 @@ fn call_answer(headers: usize) -> CallAnswer {
 /// The current stream's header maps and body, for stages.
 struct ProxyStream {
     request_body_len: usize,
+    /// Kong traps on any foreign function (it has none), so `clear_route_cache` is never
+    /// called there; its route stays the one it chose.
+    kong: bool,
 }
 
 impl StreamHost for ProxyStream {
@@ -292,7 +295,7 @@ impl StreamHost for ProxyStream {
         Ok(())
     }
     fn clear_route_cache(&mut self) -> bool {
-        proxy::clear_route_cache()
+        !self.kong && proxy::clear_route_cache()
     }
 }
 
@@ -315,6 +318,7 @@ fn with_io<T>(
 ) -> T {
     let mut stream = ProxyStream {
         request_body_len: body_len,
+        kong: store.dialect() == CasDialect::Kong,
     };
     let mut io = Io {
         now: NowOnce::new(&ProxyClock),

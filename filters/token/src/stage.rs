@@ -293,12 +293,24 @@ impl StageStream for TokenStream {
                     .get(w.route)
                     .map(|r| r.platform.as_str())
                     .unwrap_or_default();
+                // A wait that ended early did not time out: the sidecar could not be asked
+                // (on Kong a failed dispatch answers at once, which read as "0 ms of 2000").
+                let budget = u64::from(s.config.wait_ms);
+                let event = match status {
+                    None if waited < budget => {
+                        Event::new("TOKEN_WAIT_FAILED").str("reason", "no answer from the sidecar")
+                    }
+                    Some(code) if code != 200 && waited < budget => {
+                        Event::new("TOKEN_WAIT_FAILED").num("sidecar_status", u64::from(code))
+                    }
+                    _ => Event::new("TOKEN_WAIT_TIMEOUT"),
+                };
                 io.log.event(
                     Level::Warn,
-                    &Event::new("TOKEN_WAIT_TIMEOUT")
+                    &event
                         .str("platform", platform)
                         .num("waited_ms", waited)
-                        .num("budget_ms", u64::from(s.config.wait_ms)),
+                        .num("budget_ms", budget),
                 );
                 Flow::Reply(reply)
             }

@@ -1,7 +1,7 @@
 //! The `env` imports of proxy-wasm ABI 0.2.1, as Envoy and Kong implement them.
 
 use crate::memory::{decode_pairs, read, read_string, return_bytes, write_u32, write_u64};
-use crate::state::State;
+use crate::state::{State, StreamState};
 use crate::types::{LocalReply, LogRecord, Profile};
 use wasmtime::Result;
 use wasmtime::{Caller, Linker};
@@ -48,6 +48,24 @@ pub(crate) fn map_mut<'a>(
         3 => Some(&mut stream.response_trailers),
         _ => None,
     })
+}
+
+/// A header name as the proxy stores it: Envoy lowercases, Kong keeps the case it was given
+/// (lookups are case-insensitive on both).
+pub(crate) fn stored_name(c: &C<'_>, name: String) -> String {
+    if kong(c) {
+        name
+    } else {
+        name.to_ascii_lowercase()
+    }
+}
+
+/// Kong's `:authority` is the server name and port, and cannot be set (measured).
+fn refuse_authority_edit(c: &C<'_>, map: i32, key: &str) -> Result<()> {
+    if kong(c) && map == 0 && key.eq_ignore_ascii_case(":authority") {
+        return Err(c.data().violation("setting :authority"));
+    }
+    Ok(())
 }
 
 pub(crate) fn refuse_in_kong(c: &C<'_>, what: &str) -> Result<()> {
@@ -101,6 +119,17 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
         "env",
         "proxy_set_tick_period_milliseconds",
         |mut c: C<'_>, period: i32| -> Result<i32> {
+            // Kong: only the root context may set it, and only once (measured: both trap).
+            if kong(&c) && c.data().effective != c.data().root_id {
+                return Err(c
+                    .data()
+                    .violation("set_tick_period outside the root context"));
+            }
+            if kong(&c) && c.data().tick_period_ms > 0 && period > 0 {
+                return Err(c
+                    .data()
+                    .violation("set_tick_period when a period is already set"));
+            }
             let now = c.data().now_ns();
             let s = c.data_mut();
             s.tick_period_ms = period as u32;
@@ -194,13 +223,14 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
             c.data().count("proxy_set_header_map_pairs");
             let bytes = read(&mut c, ptr, len)?;
             let pairs = decode_pairs(&bytes)?;
+            let pairs: Vec<(String, String)> = pairs
+                .into_iter()
+                .map(|(k, v)| (stored_name(&c, k), v))
+                .collect();
             let Some(m) = map_mut(&mut c, map)? else {
                 return Ok(BAD_ARGUMENT);
             };
-            *m = pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect();
+            *m = pairs;
             Ok(OK)
         },
     )?;
@@ -216,12 +246,13 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
          ret_size: i32|
          -> Result<i32> {
             c.data().count("proxy_get_header_map_value");
-            let key = read_string(&mut c, kptr, klen)?.to_ascii_lowercase();
+            let key = read_string(&mut c, kptr, klen)?;
             let Some(m) = map_mut(&mut c, map)? else {
                 return Ok(BAD_ARGUMENT);
             };
             // Envoy returns the first value of a repeated header.
-            let Some(value) = m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()) else {
+            let found = m.iter().find(|(k, _)| k.eq_ignore_ascii_case(&key));
+            let Some(value) = found.map(|(_, v)| v.clone()) else {
                 return Ok(NOT_FOUND);
             };
             return_bytes(&mut c, value.as_bytes(), ret_ptr, ret_size)?;
@@ -234,12 +265,14 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
         "proxy_replace_header_map_value",
         |mut c: C<'_>, map: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32| -> Result<i32> {
             c.data().count("proxy_replace_header_map_value");
-            let key = read_string(&mut c, kptr, klen)?.to_ascii_lowercase();
+            let key = read_string(&mut c, kptr, klen)?;
+            refuse_authority_edit(&c, map, &key)?;
+            let key = stored_name(&c, key);
             let value = read_string(&mut c, vptr, vlen)?;
             let Some(m) = map_mut(&mut c, map)? else {
                 return Ok(BAD_ARGUMENT);
             };
-            m.retain(|(k, _)| *k != key);
+            m.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
             m.push((key, value));
             Ok(OK)
         },
@@ -250,7 +283,9 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
         "proxy_add_header_map_value",
         |mut c: C<'_>, map: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32| -> Result<i32> {
             c.data().count("proxy_add_header_map_value");
-            let key = read_string(&mut c, kptr, klen)?.to_ascii_lowercase();
+            let key = read_string(&mut c, kptr, klen)?;
+            refuse_authority_edit(&c, map, &key)?;
+            let key = stored_name(&c, key);
             let value = read_string(&mut c, vptr, vlen)?;
             let Some(m) = map_mut(&mut c, map)? else {
                 return Ok(BAD_ARGUMENT);
@@ -265,11 +300,12 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
         "proxy_remove_header_map_value",
         |mut c: C<'_>, map: i32, kptr: i32, klen: i32| -> Result<i32> {
             c.data().count("proxy_remove_header_map_value");
-            let key = read_string(&mut c, kptr, klen)?.to_ascii_lowercase();
+            let key = read_string(&mut c, kptr, klen)?;
+            refuse_authority_edit(&c, map, &key)?;
             let Some(m) = map_mut(&mut c, map)? else {
                 return Ok(BAD_ARGUMENT);
             };
-            m.retain(|(k, _)| *k != key);
+            m.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
             Ok(OK)
         },
     )?;
@@ -290,6 +326,11 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
                     || first.ends_with("metadata"))
             {
                 return Err(c.data().violation(&format!("property {first:?}")));
+            }
+            // Kong reads "0" where Envoy gives the root id string (measured).
+            if kong(&c) && first == "plugin_root_id" {
+                return_bytes(&mut c, b"0", ret_ptr, ret_size)?;
+                return Ok(OK);
             }
             let Some(value) = c.data().properties.get(&path.join(".")).cloned() else {
                 return Ok(NOT_FOUND);
@@ -353,17 +394,28 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
             let details = read_string(&mut c, dptr, dlen)?;
             let body = read(&mut c, bptr, blen)?;
             let headers = decode_pairs(&read(&mut c, hptr, hlen)?)?;
+            let is_kong = kong(&c);
             let s = c.data_mut();
             let effective = s.effective;
             let Some(stream) = s.streams.get_mut(&effective) else {
                 return Ok(BAD_ARGUMENT);
             };
-            stream.local_reply = Some(LocalReply {
-                status: status as u32,
-                details,
-                headers,
-                body,
-            });
+            let reply = if is_kong {
+                kong_local_reply(stream, status as u32, details, headers, body)
+            } else {
+                LocalReply {
+                    status: status as u32,
+                    details,
+                    headers,
+                    body,
+                }
+            };
+            let hangs = (is_kong && reply.details.contains("client hangs"))
+                .then(|| format!("kong profile: {}", reply.details));
+            stream.local_reply = Some(reply);
+            if let Some(msg) = hangs {
+                c.data().shared().violations.push(msg);
+            }
             Ok(OK)
         },
     )?;
@@ -371,4 +423,53 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
     crate::abi_calls::link(l)?;
 
     Ok(())
+}
+
+/// What a Kong client receives for a local reply (measured): the host appends `\n` to the
+/// body; from response headers it keeps only status and body, so the response's own headers
+/// (as the filter left them) go out and a stale `content-length` truncates the body or, when
+/// longer, leaves the client waiting.
+fn kong_local_reply(
+    stream: &StreamState,
+    status: u32,
+    details: String,
+    headers: Vec<(String, String)>,
+    mut body: Vec<u8>,
+) -> LocalReply {
+    body.push(b'\n');
+    if !stream.in_response {
+        return LocalReply {
+            status,
+            details,
+            headers,
+            body,
+        };
+    }
+    let kept: Vec<(String, String)> = stream
+        .response_headers
+        .iter()
+        .filter(|(k, _)| k != ":status")
+        .cloned()
+        .collect();
+    let length = kept
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+    let mut details = details;
+    match length {
+        Some(n) if n < body.len() => body.truncate(n),
+        Some(n) if n > body.len() => {
+            details = format!(
+                "client hangs: content-length {n} for a {}-byte body",
+                body.len()
+            );
+        }
+        _ => {}
+    }
+    LocalReply {
+        status,
+        details,
+        headers: kept,
+        body,
+    }
 }

@@ -48,9 +48,13 @@ pub(crate) fn link(l: &mut Linker<State>) -> Result<()> {
             if shared.races > 0 && cas != 0 && shared.kv.contains_key(&key) {
                 shared.races -= 1;
                 shared.next_cas = shared.next_cas.wrapping_add(1).max(1);
-                let bumped = shared.next_cas;
+                let global = shared.next_cas;
                 if let Some(entry) = shared.kv.get_mut(&key) {
-                    entry.1 = bumped;
+                    // The other writer's write moves the CAS the way this proxy moves it.
+                    entry.1 = match profile {
+                        Profile::Envoy => global,
+                        Profile::Kong => entry.1.wrapping_add(1).max(1),
+                    };
                 }
             }
             let current = shared.kv.get(&key).map(|(_, c)| *c);
@@ -66,8 +70,19 @@ pub(crate) fn link(l: &mut Linker<State>) -> Result<()> {
                 shared.cas_mismatches += 1;
                 return Ok(CAS_MISMATCH);
             }
-            shared.next_cas = shared.next_cas.wrapping_add(1).max(1);
-            let next = shared.next_cas;
+            if profile == Profile::Kong && vptr == 0 {
+                // Kong: a NULL value deletes the key (Envoy keeps it, empty).
+                shared.kv.remove(&key);
+                return Ok(OK);
+            }
+            // Envoy's CAS is one counter for the whole store; Kong's counts per key from 1.
+            let next = match profile {
+                Profile::Envoy => {
+                    shared.next_cas = shared.next_cas.wrapping_add(1).max(1);
+                    shared.next_cas
+                }
+                Profile::Kong => current.map_or(1, |c| c.wrapping_add(1).max(1)),
+            };
             shared.kv.insert(key, (value, next));
             Ok(OK)
         },

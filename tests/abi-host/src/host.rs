@@ -15,6 +15,7 @@ pub struct Host {
     pub(crate) profile: Profile,
     pub(crate) handle: SharedHandle,
     pub(crate) workers: Vec<Worker>,
+    pub(crate) recipe: std::sync::Arc<Recipe>,
 }
 
 impl Host {
@@ -79,15 +80,24 @@ impl Host {
     ) -> Result<Action> {
         let kong = self.profile == Profile::Kong;
         let w = self.worker(s.worker)?;
+        // Envoy lowercases header names; Kong keeps the client's case.
         let pairs: Vec<(String, String)> = headers
             .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .map(|(k, v)| {
+                let k = if kong {
+                    k.to_string()
+                } else {
+                    k.to_ascii_lowercase()
+                };
+                (k, v.to_string())
+            })
             .collect();
         let st = w.stream_mut(s.id)?;
         if request {
             st.request_headers = pairs;
         } else {
             st.response_headers = pairs;
+            st.in_response = true;
         }
         w.state_mut().effective = s.id;
         // Kong always reports end_of_stream = false in header callbacks.
@@ -276,9 +286,37 @@ impl Host {
     pub fn tick(&mut self, worker: usize) -> Result<()> {
         let w = self.worker(worker)?;
         if w.state().tick_period_ms > 0 {
-            w.tick()?;
+            self.run_tick(worker)?;
         }
         self.settle_queues()
+    }
+
+    /// One `on_tick`. Kong recycles an instance whose `on_tick` trapped: `on_configure` runs
+    /// again (recorded in [`Host::recycles`]) and the worker goes on; Envoy's VM is broken.
+    fn run_tick(&mut self, worker: usize) -> Result<()> {
+        let kong = self.profile == Profile::Kong;
+        let w = self.worker(worker)?;
+        let Err(e) = w.tick() else {
+            return Ok(());
+        };
+        if !kong {
+            return Err(e);
+        }
+        let msg = format!("worker {worker}: on_tick trapped, on_configure runs again: {e:#}");
+        self.shared().recycles.push(msg);
+        // A fresh instance (its streams are gone), configured again. Its period starts from
+        // the one it sets; on the real host the old timer keeps firing too (ticks pile up).
+        let fresh = self.recipe.worker(worker)?;
+        let next_context = self.worker(worker)?.next_context;
+        let slot = self.worker(worker)?;
+        *slot = fresh;
+        slot.next_context = next_context;
+        Ok(())
+    }
+
+    /// Kong instances recycled after a trap in `on_tick`; a clean filter has none.
+    pub fn recycles(&self) -> Vec<String> {
+        self.shared().recycles.clone()
     }
 
     /// Moves the virtual clock forward, firing each worker's ticks and each call timeout in
@@ -311,7 +349,7 @@ impl Host {
                     let w = self.worker(i)?;
                     let period = u64::from(w.state().tick_period_ms) * 1_000_000;
                     w.state_mut().next_tick_ns = (period > 0).then_some(t + period);
-                    w.tick()?;
+                    self.run_tick(i)?;
                     self.settle_queues()?;
                 }
                 (_, Some((d, token))) if d <= target => {

@@ -6,8 +6,10 @@
 //! responder, or by timeout). It records local replies, headers, logs and metrics.
 //!
 //! The `Kong` profile refuses what Kong's ngx_wasm_module lacks (gRPC, `proxy_get_log_level`,
-//! `proxy_done`, trailers, metadata properties, pausing in response headers, `on_queue_ready`):
-//! a filter that relies on them fails its test under that profile.
+//! `proxy_done`, trailers, metadata properties, pausing in response headers, `on_queue_ready`,
+//! foreign functions, setting `:authority`) and behaves as it was measured to (local replies,
+//! header case, ticks, CAS, failed dispatches; README "kong profile"): a filter that relies on
+//! Envoy's behaviour fails its test under that profile.
 
 mod abi;
 mod abi_calls;

@@ -33,6 +33,7 @@ pub(crate) struct Shared {
     pub metrics: Vec<Metric>,
     pub logs: Vec<LogRecord>,
     pub violations: Vec<String>,
+    pub recycles: Vec<String>,
     pub calls: Vec<CallInfo>,
     pub next_token: u32,
     pub queues: Vec<Queue>,
@@ -65,6 +66,8 @@ pub(crate) struct StreamState {
     pub response_continued: u32,
     pub request_body_paused: bool,
     pub response_body_paused: bool,
+    /// The response phase started (Kong treats a local reply from it differently).
+    pub in_response: bool,
 }
 
 #[derive(Default)]

@@ -84,6 +84,19 @@ impl Worker {
                 let len = body.len() as i32;
                 (CallResponse { headers, body }, n, len)
             }
+            // Kong answers a failed dispatch with zero headers, yet a `:dispatch_status`
+            // pseudo-header can be read (measured); Envoy with no headers at all.
+            CallReply::Failure if self.state().profile == Profile::Kong => {
+                let headers = vec![(":dispatch_status".into(), "timeout".into())];
+                (
+                    CallResponse {
+                        headers,
+                        body: Vec::new(),
+                    },
+                    0,
+                    0,
+                )
+            }
             CallReply::Failure => (CallResponse::default(), 0, 0),
         };
         self.state_mut().call_response = Some(response);
@@ -186,6 +199,17 @@ impl HostBuilder {
     /// that rejects its config makes this fail, with the filter's log in the error.
     pub fn start(self) -> Result<Host> {
         let (engine, module) = compiled(&self.wasm)?;
+        if self.profile == Profile::Kong {
+            let imports_log_level = module
+                .imports()
+                .any(|i| i.module() == "env" && i.name() == "proxy_get_log_level");
+            if imports_log_level {
+                bail!(
+                    "kong profile: {} imports proxy_get_log_level, which Kong declares with a wrong signature: the module does not load and nginx starts no workers",
+                    self.wasm.display()
+                );
+            }
+        }
         let handle = self.shared.unwrap_or_else(|| {
             let h = SharedHandle::default();
             h.clock.store(self.start_ms * 1_000_000, Ordering::SeqCst);
@@ -194,79 +218,119 @@ impl HostBuilder {
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)?;
         abi::link(&mut linker)?;
-        let clusters = Arc::new(self.clusters);
-        let properties = Arc::new(self.properties);
+        let recipe = Arc::new(Recipe {
+            wasm: self.wasm,
+            engine,
+            module,
+            linker,
+            profile: self.profile,
+            handle: handle.clone(),
+            plugin_config: self.plugin_config,
+            vm_config: self.vm_config,
+            clusters: Arc::new(self.clusters),
+            properties: Arc::new(self.properties),
+            env: self.env,
+        });
         let mut workers = Vec::new();
         for index in 0..self.workers {
-            let wasi = WasiCtxBuilder::new()
-                .envs(&self.env)
-                .inherit_stderr()
-                .wall_clock(VirtualWall(handle.clock.clone()))
-                .monotonic_clock(VirtualMono(handle.clock.clone()))
-                .build_p1();
-            let state = State {
-                wasi,
-                shared: handle.shared.clone(),
-                clock: handle.clock.clone(),
-                profile: self.profile,
-                worker: index,
-                plugin_config: self.plugin_config.clone(),
-                vm_config: self.vm_config.clone(),
-                clusters: clusters.clone(),
-                properties: properties.clone(),
-                root_id: ROOT_ID,
-                effective: ROOT_ID,
-                streams: HashMap::new(),
-                call_response: None,
-                tick_period_ms: 0,
-                next_tick_ns: None,
-                deferred: Vec::new(),
-                log_level: 2,
-                guest: None,
-            };
-            let mut store = Store::new(&engine, state);
-            let instance = linker.instantiate(&mut store, module)?;
-            store.data_mut().guest = crate::memory::Guest::of(&instance, &mut store);
-            let mut worker = Worker {
-                store,
-                instance,
-                next_context: ROOT_ID + 1,
-                funcs: HashMap::new(),
-            };
-            if !worker.has_export("proxy_abi_version_0_2_1") {
-                bail!(
-                    "{} does not export proxy_abi_version_0_2_1",
-                    self.wasm.display()
-                );
-            }
-            if worker.has_export("_initialize") {
-                worker.call::<(), ()>("_initialize", ())?;
-            }
-            worker.call::<(i32, i32), ()>("proxy_on_context_create", (ROOT_ID as i32, 0))?;
-            let vm_len = worker.state().vm_config.len() as i32;
-            if worker.call::<(i32, i32), i32>("proxy_on_vm_start", (ROOT_ID as i32, vm_len))? == 0 {
-                bail!("on_vm_start returned false on worker {index}");
-            }
-            let cfg_len = worker.state().plugin_config.len() as i32;
-            if worker.call::<(i32, i32), i32>("proxy_on_configure", (ROOT_ID as i32, cfg_len))? == 0
-            {
-                let logs: Vec<String> = worker
-                    .state()
-                    .shared()
-                    .logs
-                    .iter()
-                    .map(|l| l.message.clone())
-                    .collect();
-                bail!("on_configure returned false on worker {index}; filter log: {logs:?}");
-            }
-            worker.settle()?;
-            workers.push(worker);
+            workers.push(recipe.worker(index)?);
         }
         Ok(Host {
-            profile: self.profile,
+            profile: recipe.profile,
             handle,
             workers,
+            recipe,
         })
+    }
+}
+
+/// What it takes to make a worker again (Kong recycles an instance that trapped in on_tick).
+pub(crate) struct Recipe {
+    wasm: PathBuf,
+    #[allow(dead_code)]
+    engine: Engine,
+    module: &'static Module,
+    linker: Linker<State>,
+    profile: Profile,
+    handle: SharedHandle,
+    plugin_config: Vec<u8>,
+    vm_config: Vec<u8>,
+    clusters: Arc<Vec<String>>,
+    properties: Arc<HashMap<String, Vec<u8>>>,
+    env: Vec<(String, String)>,
+}
+
+impl Recipe {
+    /// A fresh instance: `on_vm_start` and `on_configure` run in it.
+    pub(crate) fn worker(&self, index: usize) -> Result<Worker> {
+        let handle = &self.handle;
+        let wasi = WasiCtxBuilder::new()
+            .envs(&self.env)
+            .inherit_stderr()
+            .wall_clock(VirtualWall(handle.clock.clone()))
+            .monotonic_clock(VirtualMono(handle.clock.clone()))
+            .build_p1();
+        let state = State {
+            wasi,
+            shared: handle.shared.clone(),
+            clock: handle.clock.clone(),
+            profile: self.profile,
+            worker: index,
+            plugin_config: self.plugin_config.clone(),
+            vm_config: self.vm_config.clone(),
+            clusters: self.clusters.clone(),
+            properties: self.properties.clone(),
+            root_id: ROOT_ID,
+            effective: ROOT_ID,
+            streams: HashMap::new(),
+            call_response: None,
+            tick_period_ms: 0,
+            next_tick_ns: None,
+            deferred: Vec::new(),
+            log_level: 2,
+            guest: None,
+        };
+        let mut store = Store::new(self.module.engine(), state);
+        let instance = self.linker.instantiate(&mut store, self.module)?;
+        store.data_mut().guest = crate::memory::Guest::of(&instance, &mut store);
+        let mut worker = Worker {
+            store,
+            instance,
+            next_context: ROOT_ID + 1,
+            funcs: HashMap::new(),
+        };
+        if !worker.has_export("proxy_abi_version_0_2_1") {
+            bail!(
+                "{} does not export proxy_abi_version_0_2_1",
+                self.wasm.display()
+            );
+        }
+        if worker.has_export("_initialize") {
+            worker.call::<(), ()>("_initialize", ())?;
+        }
+        worker.call::<(i32, i32), ()>("proxy_on_context_create", (ROOT_ID as i32, 0))?;
+        let vm_len = worker.state().vm_config.len() as i32;
+        if worker.call::<(i32, i32), i32>("proxy_on_vm_start", (ROOT_ID as i32, vm_len))? == 0 {
+            bail!("on_vm_start returned false on worker {index}");
+        }
+        let cfg_len = worker.state().plugin_config.len() as i32;
+        if worker.call::<(i32, i32), i32>("proxy_on_configure", (ROOT_ID as i32, cfg_len))? == 0 {
+            let logs: Vec<String> = worker
+                .state()
+                .shared()
+                .logs
+                .iter()
+                .map(|l| l.message.clone())
+                .collect();
+            if self.profile == Profile::Kong {
+                bail!(
+                    "kong profile: on_configure returned false on worker {index}: the worker exits for good and requests hang (fatal); filter log: {logs:?}"
+                );
+            }
+            bail!("on_configure returned false on worker {index}; filter log: {logs:?}");
+        }
+        worker.settle()?;
+        Ok(worker)
     }
 }
 

@@ -167,34 +167,36 @@ fn no_valid_token_waits_for_the_sidecar_then_continues() {
     }
 }
 
+/// Worker 3 holds only an expired token (the sync is down): a request pauses and waits for a
+/// newer one from the sidecar. Returns the host, the stream and the pending wait.
+fn waiting_on_an_expired_token(
+    profile: Profile,
+) -> (Host, cxgate_abi_host::Stream, cxgate_abi_host::CallInfo) {
+    let mut h = host(profile);
+    let now = h.now_ms();
+    sync_tokens(
+        &mut h,
+        json!({"genesys": token_json("g-expired", now, 5, 3)}),
+    );
+    h.advance(Duration::from_millis(10_000)).unwrap();
+    for c in h.pending_calls() {
+        h.fail(c.token).unwrap();
+    }
+    let s = h.new_stream(3).unwrap();
+    let headers = [(":path", "/genesys/x"), ("x-gateway-trace-id", "t-1")];
+    assert_eq!(h.request_headers(s, &headers, true).unwrap(), Action::Pause);
+    let wait = h
+        .pending_calls()
+        .into_iter()
+        .find(|c| c.path().starts_with("/v1/tokens"))
+        .unwrap();
+    (h, s, wait)
+}
+
 #[test]
 fn a_wait_past_its_bound_is_a_503_problem_and_nothing_is_forwarded() {
     for profile in [Profile::Envoy, Profile::Kong] {
-        let mut h = host(profile);
-        let now = h.now_ms();
-        sync_tokens(
-            &mut h,
-            json!({"genesys": token_json("g-expired", now, 5, 3)}),
-        );
-        h.advance(Duration::from_millis(10_000)).unwrap();
-        for c in h.pending_calls() {
-            h.fail(c.token).unwrap();
-        }
-        let s = h.new_stream(3).unwrap();
-        assert_eq!(
-            h.request_headers(
-                s,
-                &[(":path", "/genesys/x"), ("x-gateway-trace-id", "t-1")],
-                true
-            )
-            .unwrap(),
-            Action::Pause
-        );
-        let wait = h
-            .pending_calls()
-            .into_iter()
-            .find(|c| c.path().starts_with("/v1/tokens"))
-            .unwrap();
+        let (mut h, s, wait) = waiting_on_an_expired_token(profile);
         assert_eq!(
             wait.path(),
             "/v1/tokens/genesys?after=3&wait_ms=2000",
@@ -217,6 +219,27 @@ fn a_wait_past_its_bound_is_a_503_problem_and_nothing_is_forwarded() {
         );
         assert_eq!(metric(&mut h, "cxgate_token.wait_timeouts"), Some(1));
         assert_eq!(h.logs_containing("TOKEN_WAIT_TIMEOUT").len(), 1);
+    }
+}
+
+/// A wait whose dispatch fails at once (Kong answers a failed dispatch immediately) is logged
+/// as a failure with the real wait, not as a timeout of "0 ms".
+#[test]
+fn a_wait_that_fails_at_once_is_logged_as_failed_not_timed_out() {
+    for profile in [Profile::Envoy, Profile::Kong] {
+        let (mut h, s, wait) = waiting_on_an_expired_token(profile);
+        h.advance_skipping(Duration::from_millis(3), &[0, 1, 2])
+            .unwrap();
+        h.fail(wait.token).unwrap();
+        assert_eq!(h.local_reply(s).expect("503").status, 503);
+        let failed = h.logs_containing("TOKEN_WAIT_FAILED");
+        assert_eq!(failed.len(), 1, "{profile:?}");
+        assert!(
+            failed[0].message.contains("\"waited_ms\":3"),
+            "{}",
+            failed[0].message
+        );
+        assert!(h.logs_containing("TOKEN_WAIT_TIMEOUT").is_empty());
     }
 }
 

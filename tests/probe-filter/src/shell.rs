@@ -25,6 +25,9 @@ struct Config {
     upstream: String,
     #[serde(default)]
     tick_ms: u32,
+    /// Set the tick period twice in on_configure (Kong traps on the second).
+    #[serde(default)]
+    tick_twice: bool,
     #[serde(default = "default_attempts")]
     cas_attempts: u32,
     #[serde(default)]
@@ -84,6 +87,9 @@ impl RootContext for Root {
         if config.tick_ms > 0 && proxy::set_tick_period_ms(config.tick_ms).is_err() {
             return false;
         }
+        if config.tick_twice && proxy::set_tick_period_ms(config.tick_ms.max(1)).is_err() {
+            return false;
+        }
         if let Some(sync) = config.sync.clone() {
             match SyncDriver::new(sync, store) {
                 Ok(d) => self.sync = Some(d),
@@ -99,6 +105,15 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        // "trap-tick" asks for one trap here (how each proxy survives a trapping on_tick).
+        let flag = proxy_wasm::hostcalls::get_shared_data("cxgate/test/trap-tick").ok();
+        let cas = flag.as_ref().and_then(|(_, c)| *c);
+        let trap = flag.and_then(|(v, _)| v).is_some_and(|v| !v.is_empty());
+        if trap {
+            // With the key's CAS: Kong refuses a blind overwrite.
+            let _ = proxy_wasm::hostcalls::set_shared_data("cxgate/test/trap-tick", Some(b""), cas);
+            core::arch::wasm32::unreachable();
+        }
         if let Some(sync) = self.sync.as_mut() {
             sync.on_tick();
             return;
@@ -150,11 +165,17 @@ impl Context for Probe {
         _trailers: usize,
     ) {
         if headers == 0 {
+            // Kong still offers a `:dispatch_status` pseudo-header on a failed call.
+            let why = ProxyHeaders::call_response()
+                .get(":dispatch_status")
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "none".into());
             let reply = Problem::new(
                 504,
                 "upstream-timeout",
                 "Upstream timeout",
-                "callout failed",
+                format!("callout failed (dispatch_status: {why})"),
             )
             .into_reply();
             let _ = proxy::send_local_reply(&reply, "probe_callout_failed");
@@ -245,14 +266,66 @@ impl HttpContext for Probe {
                 let _ =
                     self.dispatch_grpc_call("svc", "s", "m", vec![], None, Duration::from_secs(1));
             }
-            "log-level" => {
-                let _ = proxy_wasm::hostcalls::get_log_level();
-            }
             "done" => {
                 let _ = proxy_wasm::hostcalls::done();
             }
             "node" => {
                 let _ = proxy_wasm::hostcalls::get_property(vec!["node", "id"]);
+            }
+            "foreign" => self.result(&format!("cleared:{}", proxy::clear_route_cache())),
+            "set-authority" => {
+                let out = ProxyHeaders::request().set(":authority", "elsewhere.example");
+                self.result(&format!("{out:?}"));
+            }
+            "tick-in-stream" => {
+                let out = proxy::set_tick_period_ms(1000);
+                self.result(&format!("{out:?}"));
+            }
+            "root-id" => {
+                let id = proxy_wasm::hostcalls::get_property(vec!["plugin_root_id"])
+                    .ok()
+                    .flatten()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_else(|| "absent".into());
+                self.result(&id);
+            }
+            "delete" => {
+                let key = "cxgate/test/deleted";
+                let _ = proxy_wasm::hostcalls::set_shared_data(key, Some(b"v"), None);
+                // With the current CAS: Kong refuses any other on an existing key.
+                let cas = proxy_wasm::hostcalls::get_shared_data(key)
+                    .ok()
+                    .and_then(|(_, c)| c);
+                let _ = proxy_wasm::hostcalls::set_shared_data(key, None, cas);
+                let after = proxy_wasm::hostcalls::get_shared_data(key);
+                let seen = match after {
+                    Ok((None, None)) => "absent".to_string(),
+                    Ok((v, _)) => format!("kept:{}", v.map_or(0, |v| v.len())),
+                    Err(e) => format!("error:{e:?}"),
+                };
+                self.result(&seen);
+            }
+            "header-names" => {
+                let names: Vec<String> =
+                    proxy_wasm::hostcalls::get_map(proxy_wasm::types::MapType::HttpRequestHeaders)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, _)| k)
+                        .filter(|k| k.starts_with('X') || k.starts_with('x'))
+                        .collect();
+                let found = ProxyHeaders::request().get("x-mixed-case").ok().flatten();
+                self.result(&format!(
+                    "{}|{}",
+                    names.join(","),
+                    found.unwrap_or_default()
+                ));
+            }
+            "trap-tick" => {
+                let _ = proxy_wasm::hostcalls::set_shared_data(
+                    "cxgate/test/trap-tick",
+                    Some(b"1"),
+                    None,
+                );
             }
             _ => {}
         }
@@ -265,10 +338,24 @@ impl HttpContext for Probe {
             .ok()
             .flatten()
             .unwrap_or_default();
-        if op == "pause-response" {
-            Action::Pause
-        } else {
-            Action::Continue
+        match op.as_str() {
+            "pause-response" => return Action::Pause,
+            // A local reply from response headers, naively and the way that works on Kong.
+            "reply-in-response" | "reply-in-response-fixed" => {
+                if op.ends_with("fixed") {
+                    let mut r = ProxyHeaders::response();
+                    let _ = r.remove("content-length");
+                    let _ = r.set("retry-after", "1");
+                }
+                let reply = cxgate_kit::problem::LocalReply {
+                    status: 503,
+                    headers: vec![("retry-after".into(), "1".into())],
+                    body: b"try later".to_vec(),
+                };
+                let _ = proxy::send_local_reply(&reply, "probe_retry_later");
+            }
+            _ => {}
         }
+        Action::Continue
     }
 }
