@@ -36,6 +36,9 @@ struct Args {
     /// Overrides the config's listen address (must be loopback).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Check the config (schema-level and the sidecar's own rules) and exit: 0 when it loads.
+    #[arg(long)]
+    check: bool,
     /// File holding the shared key (overrides the config's key source).
     #[arg(long, env = "CXGATE_SIDECAR_KEY_FILE")]
     key_file: Option<PathBuf>,
@@ -73,6 +76,10 @@ async fn main() {
             "refusing to listen on non-loopback address {}",
             config.listen
         ));
+    }
+    if args.check {
+        println!("cxgate-sidecar: config ok");
+        return;
     }
     if let Some(path) = args.key_file {
         config.key = SecretSource::File(path);

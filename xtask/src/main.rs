@@ -250,10 +250,55 @@ fn bench_sync(rounds: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// `validate [--envoy F] [--kong F] [--sidecar F]...`: the named files, or every shipped one.
+fn validate() -> Result<(), String> {
+    use cxgate_e2e::validate::{Deployment, check};
+    let root = cxgate_e2e::repo_root();
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let mut d = if args.is_empty() {
+        Deployment::shipped(&root)
+    } else {
+        Deployment {
+            envoy: None,
+            kong: None,
+            sidecar: Vec::new(),
+            paired_sidecar: None,
+        }
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let path = it
+            .next()
+            .map(std::path::PathBuf::from)
+            .ok_or_else(|| format!("{flag} needs a file"))?;
+        match flag.as_str() {
+            "--envoy" => d.envoy = Some(path),
+            "--kong" => d.kong = Some(path),
+            "--sidecar" => d.sidecar.push(path),
+            other => {
+                return Err(format!(
+                    "unknown option {other}: use --envoy, --kong, --sidecar"
+                ));
+            }
+        }
+    }
+    let findings = check(&root, &d);
+    for f in &findings {
+        eprintln!("{f}");
+    }
+    if findings.is_empty() {
+        println!("validate: no findings");
+        Ok(())
+    } else {
+        Err(format!("{} finding(s)", findings.len()))
+    }
+}
+
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
         "wasm" => build_wasm(),
+        "validate" => validate(),
         "demo" => demo(),
         "bench-sync" => bench_sync(
             std::env::args()

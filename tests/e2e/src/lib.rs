@@ -7,6 +7,7 @@
 pub mod process;
 pub mod render;
 pub mod services;
+pub mod validate;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

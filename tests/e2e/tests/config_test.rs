@@ -1,7 +1,8 @@
 //! The shipped configs as they ship: every cxgate document in envoy/ and kong/ passes the
 //! published schema and the pipeline's own parser, and the schema and Kong's meta are one.
 
-use cxgate_e2e::{Ports, Vars, render_envoy, repo_root, shipped_pipeline, wasm_dir};
+use cxgate_e2e::validate::{envoy_documents, kong_documents};
+use cxgate_e2e::{repo_root, shipped_pipeline};
 use cxgate_kit::host::CasDialect;
 use cxgate_model::fakes::TestHost;
 use serde_json::{Value, json};
@@ -25,63 +26,15 @@ fn shipped_documents() -> Vec<(String, Value)> {
             shipped_pipeline(&root).unwrap(),
         ),
     ];
-    // envoy.yaml as rendered: each Wasm plugin's configuration string.
-    let rendered = render_envoy(
-        &std::fs::read_to_string(root.join("envoy/envoy.yaml")).unwrap(),
-        &Vars {
-            ports: Ports::free(),
-            wasm_dir: wasm_dir(),
-            pipeline: shipped_pipeline(&root).unwrap(),
-        },
-    )
-    .unwrap();
-    let yaml: serde_yaml::Value = serde_yaml::from_str(&rendered).unwrap();
-    let mut found = Vec::new();
-    collect_wasm_configs(&yaml, &mut found);
-    for (name, text) in found {
-        docs.push((
-            format!("envoy/envoy.yaml {name}"),
-            serde_json::from_str(&text).unwrap(),
-        ));
+    // envoy.yaml as rendered (each Wasm plugin's configuration) and kong.yml's filter chains,
+    // read as `cxgate validate` reads them.
+    for (name, doc) in envoy_documents(&root, &root.join("envoy/envoy.yaml")).unwrap() {
+        docs.push((format!("envoy/envoy.yaml {name}"), doc));
     }
-    let kong: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("kong/kong.yml")).unwrap())
-            .unwrap();
-    let kong: Value = serde_json::to_value(kong).unwrap();
-    for service in kong["services"].as_array().unwrap() {
-        for chain in service["filter_chains"].as_array().unwrap() {
-            for filter in chain["filters"].as_array().unwrap() {
-                docs.push((
-                    format!("kong/kong.yml {} {}", service["name"], filter["name"]),
-                    filter["config"].clone(),
-                ));
-            }
-        }
+    for (name, doc) in kong_documents(&root.join("kong/kong.yml")).unwrap() {
+        docs.push((format!("kong/kong.yml {name}"), doc));
     }
     docs
-}
-
-/// (plugin name, configuration string) of every Envoy Wasm filter in a rendered config.
-fn collect_wasm_configs(v: &serde_yaml::Value, out: &mut Vec<(String, String)>) {
-    match v {
-        serde_yaml::Value::Mapping(m) => {
-            let config = m.get("config");
-            if let Some(text) = config
-                .and_then(|c| c.get("configuration"))
-                .and_then(|c| c.get("value"))
-                .and_then(|c| c.as_str())
-            {
-                let name = config
-                    .and_then(|c| c.get("name"))
-                    .and_then(|n| n.as_str())
-                    .unwrap_or("?");
-                out.push((name.to_string(), text.to_string()));
-            }
-            m.values().for_each(|c| collect_wasm_configs(c, out));
-        }
-        serde_yaml::Value::Sequence(s) => s.iter().for_each(|c| collect_wasm_configs(c, out)),
-        _ => {}
-    }
 }
 
 #[test]
