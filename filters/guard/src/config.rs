@@ -138,8 +138,8 @@ impl Config {
         let prices = f
             .entries("prices", |_, mut p| {
                 let price = Price {
-                    prompt_micros_per_1k: need_u64(&mut p, "prompt_micros_per_1k")?,
-                    completion_micros_per_1k: need_u64(&mut p, "completion_micros_per_1k")?,
+                    prompt_micros_per_1k: p.required_u64("prompt_micros_per_1k")?,
+                    completion_micros_per_1k: p.required_u64("completion_micros_per_1k")?,
                 };
                 p.done()?;
                 Ok(price)
@@ -159,12 +159,6 @@ impl Config {
     }
 }
 
-fn need_u64(f: &mut Fields<'_>, key: &'static str) -> Result<u64, ConfigError> {
-    let at = f.at(key);
-    f.u64(key)?
-        .ok_or_else(|| ConfigError::new(at, format!("missing field `{key}`")))
-}
-
 /// `[{id, phrase}, ...]`.
 fn rules_of(v: &Value, at: &str) -> Result<Vec<Rule>, ConfigError> {
     let items = v
@@ -173,17 +167,10 @@ fn rules_of(v: &Value, at: &str) -> Result<Vec<Rule>, ConfigError> {
     let mut rules = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let mut r = Fields::of(item, &format!("{at}/{i}"))?;
-        let id = need_str(&mut r, "id")?;
-        let phrase = need_str(&mut r, "phrase")?;
+        let id = r.required_str("id")?.to_string();
+        let phrase = r.required_str("phrase")?.to_string();
         r.done()?;
         rules.push(Rule { id, phrase });
     }
     Ok(rules)
-}
-
-fn need_str(f: &mut Fields<'_>, key: &'static str) -> Result<String, ConfigError> {
-    let at = f.at(key);
-    f.str(key)?
-        .map(str::to_string)
-        .ok_or_else(|| ConfigError::new(at, format!("missing field `{key}`")))
 }

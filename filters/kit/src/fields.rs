@@ -39,10 +39,25 @@ impl<'a> Fields<'a> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
+    /// A field that must be there; the error points at the missing field itself.
     pub fn required(&mut self, key: &'static str) -> Result<&'a Value, ConfigError> {
-        let at = self.at.clone();
+        let at = self.at(key);
         self.get(key)
             .ok_or_else(|| ConfigError::new(at, format!("missing field `{key}`")))
+    }
+
+    pub fn required_str(&mut self, key: &'static str) -> Result<&'a str, ConfigError> {
+        let at = self.at(key);
+        self.required(key)?
+            .as_str()
+            .ok_or_else(|| wrong(&at, "a string"))
+    }
+
+    pub fn required_u64(&mut self, key: &'static str) -> Result<u64, ConfigError> {
+        let at = self.at(key);
+        self.required(key)?
+            .as_u64()
+            .ok_or_else(|| wrong(&at, "a whole number ≥ 0"))
     }
 
     pub fn object(&mut self, key: &'static str) -> Result<Option<Fields<'a>>, ConfigError> {

@@ -7,6 +7,7 @@
 //! pointer and the reason.
 
 use crate::render::{Ports, Vars, render_envoy, shipped_pipeline};
+use cxgate_kit::config::pointer_token;
 use cxgate_kit::host::CasDialect;
 use cxgate_model::fakes::TestHost;
 use serde_json::Value;
@@ -213,47 +214,48 @@ fn document(
     }
     out.extend(cross_refs(file, doc, synced));
     if dialect == CasDialect::Kong {
-        out.extend(kong_upstreams(file, doc, ""));
+        out.extend(kong_upstreams(file, doc));
     }
     out
 }
 
 /// Kong dispatches to `host:port` (PLATFORM-FACTS.md); an Envoy cluster name there fails every
 /// call at run time, which the parser cannot tell (it does not know the proxy).
-fn kong_upstreams(file: &str, v: &Value, at: &str) -> Vec<Finding> {
+fn kong_upstreams(file: &str, doc: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
+    walk(doc, "", &mut |key, child, at| {
+        if let ("upstream", Some(u)) = (key, child.as_str()) {
+            let ok = u
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                let why = format!(
+                    "{u:?} is not host:port (Kong dispatches to host:port, not to a cluster)"
+                );
+                out.push(finding(file, at, why));
+            }
+        }
+    });
+    out
+}
+
+/// Calls `f(key, value, pointer)` for every object member under `v`, depth first.
+fn walk(v: &Value, at: &str, f: &mut impl FnMut(&str, &Value, &str)) {
     match v {
         Value::Object(m) => {
             for (k, child) in m {
                 let here = format!("{at}/{}", pointer_token(k));
-                if k == "upstream"
-                    && let Some(u) = child.as_str()
-                {
-                    let ok = u
-                        .rsplit_once(':')
-                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-                    if !ok {
-                        let why = format!(
-                            "{u:?} is not host:port (Kong dispatches to host:port, not to a cluster)"
-                        );
-                        out.push(finding(file, here.clone(), why));
-                    }
-                }
-                out.extend(kong_upstreams(file, child, &here));
+                f(k, child, &here);
+                walk(child, &here, f);
             }
         }
         Value::Array(a) => {
             for (i, child) in a.iter().enumerate() {
-                out.extend(kong_upstreams(file, child, &format!("{at}/{i}")));
+                walk(child, &format!("{at}/{i}"), f);
             }
         }
         _ => {}
     }
-    out
-}
-
-fn pointer_token(s: &str) -> String {
-    s.replace('~', "~0").replace('/', "~1")
 }
 
 /// What the parser cannot know: who can reach what, and what the sidecar syncs.
@@ -311,7 +313,11 @@ pub fn cross_refs(file: &str, doc: &Value, synced: &BTreeSet<String>) -> Vec<Fin
         }
     }
     let mut lookups = Vec::new();
-    lookups_in(&doc["transform"], "/transform", &mut lookups);
+    walk(&doc["transform"], "/transform", &mut |key, child, at| {
+        if let ("$lookup", Some(name)) = (key, child.as_str()) {
+            lookups.push((at.to_string(), name.to_string()));
+        }
+    });
     for (at, map) in lookups {
         if !synced.contains(&map) {
             out.push(finding(
@@ -322,28 +328,6 @@ pub fn cross_refs(file: &str, doc: &Value, synced: &BTreeSet<String>) -> Vec<Fin
         }
     }
     out
-}
-
-fn lookups_in(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m {
-                let here = format!("{at}/{}", pointer_token(k));
-                if k == "$lookup"
-                    && let Some(name) = child.as_str()
-                {
-                    out.push((here.clone(), name.to_string()));
-                }
-                lookups_in(child, &here, out);
-            }
-        }
-        Value::Array(a) => {
-            for (i, child) in a.iter().enumerate() {
-                lookups_in(child, &format!("{at}/{i}"), out);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// The ID maps a sidecar config syncs (what `sidecar/src/main.rs` starts for it).
