@@ -102,29 +102,7 @@ pub fn parse(body: &[u8], max: usize) -> Result<Query, Box<Problem>> {
     })
 }
 
-/// `8-4-4-4-12` hex digits.
-pub fn is_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
-}
-
-/// A version 4 UUID from 16 random bytes.
-pub fn uuid_v4(mut r: [u8; 16]) -> String {
-    r[6] = (r[6] & 0x0f) | 0x40;
-    r[8] = (r[8] & 0x3f) | 0x80;
-    let mut s = String::with_capacity(36);
-    for (i, byte) in r.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        s.push_str(&format!("{byte:02x}"));
-    }
-    s
-}
+pub use cxgate_kit::ids::{is_uuid, uuid_v4};
 
 /// How much the roster can be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

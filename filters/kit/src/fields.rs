@@ -86,6 +86,14 @@ impl<'a> Fields<'a> {
             .transpose()
     }
 
+    /// A number (integer or not).
+    pub fn f64(&mut self, key: &'static str) -> Result<Option<f64>, ConfigError> {
+        let at = self.at(key);
+        self.get(key)
+            .map(|v| v.as_f64().ok_or_else(|| wrong(&at, "a number")))
+            .transpose()
+    }
+
     /// An array of strings.
     pub fn strings(&mut self, key: &'static str) -> Result<Option<Vec<String>>, ConfigError> {
         let at = self.at(key);

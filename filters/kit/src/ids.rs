@@ -89,3 +89,38 @@ pub fn is_valid_gateway_trace_id(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
+
+/// `8-4-4-4-12` hex digits.
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// A version 4 UUID from 16 random bytes.
+pub fn uuid_v4(mut r: [u8; 16]) -> String {
+    if let Some(b) = r.get_mut(6) {
+        *b = (*b & 0x0f) | 0x40;
+    }
+    if let Some(b) = r.get_mut(8) {
+        *b = (*b & 0x3f) | 0x80;
+    }
+    let mut s = String::with_capacity(36);
+    for (i, byte) in r.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&hex(&[*byte]));
+    }
+    s
+}
+
+/// A fresh version 4 UUID.
+pub fn random_uuid<E: Entropy + ?Sized>(entropy: &mut E) -> Result<String, HostError> {
+    let mut r = [0u8; 16];
+    entropy.fill(&mut r)?;
+    Ok(uuid_v4(r))
+}

@@ -15,6 +15,7 @@ pub mod log;
 pub mod problem;
 pub mod shared;
 pub mod sync;
+pub mod time;
 pub mod wire;
 
 #[cfg(feature = "proxy")]

@@ -267,3 +267,30 @@ fn fake_headers_are_case_insensitive() {
     h.set("X-A", "3").unwrap();
     assert_eq!(h.all("x-a"), vec!["3"]);
 }
+
+#[test]
+fn rfc3339_stamps_match_known_dates() {
+    use cxgate_kit::time::rfc3339_ms;
+    assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+    // 2000-02-29 (a leap day of a year divisible by 400) and the day after.
+    assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    assert_eq!(rfc3339_ms(951_868_799_999), "2000-02-29T23:59:59.999Z");
+    assert_eq!(rfc3339_ms(951_868_800_000), "2000-03-01T00:00:00.000Z");
+    // 2100 is not a leap year.
+    assert_eq!(rfc3339_ms(4_107_456_000_000), "2100-02-28T00:00:00.000Z");
+    assert_eq!(rfc3339_ms(4_107_542_400_000), "2100-03-01T00:00:00.000Z");
+    assert_eq!(rfc3339_ms(1_796_392_319_123), "2026-12-04T13:51:59.123Z");
+}
+
+#[test]
+fn uuids_are_version_4_and_well_formed() {
+    use cxgate_kit::ids::{is_uuid, uuid_v4};
+    let id = uuid_v4([0xff; 16]);
+    assert!(is_uuid(&id), "{id}");
+    assert_eq!(&id[14..15], "4", "version nibble");
+    assert!(
+        matches!(&id[19..20], "8" | "9" | "a" | "b"),
+        "variant bits: {id}"
+    );
+    assert!(!is_uuid("not-a-uuid"));
+}
