@@ -7,6 +7,7 @@
 //! - `bench-sync [rounds]`: sidecar change → gateway propagation.
 
 mod bench;
+mod bench_chain;
 mod bench_coexistence;
 mod bench_config;
 mod bench_guard;
@@ -320,6 +321,7 @@ fn main() -> ExitCode {
                 } else {
                     bench_coexistence::run(200)
                         .and_then(|()| bench_guard::run(200))
+                        .and_then(|()| bench_chain::run(200))
                         .and_then(|()| micro::run(true))
                 }
             })
@@ -336,6 +338,12 @@ fn main() -> ExitCode {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(200),
         ),
+        "bench-chain" => bench_chain::run(
+            std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(200),
+        ),
         "bench-micro" => micro::run(std::env::args().nth(2).as_deref() != Some("--no-callgrind")),
         // One microbenchmark run, what callgrind executes: `micro-one <filter> <requests>`.
         "micro-one" => {
@@ -347,7 +355,7 @@ fn main() -> ExitCode {
             micro::run_one(&filter, n).map(|_| ())
         }
         _ => Err(
-            "usage: xtask wasm|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]|bench-guard [requests]"
+            "usage: xtask wasm|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]|bench-guard [requests]|bench-chain [requests]"
                 .into(),
         ),
     };

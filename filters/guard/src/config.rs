@@ -1,5 +1,7 @@
 //! The guard section of the config document, compiled once per worker.
 
+use crate::bot::BotConfig;
+use crate::chain::ChainConfig;
 use crate::meter::Price;
 use crate::pii::{Kind, Scanner};
 use crate::safety::{self, Safety};
@@ -26,11 +28,61 @@ impl Mode {
     }
 }
 
+/// What the guard does on a route.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteKind {
+    /// Guards a request the proxy forwards to the LLM (screening, redaction, metering).
+    Proxy,
+    /// Answers the request itself with the two-stage chain (seed 002).
+    Chain(Box<ChainConfig>),
+    /// Answers a CXone bot webhook with the LLM (seed 004).
+    Bot(Box<BotConfig>),
+}
+
 /// Per-route options.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteOptions {
     /// Upstream timeouts, 429s and 5xx become the fallback reply (bot routes).
     pub fallback: bool,
+    pub kind: RouteKind,
+}
+
+/// Where a call the gateway makes itself goes: an Envoy cluster or a Kong `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub upstream: String,
+    pub authority: String,
+    pub scheme: String,
+}
+
+impl Endpoint {
+    /// `upstream` and `authority` (both required), `scheme` (http).
+    pub fn compile(f: &mut Fields<'_>) -> Result<Endpoint, ConfigError> {
+        let upstream = f.required_str("upstream")?.to_string();
+        let authority = f.required_str("authority")?.to_string();
+        let scheme = match f.str("scheme")? {
+            None | Some("http") => "http",
+            Some("https") => "https",
+            Some(_) => return Err(ConfigError::new(f.at("scheme"), "must be http or https")),
+        };
+        if upstream.is_empty() || authority.is_empty() {
+            return Err(ConfigError::new(f.at("upstream"), "must not be empty"));
+        }
+        Ok(Endpoint {
+            upstream,
+            authority,
+            scheme: scheme.to_string(),
+        })
+    }
+}
+
+/// The calls the chain and the bot routes make: the LLM, and the timer their retry waits
+/// go through (proxy-wasm has no sleep: a call that answers after the wait stands in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Calls {
+    pub llm: Endpoint,
+    pub llm_path: String,
+    pub timer: Option<(Endpoint, String)>,
 }
 
 /// Read by hand ([`Fields`]), not derived: the module is smaller by the serde code of each
@@ -44,6 +96,8 @@ pub struct Config {
     pub safety: Safety,
     pub fallback_text: String,
     pub prices: Vec<(String, Price)>,
+    /// Present when a route is a chain or a bot.
+    pub calls: Option<Calls>,
 }
 
 /// The seed's fallback text.
@@ -71,13 +125,7 @@ impl Config {
             ));
         }
         let mut f = Fields::of(&section, AT)?;
-        let routes = f
-            .entries("routes", |_, mut r| {
-                let fallback = r.bool("fallback")?.unwrap_or(false);
-                r.done()?;
-                Ok(RouteOptions { fallback })
-            })?
-            .unwrap_or_default();
+        let routes = f.entries("routes", route)?.unwrap_or_default();
         if routes.is_empty() {
             return Err(ConfigError::new(f.at("routes"), "name at least one route"));
         }
@@ -145,6 +193,28 @@ impl Config {
                 Ok(price)
             })?
             .unwrap_or_default();
+        let calls = f.object("calls")?.map(compile_calls).transpose()?;
+        for (id, r) in &routes {
+            let retries = match &r.kind {
+                RouteKind::Proxy => continue,
+                RouteKind::Chain(c) => c.retry.attempts > 1,
+                RouteKind::Bot(b) => b.retry.attempts > 1,
+            };
+            let Some(c) = &calls else {
+                return Err(ConfigError::new(
+                    f.at("calls"),
+                    format!("route {id:?} calls the LLM: give calls.llm"),
+                ));
+            };
+            if retries && c.timer.is_none() {
+                return Err(ConfigError::new(
+                    format!("{AT}/calls/timer"),
+                    format!(
+                        "route {id:?} retries, and retry waits need calls.timer (or retry.attempts 1)"
+                    ),
+                ));
+            }
+        }
         f.done()?;
         Ok(Config {
             routes,
@@ -155,8 +225,66 @@ impl Config {
             safety,
             fallback_text: fallback_text.to_string(),
             prices,
+            calls,
         })
     }
+}
+
+/// One entry of `routes`: `{fallback?}`, `{chain: {...}}` or `{bot: {...}}`.
+fn route(_id: &str, mut r: Fields<'_>) -> Result<RouteOptions, ConfigError> {
+    let fallback = r.bool("fallback")?.unwrap_or(false);
+    let chain = r.object("chain")?.map(ChainConfig::compile).transpose()?;
+    let bot = r.object("bot")?.map(BotConfig::compile).transpose()?;
+    let kind = match (chain, bot) {
+        (None, None) => RouteKind::Proxy,
+        (Some(c), None) => RouteKind::Chain(Box::new(c)),
+        (None, Some(b)) => RouteKind::Bot(Box::new(b)),
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                r.at("bot"),
+                "a route is a chain or a bot, not both",
+            ));
+        }
+    };
+    if fallback && !matches!(kind, RouteKind::Proxy) {
+        return Err(ConfigError::new(
+            r.at("fallback"),
+            "only for proxied routes (a bot route always falls back)",
+        ));
+    }
+    r.done()?;
+    Ok(RouteOptions { fallback, kind })
+}
+
+/// `calls: {llm: {upstream, authority, scheme?, path?}, timer?: {...}}`.
+fn compile_calls(mut f: Fields<'_>) -> Result<Calls, ConfigError> {
+    let llm = endpoint(f.object("llm")?, "/v1/chat/completions")?;
+    let timer = endpoint(f.object("timer")?, "/cxgate/delay")?;
+    let Some((llm, llm_path)) = llm else {
+        return Err(ConfigError::new(f.at("llm"), "missing field `llm`"));
+    };
+    f.done()?;
+    Ok(Calls {
+        llm,
+        llm_path,
+        timer,
+    })
+}
+
+fn endpoint(
+    e: Option<Fields<'_>>,
+    default_path: &str,
+) -> Result<Option<(Endpoint, String)>, ConfigError> {
+    let Some(mut e) = e else {
+        return Ok(None);
+    };
+    let ep = Endpoint::compile(&mut e)?;
+    let path = e.str("path")?.unwrap_or(default_path).to_string();
+    if !path.starts_with('/') {
+        return Err(ConfigError::new(e.at("path"), "must start with /"));
+    }
+    e.done()?;
+    Ok(Some((ep, path)))
 }
 
 /// `[{id, phrase}, ...]`.

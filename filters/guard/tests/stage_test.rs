@@ -7,27 +7,12 @@
     clippy::indexing_slicing
 )]
 
-use cxgate_kit::host::CasDialect;
-use cxgate_model::authz;
+mod common;
+
+use common::{KINDS, SHIPPED, host, pipeline};
 use cxgate_model::fakes::TestHost;
 use cxgate_model::{Pipeline, Request, Step};
 use serde_json::{Value, json};
-
-const SHIPPED: &str = include_str!("../../../envoy/cxgate.json");
-const KINDS: [cxgate_model::StageKind; 2] = [authz::KIND, cxgate_guard::stage::KIND];
-
-fn pipeline(h: &mut TestHost, patch: impl FnOnce(&mut Value)) -> Pipeline {
-    let s: Value = serde_json::from_str(SHIPPED).unwrap();
-    let mut guard = s["guard"].clone();
-    patch(&mut guard);
-    let doc =
-        json!({"version": 2, "stages": ["authz", "guard"], "model": s["model"], "guard": guard});
-    h.pipeline(&doc.to_string(), &KINDS).unwrap()
-}
-
-fn host() -> TestHost {
-    TestHost::new(CasDialect::Envoy, 1_800_000_000_000)
-}
 
 fn start(h: &mut TestHost, p: &Pipeline, path: &str, body: &Value) -> (Request, Step) {
     let headers = vec![

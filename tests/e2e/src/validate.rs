@@ -87,8 +87,8 @@ pub fn check(root: &Path, d: &Deployment) -> Vec<Finding> {
     let synced = synced_maps(&sidecar_for_maps);
     if let Some(envoy) = &d.envoy {
         let file = envoy.display().to_string();
-        match envoy_documents(root, envoy) {
-            Ok(docs) => {
+        match envoy_documents(root, envoy).and_then(|d| Ok((d, envoy_clusters(root, envoy)?))) {
+            Ok((docs, clusters)) => {
                 for (name, doc) in docs {
                     let file = format!("{file} ({name})");
                     out.extend(document(
@@ -98,6 +98,7 @@ pub fn check(root: &Path, d: &Deployment) -> Vec<Finding> {
                         CasDialect::Envoy,
                         &synced,
                     ));
+                    out.extend(envoy_upstreams(&file, &doc, &clusters));
                 }
             }
             Err(e) => out.push(finding(&file, "", e)),
@@ -124,8 +125,8 @@ pub fn check(root: &Path, d: &Deployment) -> Vec<Finding> {
     out
 }
 
-/// The rendered `envoy.yaml`'s Wasm plugin configurations, by plugin name.
-pub fn envoy_documents(root: &Path, path: &Path) -> Result<Vec<(String, Value)>, String> {
+/// The rendered `envoy.yaml` as YAML.
+fn rendered_envoy(root: &Path, path: &Path) -> Result<serde_yaml::Value, String> {
     let template = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
     let vars = Vars {
         ports: Ports::demo(),
@@ -133,8 +134,40 @@ pub fn envoy_documents(root: &Path, path: &Path) -> Result<Vec<(String, Value)>,
         pipeline: shipped_pipeline(root)?,
     };
     let rendered = render_envoy(&template, &vars)?;
-    let yaml: serde_yaml::Value =
-        serde_yaml::from_str(&rendered).map_err(|e| format!("not YAML: {e}"))?;
+    serde_yaml::from_str(&rendered).map_err(|e| format!("not YAML: {e}"))
+}
+
+/// The cluster names the rendered `envoy.yaml` defines.
+pub fn envoy_clusters(root: &Path, path: &Path) -> Result<BTreeSet<String>, String> {
+    let yaml = rendered_envoy(root, path)?;
+    let clusters = yaml
+        .get("static_resources")
+        .and_then(|r| r.get("clusters"))
+        .and_then(|c| c.as_sequence())
+        .ok_or("no static_resources.clusters")?;
+    Ok(clusters
+        .iter()
+        .filter_map(|c| c.get("name")?.as_str().map(str::to_string))
+        .collect())
+}
+
+/// In Envoy every call names a cluster: one the config lacks fails each call at run time
+/// (the proxy refuses the dispatch), which the parser cannot tell.
+fn envoy_upstreams(file: &str, doc: &Value, clusters: &BTreeSet<String>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    walk(doc, "", &mut |key, child, at| {
+        if let ("upstream", Some(u)) = (key, child.as_str())
+            && !clusters.contains(u)
+        {
+            out.push(finding(file, at, format!("no Envoy cluster named {u:?}")));
+        }
+    });
+    out
+}
+
+/// The rendered `envoy.yaml`'s Wasm plugin configurations, by plugin name.
+pub fn envoy_documents(root: &Path, path: &Path) -> Result<Vec<(String, Value)>, String> {
+    let yaml = rendered_envoy(root, path)?;
     let mut found = Vec::new();
     wasm_configs(&yaml, &mut found);
     if found.is_empty() {

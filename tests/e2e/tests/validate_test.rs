@@ -147,3 +147,26 @@ fn a_broken_envoy_template_is_a_finding_not_a_crash() {
     assert_eq!(f.len(), 1, "{f:#?}");
     assert!(f[0].reason.contains("NO_SUCH_PLACEHOLDER"), "{f:#?}");
 }
+
+#[test]
+fn an_envoy_call_to_a_cluster_the_config_lacks_is_found() {
+    let text = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).unwrap();
+    let from = "  - name: cxgate-timer\n    type: STATIC";
+    assert!(text.contains(from));
+    let path = scratch("cluster").join("envoy.yaml");
+    std::fs::write(
+        &path,
+        text.replacen(from, "  - name: cxgate-timer-renamed\n    type: STATIC", 1),
+    )
+    .unwrap();
+    let f = only(Deployment {
+        envoy: Some(path),
+        ..none()
+    });
+    assert!(
+        f.iter().any(
+            |x| x.pointer == "/guard/calls/timer/upstream" && x.reason.contains("cxgate-timer")
+        ),
+        "{f:#?}"
+    );
+}

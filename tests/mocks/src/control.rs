@@ -49,6 +49,8 @@ pub struct Fault {
     pub path_prefix: Option<String>,
     /// Only requests with this method (`PUT`).
     pub method: Option<String>,
+    /// Only requests whose body contains this (one step of a chain of calls, say).
+    pub body_contains: Option<String>,
     /// "api" (default), "token" (token endpoints) or "all".
     #[serde(default = "api")]
     pub scope: String,
@@ -169,7 +171,7 @@ impl Mock {
     }
 
     /// Decides whether this request gets the active fault.
-    fn take_fault(&self, method: &str, path: &str, is_token: bool) -> Option<Fault> {
+    fn take_fault(&self, method: &str, path: &str, is_token: bool, body: &str) -> Option<Fault> {
         let mut slot = lock(&self.fault);
         let (fault, acc) = slot.as_mut()?;
         let in_scope = match fault.scope.as_str() {
@@ -186,6 +188,10 @@ impl Mock {
                 .method
                 .as_deref()
                 .is_none_or(|m| m.eq_ignore_ascii_case(method))
+            || !fault
+                .body_contains
+                .as_deref()
+                .is_none_or(|b| body.contains(b))
         {
             return None;
         }
@@ -252,10 +258,11 @@ async fn recorder(State(mock): State<Arc<Mock>>, req: Request, next: Next) -> Re
             })
             .collect(),
         body_json: serde_json::from_slice(&bytes).ok(),
-        body: text,
+        body: text.clone(),
         at_ms: mock.elapsed_ms(),
     });
-    if let Some(fault) = mock.take_fault(&method, &path, is_token_path(&path)) {
+    let fault = mock.take_fault(&method, &path, is_token_path(&path), &text);
+    if let Some(fault) = fault {
         if fault.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
         }

@@ -1,6 +1,7 @@
 //! Mock NICE CXone: OIDC + CXone discovery, password-grant tokens, and the admin API under
 //! `/incontactapi/services/v30.0` (skills, agents; skip/top paging). Also the seed's queue
-//! shape under `/api/v2/routing/queues` (reference profile).
+//! shape under `/api/v2/routing/queues` (reference profile), and the seed's bot session
+//! history ([`crate::bots`]).
 
 use crate::Args;
 use crate::control::{Mock, basic_auth, form, name_matches};
@@ -76,6 +77,7 @@ pub fn router(mock: Arc<Mock>, args: &Args, base: &str) -> Router {
             json!({"id": format!("cxq-{:04}", i + 1), "name": name, "enabled": true})
         })
         .collect();
+    let bots = crate::bots::router(mock.clone());
     let state = Arc::new(Cxone {
         mock,
         base: base.to_string(),
@@ -112,6 +114,7 @@ pub fn router(mock: Arc<Mock>, args: &Args, base: &str) -> Router {
         .route("/oauth/token", post(seed_token))
         .with_state(state)
         .merge(api)
+        .merge(bots)
 }
 
 async fn api_guard(State(c): S, req: Request, next: Next) -> Response {

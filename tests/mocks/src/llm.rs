@@ -6,7 +6,9 @@
 //! - a user message containing `say:` is answered with the text after it, verbatim;
 //! - `x-mock-delta-chars: N` streams the answer in deltas of N characters (default: words);
 //! - `x-mock-split-bytes: N` writes each SSE event in pieces of N bytes, 1 ms apart;
-//! - `x-mock-abort-after: N` resets the stream after N content deltas (no usage, no `[DONE]`).
+//! - `x-mock-abort-after: N` resets the stream after N content deltas (no usage, no `[DONE]`);
+//! - the chain's extraction and specialist prompts get deterministic JSON, shaped as asked by
+//!   `x-mock-format` or the `/__mock/llm/script` queue (see [`crate::llm_chain`]).
 //!
 //! Latency, 429 with `Retry-After` and 5xx come from the shared fault injection. The platform's
 //! admin API for model endpoints is in [`crate::models`].
@@ -25,6 +27,8 @@ use std::time::Duration;
 
 pub struct Llm {
     mock: Arc<Mock>,
+    /// Answer formats for the next chat calls, one each (`/__mock/llm/script`).
+    script: std::sync::Mutex<std::collections::VecDeque<String>>,
     api_key: String,
     pub models: crate::models::Models,
     pub provision_ms: u64,
@@ -35,6 +39,7 @@ type S = State<Arc<Llm>>;
 pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
     let state = Arc::new(Llm {
         mock,
+        script: Default::default(),
         api_key: args.llm_api_key.clone(),
         models: Default::default(),
         provision_ms: args.llm_provision_ms,
@@ -44,6 +49,7 @@ pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
         .route("/v1/models", get(models))
         .route("/api/v2/ai/models", post(crate::models::create))
         .route("/api/v2/ai/models/{id}", get(crate::models::get))
+        .route("/__mock/llm/script", post(set_script).delete(clear_script))
         .with_state(state)
 }
 
@@ -74,6 +80,28 @@ async fn models(State(l): S, headers: HeaderMap) -> Response {
         );
     }
     Json(json!({"object": "list", "data": [{"id": "mock-gpt", "object": "model", "owned_by": "cxgate-mocks"}]})).into_response()
+}
+
+/// `{"formats": ["fenced", "json", ...]}`: the formats of the next chat answers, in order.
+async fn set_script(State(l): S, body: Bytes) -> Response {
+    let formats: Option<Vec<String>> = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["formats"].clone()).ok());
+    let Some(formats) = formats else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "give {\"formats\": [\"json\"|\"fenced\"|\"prose\"|\"broken\"|\"none\"]}",
+        );
+    };
+    let mut script = l.script.lock().unwrap_or_else(|e| e.into_inner());
+    script.extend(formats);
+    Json(json!({"queued": script.len()})).into_response()
+}
+
+async fn clear_script(State(l): S) -> StatusCode {
+    l.script.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    StatusCode::NO_CONTENT
 }
 
 /// Word-ish token count, good enough for usage figures.
@@ -115,9 +143,24 @@ async fn chat(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
         .filter_map(|m| m["content"].as_str())
         .map(count_tokens)
         .sum();
-    let content = match last_user.split_once("say:") {
-        Some((_, said)) => said.trim_start().to_string(),
-        None => format!("Mock reply to: {last_user}"),
+    let scripted = l
+        .script
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop_front();
+    let format = headers
+        .get("x-mock-format")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(scripted)
+        .unwrap_or_else(|| "json".into());
+    let content = match (
+        crate::llm_chain::answer(messages),
+        last_user.split_once("say:"),
+    ) {
+        (Some(json), _) => crate::llm_chain::shape(&format, &json),
+        (None, Some((_, said))) => said.trim_start().to_string(),
+        (None, None) => format!("Mock reply to: {last_user}"),
     };
     let knob = |name: &str| {
         headers

@@ -2,10 +2,12 @@
 //! listener per role. They speak the seed shapes and the real API shapes (see
 //! `shared/PLATFORM-FACTS.md`), enforce tokens, and take faults through `/__mock/*`.
 
+mod bots;
 mod control;
 mod cxone;
 mod genesys;
 mod llm;
+mod llm_chain;
 mod models;
 
 use axum::serve::ListenerExt;

@@ -1,59 +1,10 @@
 //! The mocks must behave like the platforms they stand for, faults included.
 
-use cxgate_e2e::{Service, free_port, wait_ready};
-use reqwest::blocking::Client;
+mod common;
+
+use common::{Mocks, start};
 use serde_json::{Value, json};
-use std::path::Path;
 use std::time::Duration;
-
-struct Mocks {
-    _svc: Service,
-    genesys: String,
-    cxone: String,
-    llm: String,
-    http: Client,
-}
-
-fn start(extra: &[&str]) -> Mocks {
-    let (g, c, l) = (free_port(), free_port(), free_port());
-    let mut args: Vec<String> = [
-        "--genesys",
-        &format!("127.0.0.1:{g}"),
-        "--cxone",
-        &format!("127.0.0.1:{c}"),
-        "--llm",
-        &format!("127.0.0.1:{l}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let dir = std::env::temp_dir().join(format!("cxgate-mocks-test-{}-{g}", std::process::id()));
-    let mut svc = Service::spawn(
-        "mocks",
-        Path::new(env!("CARGO_BIN_EXE_cxgate-mocks")),
-        &args,
-        &[],
-        &dir,
-    )
-    .unwrap();
-    for p in [g, c, l] {
-        wait_ready(
-            &mut svc,
-            &format!("http://127.0.0.1:{p}/__mock/health"),
-            &[],
-            Duration::from_secs(20),
-        )
-        .unwrap();
-    }
-    Mocks {
-        _svc: svc,
-        genesys: format!("http://127.0.0.1:{g}"),
-        cxone: format!("http://127.0.0.1:{c}"),
-        llm: format!("http://127.0.0.1:{l}"),
-        http: Client::new(),
-    }
-}
 
 fn genesys_token(m: &Mocks) -> String {
     let v: Value = m
