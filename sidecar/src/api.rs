@@ -70,6 +70,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/tokens/{platform}/invalidate", post(invalidate))
         .route("/v1/ratelimit/allot", post(allot))
         .route("/v1/coexistence/reconcile", post(reconcile))
+        .route("/cxgate/delay", get(delay))
         .with_state(api.clone());
     let models = match &api.models {
         Some(reg) => crate::models::admin::router(reg.clone()),
@@ -106,6 +107,25 @@ fn wait_of(q: &HashMap<String, String>, max: Duration) -> Duration {
         .map(Duration::from_millis)
         .unwrap_or(max)
         .min(max)
+}
+
+/// The longest wait `/cxgate/delay` holds a call for.
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
+/// `GET /cxgate/delay?ms=N`: answers 204 after N ms (at most a minute). A proxy-wasm filter has
+/// no sleep; a filter that must wait (the guard's retries) makes a call that answers late. In
+/// Envoy an internal listener's fault filter does this; Kong has none, so it calls here.
+async fn delay(Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(ms) = q.get("ms").and_then(|v| v.parse::<u64>().ok()) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "bad-parameter",
+            "Bad parameter",
+            "ms must be a whole number of milliseconds",
+        );
+    };
+    tokio::time::sleep(Duration::from_millis(ms).min(MAX_DELAY)).await;
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn state(State(api): S, Query(q): Query<HashMap<String, String>>) -> Response {

@@ -58,6 +58,21 @@ fn every_call_needs_the_shared_key() {
         .json()
         .unwrap();
     assert!(state["version"].is_u64());
+    // The timer for filters that must wait (Kong): keyed like the rest, answers after the wait.
+    let delay = |q: &str, key: &str| {
+        let t = std::time::Instant::now();
+        let r = http
+            .get(format!("{base}/cxgate/delay?{q}"))
+            .header("x-cxgate-sidecar-key", key)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), t.elapsed())
+    };
+    assert_eq!(delay("ms=10", "wrong-key-wrong-key").0, 401);
+    let (status, took) = delay("ms=300", KEY);
+    assert_eq!(status, 204);
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert_eq!(delay("ms=soon", KEY).0, 400);
     // The key never appears in the sidecar's log.
     drop(http);
     let log = svc.log_tail(1000);

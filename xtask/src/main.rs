@@ -295,11 +295,22 @@ fn validate() -> Result<(), String> {
     }
 }
 
+/// Writes `kong/kong.yml` from the one config document (see `cxgate_e2e::kong`).
+fn kong_config() -> Result<(), String> {
+    let root = cxgate_e2e::repo_root();
+    let text = cxgate_e2e::kong::render_kong(&root)?;
+    let path = root.join("kong/kong.yml");
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
         "wasm" => build_wasm(),
         "validate" => validate(),
+        "kong-config" => kong_config(),
         "demo" => demo(),
         "bench-sync" => bench_sync(
             std::env::args()
@@ -355,7 +366,7 @@ fn main() -> ExitCode {
             micro::run_one(&filter, n).map(|_| ())
         }
         _ => Err(
-            "usage: xtask wasm|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]|bench-guard [requests]|bench-chain [requests]"
+            "usage: xtask wasm|validate|kong-config|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]|bench-guard [requests]|bench-chain [requests]"
                 .into(),
         ),
     };

@@ -7,6 +7,7 @@ use crate::pii::{Kind, Scanner};
 use crate::safety::{self, Safety};
 use crate::screen::{self, Rule, Screen};
 use cxgate_kit::ConfigError;
+use cxgate_kit::credential::Credential;
 use cxgate_kit::fields::Fields;
 use serde_json::Value;
 
@@ -53,10 +54,16 @@ pub struct Endpoint {
     pub upstream: String,
     pub authority: String,
     pub scheme: String,
+    /// Kong: the call carries the platform's synced token itself (in Envoy the cluster's
+    /// token filter adds it).
+    pub credential: Option<Credential>,
+    /// The call goes to the sidecar and carries its key (Kong's timer).
+    pub sidecar_key: bool,
 }
 
 impl Endpoint {
-    /// `upstream` and `authority` (both required), `scheme` (http).
+    /// `upstream` and `authority` (both required), `scheme` (http), `credential`,
+    /// `sidecar_key`.
     pub fn compile(f: &mut Fields<'_>) -> Result<Endpoint, ConfigError> {
         let upstream = f.required_str("upstream")?.to_string();
         let authority = f.required_str("authority")?.to_string();
@@ -68,10 +75,14 @@ impl Endpoint {
         if upstream.is_empty() || authority.is_empty() {
             return Err(ConfigError::new(f.at("upstream"), "must not be empty"));
         }
+        let credential = Credential::compile(f.object("credential")?)?;
+        let sidecar_key = f.bool("sidecar_key")?.unwrap_or(false);
         Ok(Endpoint {
             upstream,
             authority,
             scheme: scheme.to_string(),
+            credential,
+            sidecar_key,
         })
     }
 }

@@ -23,6 +23,8 @@ pub const KIND: StageKind = StageKind {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) model: Rc<Model>,
+    /// For calls to the sidecar (`sidecar_key` endpoints), from the VM environment.
+    pub(crate) sidecar_key: Option<String>,
     /// Metric ids by name, defined on first use (names carry model and consumer). A few
     /// dozen names per worker, so a vector is enough.
     metrics: RefCell<Vec<(String, u32)>>,
@@ -45,9 +47,20 @@ fn build(section: Value, b: &mut Build<'_>) -> Result<Box<dyn Stage>, ConfigErro
             ));
         }
     }
+    let wants_key = config
+        .calls
+        .as_ref()
+        .is_some_and(|c| c.llm.sidecar_key || c.timer.as_ref().is_some_and(|(t, _)| t.sidecar_key));
+    if wants_key && b.sidecar_key.is_none() {
+        return Err(ConfigError::new(
+            "/guard/calls",
+            "a call carries the sidecar key (sidecar_key): configure sync, whose key_env holds it",
+        ));
+    }
     Ok(Box::new(Guard(Rc::new(Shared {
         config,
         model: b.model.clone(),
+        sidecar_key: b.sidecar_key.map(str::to_string),
         metrics: RefCell::new(Vec::new()),
         models: RefCell::new(Vec::new()),
     }))))

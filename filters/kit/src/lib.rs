@@ -6,6 +6,7 @@
 //! proxy-wasm ABI.
 
 pub mod config;
+pub mod credential;
 pub mod error;
 pub mod fakes;
 pub mod fields;

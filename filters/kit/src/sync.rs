@@ -13,6 +13,9 @@ use crate::shared::{Lease, LeaseState, Stamped, Update, UpdateError, update};
 use cxgate_state::{IdMap, Snapshot, SyncStatus, TokenState, keys};
 use serde::Deserialize;
 
+/// The header every call to the sidecar carries its key in.
+pub const KEY_HEADER: &str = "x-cxgate-sidecar-key";
+
 /// Sync settings, part of a filter's config (`sync` object).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,7 +171,7 @@ impl SyncClient {
             authority: &authority,
             scheme: "http",
             headers: vec![
-                ("x-cxgate-sidecar-key", self.key.as_str()),
+                (KEY_HEADER, self.key.as_str()),
                 ("accept", "application/json"),
             ],
             body: None,

@@ -294,3 +294,40 @@ fn uuids_are_version_4_and_well_formed() {
     );
     assert!(!is_uuid("not-a-uuid"));
 }
+
+#[test]
+fn a_call_credential_comes_from_the_synced_token_never_an_expired_or_rejected_one() {
+    use cxgate_kit::credential::{Credential, Unavailable};
+    use cxgate_state::TokenState;
+    let mut store = FakeStore::new(CasDialect::Kong);
+    let c = Credential::new("genesys", None, None).unwrap();
+    assert_eq!(c.header(&store, 1_000), Err(Unavailable::Missing));
+    let put = |store: &mut FakeStore, t: &TokenState| {
+        let v = Stamped {
+            version: 1,
+            written_ms: 0,
+            payload: serde_json::to_vec(t).unwrap(),
+        };
+        let key = cxgate_state::keys::token("genesys");
+        let cas = store.get(&key).unwrap().map(|v| v.cas);
+        let expect = cas.map_or(Expect::Absent, Expect::Cas);
+        store.set(&key, &v.encode(), expect).unwrap();
+    };
+    let t = TokenState::new("tok-1".into(), "bearer".into(), 0, 100, 1);
+    put(&mut store, &t);
+    assert_eq!(
+        c.header(&store, 99_000),
+        Ok(("authorization".into(), "Bearer tok-1".into())),
+        "a stale token (past 95 %) is still served"
+    );
+    assert_eq!(c.header(&store, 100_000), Err(Unavailable::Expired));
+    let raw = Credential::new("genesys", Some("Api-Key"), Some("")).unwrap();
+    assert_eq!(
+        raw.header(&store, 1_000),
+        Ok(("api-key".into(), "tok-1".into())),
+        "an empty scheme sends the raw token"
+    );
+    put(&mut store, &t.rejected_marker());
+    assert_eq!(c.header(&store, 1_000), Err(Unavailable::Expired));
+    assert!(Credential::new("avaya", None, None).is_err());
+}

@@ -122,7 +122,7 @@ impl Shared {
             authority: &d.authority,
             scheme: "http",
             headers: vec![
-                ("x-cxgate-sidecar-key", self.key.as_str()),
+                (cxgate_kit::sync::KEY_HEADER, self.key.as_str()),
                 ("content-type", "application/json"),
             ],
             body: Some(&body),

@@ -160,7 +160,7 @@ impl TokenStream {
             authority,
             scheme: "http",
             headers: vec![
-                ("x-cxgate-sidecar-key", s.key.as_str()),
+                (cxgate_kit::sync::KEY_HEADER, s.key.as_str()),
                 ("content-type", "application/json"),
             ],
             body: wait.body.as_deref(),

@@ -74,24 +74,55 @@ struct RawProfile {
     paging: Option<RawPaging>,
     #[serde(default)]
     merge: Option<RawMerge>,
+    /// Send the mapped request by a call from the filter, not by rewriting the proxied one:
+    /// for a proxy that does not route again after `:path` changes (Kong).
+    #[serde(default)]
+    call: Option<RawCall>,
 }
 
 /// Read, merge, write: for a platform whose update replaces the whole object (Genesys queues).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMerge {
+    upstream: String,
+    authority: String,
+    #[serde(default = "d_scheme")]
+    scheme: String,
+    #[serde(default = "d_merge_timeout_ms")]
+    timeout_ms: u32,
+    #[serde(default)]
+    credential: Option<RawCredential>,
+    /// Where the object carries its version; the PUT sends back the one read.
+    #[serde(default = "d_version")]
+    version: String,
+}
+
+/// Where the filter's own calls to the platform go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCall {
     /// Envoy: the platform's cluster (its token filter authenticates the calls). Kong: `host:port`.
     upstream: String,
     authority: String,
     /// `https` (Kong: it turns TLS on); Envoy's cluster decides TLS itself.
     #[serde(default = "d_scheme")]
     scheme: String,
-    /// Where the object carries its version; the PUT sends back the one read.
-    #[serde(default = "d_version")]
-    version: String,
     /// Each call's timeout when the route sets none.
     #[serde(default = "d_merge_timeout_ms")]
     timeout_ms: u32,
+    /// Kong: the filter adds the platform's synced token itself (nothing under the call does).
+    #[serde(default)]
+    credential: Option<RawCredential>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    platform: String,
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    scheme: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -253,16 +284,53 @@ pub struct Profile {
     pub metadata: Vec<String>,
     pub paging: Option<Paging>,
     pub merge: Option<Merge>,
+    /// The mapped request goes out as a call from the filter (see `RawProfile::call`).
+    pub call: Option<Call>,
+}
+
+impl Profile {
+    /// Where the filter's own calls for this profile go: a merge's, or a direct call's.
+    pub fn direct(&self) -> Option<&Call> {
+        self.merge.as_ref().map(|m| &m.call).or(self.call.as_ref())
+    }
 }
 
 /// See `RawMerge`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Merge {
+    pub call: Call,
+    pub version: String,
+}
+
+/// See `RawCall`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
     pub upstream: String,
     pub authority: String,
     pub scheme: String,
-    pub version: String,
     pub timeout_ms: u32,
+    pub credential: Option<cxgate_kit::credential::Credential>,
+}
+
+fn call_of(c: RawCall, at: &str) -> Result<Call, ConfigError> {
+    let credential = match c.credential {
+        None => None,
+        Some(r) => Some(
+            cxgate_kit::credential::Credential::new(
+                &r.platform,
+                r.header.as_deref(),
+                r.scheme.as_deref(),
+            )
+            .map_err(|e| err(format!("{at}/credential/platform"), e))?,
+        ),
+    };
+    Ok(Call {
+        upstream: c.upstream,
+        authority: c.authority,
+        scheme: c.scheme,
+        timeout_ms: c.timeout_ms.clamp(1, 60_000),
+        credential,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -457,13 +525,29 @@ impl Config {
                         "only a PUT without paging can be a merge update",
                     ));
                 }
-                Some(m) => Some(Merge {
-                    upstream: m.upstream,
-                    authority: m.authority,
-                    scheme: m.scheme,
-                    version: m.version,
-                    timeout_ms: m.timeout_ms.clamp(1, 60_000),
-                }),
+                Some(m) => {
+                    let call = RawCall {
+                        upstream: m.upstream,
+                        authority: m.authority,
+                        scheme: m.scheme,
+                        timeout_ms: m.timeout_ms,
+                        credential: m.credential,
+                    };
+                    Some(Merge {
+                        call: call_of(call, &format!("{at}/merge"))?,
+                        version: m.version,
+                    })
+                }
+                None => None,
+            };
+            let call = match p.call {
+                Some(_) if merge.is_some() => {
+                    return Err(err(
+                        format!("{at}/call"),
+                        "a merge update makes its own calls (merge.upstream): leave call out",
+                    ));
+                }
+                Some(c) => Some(call_of(c, &format!("{at}/call"))?),
                 None => None,
             };
             index.insert(name.clone(), profiles.len());
@@ -488,6 +572,7 @@ impl Config {
                 metadata: p.metadata,
                 paging,
                 merge,
+                call,
             });
         }
         if raw.routes.is_empty() {

@@ -2,12 +2,14 @@
 //! headers for a listing, with the body otherwise), and the platform's answer is normalized
 //! back. Replies the gateway made (its own, or another cxgate filter's) pass through unchanged.
 
+mod calls;
+
 use crate::config::Config;
 use crate::core::{self, Forward, Incoming, Outcome, Returned};
 use crate::idem::{self, Begin, Stored};
 use crate::template::{Found, Lookup};
 use cxgate_kit::ConfigError;
-use cxgate_kit::host::{Callout, Cas, SharedStore};
+use cxgate_kit::host::{Cas, SharedStore};
 use cxgate_kit::log::{Event, Level};
 use cxgate_kit::problem::{LocalReply, Problem};
 use cxgate_kit::shared::Stamped;
@@ -149,17 +151,9 @@ impl Stage for Transform {
             claim: None,
             status: 0,
             correlation_id: None,
-            update: None,
+            pending: None,
         })
     }
-}
-
-/// Where a merge update stands: the callout awaited, and whether the write was already
-/// refused once for a stale version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Update {
-    Reading { token: u32, retried: bool },
-    Writing { token: u32, retried: bool },
 }
 
 struct TransformStream {
@@ -173,7 +167,8 @@ struct TransformStream {
     claim: Option<(String, String)>,
     status: u16,
     correlation_id: Option<String>,
-    update: Option<Update>,
+    /// The stage's own call awaited (a merge update's, or the direct call).
+    pending: Option<calls::Pending>,
 }
 
 impl TransformStream {
@@ -188,10 +183,15 @@ impl TransformStream {
         Flow::Reply(reply)
     }
 
-    fn error(&mut self, x: &Exchange, io: &mut Io<'_>, detail: &str) -> Flow {
+    /// The request will not reach the platform after all: free its idempotency claim.
+    fn give_up_claim(&mut self, io: &mut Io<'_>) {
         if let Some((key, _)) = self.claim.take() {
             let _ = idem::abandon(&mut *io.store, &key);
         }
+    }
+
+    fn error(&mut self, x: &Exchange, io: &mut Io<'_>, detail: &str) -> Flow {
+        self.give_up_claim(io);
         let _ = io.metrics.increment(self.shared.ids.errors, 1);
         Flow::Reply(x.reply(Problem::new(500, "gateway-error", "Gateway error", detail)))
     }
@@ -281,11 +281,21 @@ impl TransformStream {
                 Err(e) => return self.error(x, io, &format!("idempotency store: {e:?}")),
             }
         }
-        // Nothing is proxied: the stage reads, merges and writes by callouts.
+        // Nothing is proxied: the stage reads, merges and writes by calls.
         if fwd.merge.is_some() {
             let _ = io.metrics.increment(s.ids.forwarded, 1);
             self.forward = Some(fwd);
             return self.read(x, io, false);
+        }
+        // Nothing is proxied: the mapped request goes out as the stage's own call (Kong).
+        if s.config
+            .profiles
+            .get(fwd.profile)
+            .is_some_and(|p| p.call.is_some())
+        {
+            let _ = io.metrics.increment(s.ids.forwarded, 1);
+            self.forward = Some(fwd);
+            return self.send(x, io);
         }
         let host = &mut *io.stream;
         let mut ok = x.set_request_header(host, ":method", &fwd.method).is_ok()
@@ -309,123 +319,6 @@ impl TransformStream {
         let _ = io.metrics.increment(s.ids.forwarded, 1);
         self.forward = Some(fwd);
         Flow::Continue
-    }
-
-    /// One call of a merge update, straight to the platform's upstream (in Envoy its cluster's
-    /// token filter authenticates it, as it does a proxied request).
-    fn call(
-        &mut self,
-        x: &Exchange,
-        io: &mut Io<'_>,
-        method: &str,
-        body: Option<&[u8]>,
-    ) -> Option<u32> {
-        let s = self.shared.clone();
-        let fwd = self.forward.as_ref()?;
-        let call = fwd.merge.as_ref()?;
-        let merge = s.config.profiles.get(fwd.profile)?.merge.as_ref()?;
-        let timeout_ms = self
-            .route
-            .and_then(|r| s.config.routes.get(r))
-            .and_then(|r| r.timeout_ms)
-            .map_or(merge.timeout_ms, |t| u32::try_from(t).unwrap_or(u32::MAX));
-        let mut headers = vec![("accept", "application/json")];
-        if body.is_some() {
-            headers.push(("content-type", "application/json"));
-        }
-        // The platform's calls belong to the consumer's request and trace.
-        for name in ["x-request-id", "traceparent"] {
-            if let Some(v) = x.header(name) {
-                headers.push((name, v));
-            }
-        }
-        io.callout
-            .dispatch(&Callout {
-                upstream: &merge.upstream,
-                method,
-                path: &call.path,
-                authority: &merge.authority,
-                scheme: &merge.scheme,
-                headers,
-                body,
-                timeout_ms,
-            })
-            .ok()
-    }
-
-    /// Reads the object to update.
-    fn read(&mut self, x: &Exchange, io: &mut Io<'_>, retried: bool) -> Flow {
-        match self.call(x, io, "GET", None) {
-            Some(token) => {
-                self.update = Some(Update::Reading { token, retried });
-                Flow::Wait(token)
-            }
-            None => self.error(x, io, "the platform could not be called"),
-        }
-    }
-
-    /// Merges the consumer's fields into the object read, and writes it back.
-    fn write(&mut self, x: &Exchange, io: &mut Io<'_>, current: &[u8], retried: bool) -> Flow {
-        let s = self.shared.clone();
-        let merged = self.forward.as_ref().and_then(|fwd| {
-            let profile = s.config.profiles.get(fwd.profile)?;
-            let (merge, call) = (profile.merge.as_ref()?, fwd.merge.as_ref()?);
-            Some(crate::merge::update_body(
-                profile,
-                &merge.version,
-                &fwd.platform,
-                current,
-                &call.patch,
-                x.trace_id.as_deref(),
-            ))
-        });
-        let body = match merged {
-            Some(Ok(body)) => body,
-            Some(Err(p)) => {
-                self.give_up_claim(io);
-                return self.answer(io, x.reply(*p));
-            }
-            None => return self.error(x, io, "no merge profile for the update"),
-        };
-        match self.call(x, io, "PUT", Some(&body)) {
-            Some(token) => {
-                self.update = Some(Update::Writing { token, retried });
-                Flow::Wait(token)
-            }
-            None => self.error(x, io, "the platform could not be called"),
-        }
-    }
-
-    fn give_up_claim(&mut self, io: &mut Io<'_>) {
-        if let Some((key, _)) = self.claim.take() {
-            let _ = idem::abandon(&mut *io.store, &key);
-        }
-    }
-
-    /// A call of the update got no answer (refused, reset, timed out).
-    fn unanswered(&mut self, x: &Exchange, io: &mut Io<'_>, writing: bool) -> Flow {
-        self.give_up_claim(io);
-        let _ = io.metrics.increment(self.shared.ids.platform_errors, 1);
-        let platform = self
-            .forward
-            .as_ref()
-            .map(|f| f.platform.clone())
-            .unwrap_or_default();
-        let detail = if writing {
-            format!(
-                "{platform} did not answer the update, which may or may not have been applied; a retry reads the object again."
-            )
-        } else {
-            format!(
-                "{platform} did not answer the read of the object to update; nothing was written."
-            )
-        };
-        Flow::Reply(x.reply(Problem::new(
-            502,
-            "platform-unreachable",
-            "Platform unreachable",
-            detail,
-        )))
     }
 }
 
@@ -453,7 +346,7 @@ impl StageStream for TransformStream {
         self.decide(x, io)
     }
 
-    /// A merge update's read or write answered.
+    /// A call of a merge update, or the direct call, answered.
     fn on_call_response(
         &mut self,
         token: u32,
@@ -461,29 +354,12 @@ impl StageStream for TransformStream {
         x: &mut Exchange,
         io: &mut Io<'_>,
     ) -> Flow {
-        let (writing, retried) = match self.update.take() {
-            Some(Update::Reading { token: t, retried }) if t == token => (false, retried),
-            Some(Update::Writing { token: t, retried }) if t == token => (true, retried),
-            other => {
-                self.update = other;
-                return Flow::Continue;
-            }
-        };
-        match (answer.status, writing) {
-            (None, _) => self.unanswered(x, io, writing),
-            (Some(200), false) => self.write(x, io, &answer.body, retried),
-            // Someone changed the object since it was read: read it again, once.
-            (Some(409), true) if !retried => self.read(x, io, true),
-            // The platform's own answer, normalized as a proxied one would be.
-            (Some(_), _) => Flow::Answered(answer.clone()),
-        }
+        self.call_answered(token, answer, x, io)
     }
 
     /// A later stage answered: the claimed request never went out.
     fn on_reply(&mut self, _x: &Exchange, io: &mut Io<'_>, _reply: &mut LocalReply) {
-        if let Some((key, _)) = self.claim.take() {
-            let _ = idem::abandon(&mut *io.store, &key);
-        }
+        self.give_up_claim(io);
     }
 
     fn reads_response(&self, _x: &Exchange) -> bool {
@@ -576,8 +452,6 @@ impl StageStream for TransformStream {
 
     fn on_done(&mut self, _x: &Exchange, io: &mut Io<'_>) {
         // A claim with no stored response (reset, no body): give it up so a retry can proceed.
-        if let Some((key, _)) = self.claim.take() {
-            let _ = idem::abandon(&mut *io.store, &key);
-        }
+        self.give_up_claim(io);
     }
 }

@@ -2,10 +2,10 @@
 
 use crate::abi::*;
 use crate::memory::{read, read_string, return_bytes, write_u32, write_u64};
-use crate::state::{Metric, Queue, State};
+use crate::state::{Metric, Queue, Shared, State};
 use crate::types::Profile;
 use wasmtime::Linker;
-use wasmtime::Result;
+use wasmtime::{Result, bail};
 
 pub(crate) fn link(l: &mut Linker<State>) -> Result<()> {
     l.func_wrap(
@@ -20,6 +20,11 @@ pub(crate) fn link(l: &mut Linker<State>) -> Result<()> {
          -> Result<i32> {
             c.data().count("proxy_get_shared_data");
             let key = read_string(&mut c, kptr, klen)?;
+            if c.data().profile == Profile::Kong && c.data().shared().zone_of(&key).is_none() {
+                bail!(
+                    "kong: failed getting value from shm (could not resolve namespace) for {key:?}"
+                );
+            }
             let found = c.data().shared().kv.get(&key).cloned();
             let Some((value, cas)) = found else {
                 return Ok(NOT_FOUND);
@@ -45,6 +50,26 @@ pub(crate) fn link(l: &mut Linker<State>) -> Result<()> {
             let profile = c.data().profile;
             let cas = cas as u32;
             let mut shared = c.data().shared();
+            if profile == Profile::Kong {
+                // Kong resolves the zone first (a key no zone takes traps), and a write that
+                // does not fit its zone traps too ("could not write to slab").
+                let Some(zone) = shared.zone_of(&key).map(str::to_string) else {
+                    bail!("kong: failed setting value to shm (could not resolve namespace) for {key:?}");
+                };
+                let capacity = shared
+                    .zones
+                    .iter()
+                    .find(|(n, _)| *n == zone)
+                    .map_or(0, |(_, b)| *b);
+                let old = shared
+                    .kv
+                    .get(&key)
+                    .map_or(0, |(v, _)| Shared::entry_bytes(&key, v.len()));
+                let new = Shared::entry_bytes(&key, value.len());
+                if vptr != 0 && shared.zone_bytes(&zone) - old + new > capacity {
+                    bail!("kong: failed setting value to shm (could not write to slab): zone {zone:?} is full");
+                }
+            }
             if shared.races > 0 && cas != 0 && shared.kv.contains_key(&key) {
                 shared.races -= 1;
                 shared.next_cas = shared.next_cas.wrapping_add(1).max(1);
@@ -72,7 +97,7 @@ pub(crate) fn link(l: &mut Linker<State>) -> Result<()> {
             }
             if profile == Profile::Kong && vptr == 0 {
                 // Kong: a NULL value deletes the key (Envoy keeps it, empty).
-                shared.kv.remove(&key);
+                shared.put(key, None);
                 return Ok(OK);
             }
             // Envoy's CAS is one counter for the whole store; Kong's counts per key from 1.
@@ -83,7 +108,7 @@ pub(crate) fn link(l: &mut Linker<State>) -> Result<()> {
                 }
                 Profile::Kong => current.map_or(1, |c| c.wrapping_add(1).max(1)),
             };
-            shared.kv.insert(key, (value, next));
+            shared.put(key, Some((value, next)));
             Ok(OK)
         },
     )?;

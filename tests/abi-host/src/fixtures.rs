@@ -31,6 +31,14 @@ pub fn shipped_pipeline(profile: Profile) -> Value {
     doc
 }
 
+/// The pipeline document of the shipped `kong/kong.yml` (every service runs the same one).
+pub fn kong_pipeline() -> Value {
+    let text = std::fs::read_to_string(repo().join("kong/kong.yml")).unwrap_or_default();
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_default();
+    let kong = serde_json::to_value(yaml).unwrap_or_default();
+    kong["services"][0]["filter_chains"][0]["filters"][0]["config"].clone()
+}
+
 /// The sidecar as `profile` names an upstream.
 pub fn sidecar(profile: Profile) -> &'static str {
     match profile {
@@ -64,6 +72,11 @@ pub fn start_synced(
         .profile(profile)
         .workers(workers)
         .cluster("sidecar")
+        // The shipped envoy.yaml's other clusters, for the calls stages make themselves.
+        .cluster("genesys")
+        .cluster("cxone")
+        .cluster("llm")
+        .cluster("cxgate-timer")
         .env("CXGATE_SIDECAR_KEY", SIDECAR_KEY)
         .env("CXGATE_CURSOR_KEY", CURSOR_KEY)
         .config(&config.to_string())

@@ -31,6 +31,7 @@ impl Host {
             start_ms: 1_767_225_600_000,
             shared: None,
             env: Vec::new(),
+            zones: None,
         }
     }
 
@@ -392,6 +393,20 @@ impl Host {
         self.shared().calls.clone()
     }
 
+    /// The one pending call a request waits for, the sidecar's state poll aside; fails when
+    /// there is none or more than one.
+    pub fn awaited_call(&self) -> Result<CallInfo> {
+        let mut calls: Vec<CallInfo> = self
+            .pending_calls()
+            .into_iter()
+            .filter(|c| !c.path().starts_with("/v1/state"))
+            .collect();
+        match calls.len() {
+            1 => Ok(calls.remove(0)),
+            n => bail!("{n} pending calls besides the state poll: {calls:#?}"),
+        }
+    }
+
     /// Scripts answers: called for every new dispatch; `Some` answers it right after the
     /// dispatching callback returns, `None` leaves it pending for the test.
     pub fn respond_with(&mut self, f: impl FnMut(&CallInfo) -> Option<CallReply> + Send + 'static) {
@@ -438,11 +453,16 @@ impl Host {
         keys
     }
 
+    /// Kong profile: the bytes a shm_kv zone holds (keys, values and per-entry overhead).
+    pub fn zone_bytes(&self, zone: &str) -> usize {
+        self.shared().zone_bytes(zone)
+    }
+
     pub fn put_shared(&self, key: &str, value: &[u8]) {
         let mut shared = self.shared();
         shared.next_cas = shared.next_cas.wrapping_add(1).max(1);
         let cas = shared.next_cas;
-        shared.kv.insert(key.to_string(), (value.to_vec(), cas));
+        shared.put(key.to_string(), Some((value.to_vec(), cas)));
     }
 
     /// The next `n` conditional writes to an existing key lose a race: another writer bumps

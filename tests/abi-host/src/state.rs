@@ -43,6 +43,59 @@ pub(crate) struct Shared {
     /// Conditional writes still to lose a race to a simulated concurrent writer.
     pub races: u32,
     pub cas_mismatches: u64,
+    /// Kong's shm_kv zones (name, bytes); see [`Shared::zone_of`].
+    pub zones: Vec<(String, usize)>,
+    /// Bytes each zone holds, kept as entries come and go.
+    pub zone_used: HashMap<String, usize>,
+}
+
+/// What a shm_kv entry costs beyond its key and value (nginx slab and rbtree node), roughly.
+pub const ZONE_ENTRY_OVERHEAD: usize = 64;
+/// The zone Kong's shipped `kong.conf` declares (`nginx_wasm_shm_kv = 16m`, the `*` zone).
+pub const KONG_DEFAULT_ZONE: usize = 16 * 1024 * 1024;
+
+impl Shared {
+    /// Kong's key resolution: the zone named by the part before the first `/` if there is one,
+    /// else the `*` zone; `None` when neither exists (Kong traps).
+    pub fn zone_of(&self, key: &str) -> Option<&str> {
+        let named = |name: &str| {
+            self.zones
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(n, _)| n.as_str())
+        };
+        key.split_once('/')
+            .and_then(|(prefix, _)| named(prefix))
+            .or_else(|| named("*"))
+    }
+
+    /// Bytes the keys of `zone` take (keys are stored whole, with their prefix).
+    pub fn zone_bytes(&self, zone: &str) -> usize {
+        self.zone_used.get(zone).copied().unwrap_or(0)
+    }
+
+    /// What an entry of `key` with a value of `len` bytes takes in its zone.
+    pub fn entry_bytes(key: &str, len: usize) -> usize {
+        key.len() + len + ZONE_ENTRY_OVERHEAD
+    }
+
+    /// Writes (`Some`) or deletes (`None`) an entry, keeping the zones' usage.
+    pub fn put(&mut self, key: String, entry: Option<(Vec<u8>, u32)>) {
+        let old = match &entry {
+            Some(e) => self.kv.insert(key.clone(), e.clone()),
+            None => self.kv.remove(&key),
+        };
+        let Some(zone) = self.zone_of(&key).map(str::to_string) else {
+            return;
+        };
+        let used = self.zone_used.entry(zone).or_default();
+        if let Some((v, _)) = old {
+            *used = used.saturating_sub(Self::entry_bytes(&key, v.len()));
+        }
+        if let Some((v, _)) = entry {
+            *used += Self::entry_bytes(&key, v.len());
+        }
+    }
 }
 
 /// A handle on one shared store, to load several filters over the same shared data.

@@ -149,9 +149,17 @@ pub struct HostBuilder {
     pub(crate) start_ms: u64,
     pub(crate) shared: Option<SharedHandle>,
     pub(crate) env: Vec<(String, String)>,
+    pub(crate) zones: Option<Vec<(String, usize)>>,
 }
 
 impl HostBuilder {
+    /// Kong profile: the shm_kv zones (name, bytes); default the shipped `kong.conf`'s one
+    /// `*` zone of 16 MiB. No zone at all: every shared-data call traps, as on Kong.
+    pub fn kong_zones(mut self, zones: &[(&str, usize)]) -> Self {
+        self.zones = Some(zones.iter().map(|(n, b)| (n.to_string(), *b)).collect());
+        self
+    }
+
     /// An environment variable of every worker VM (Envoy: `host_env_keys`).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
@@ -210,9 +218,13 @@ impl HostBuilder {
                 );
             }
         }
+        let zones = self
+            .zones
+            .unwrap_or_else(|| vec![("*".to_string(), crate::state::KONG_DEFAULT_ZONE)]);
         let handle = self.shared.unwrap_or_else(|| {
             let h = SharedHandle::default();
             h.clock.store(self.start_ms * 1_000_000, Ordering::SeqCst);
+            h.shared.lock().unwrap_or_else(|e| e.into_inner()).zones = zones;
             h
         });
         let mut linker = Linker::<State>::new(&engine);

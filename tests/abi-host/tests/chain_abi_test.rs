@@ -2,7 +2,7 @@
 //! under the virtual clock. A 429's Retry-After is waited out on the timer call and the retry
 //! leaves exactly that long after the 429; retries stop at the budget with the error shape.
 
-use cxgate_abi_host::fixtures::{CURSOR_KEY, SIDECAR_KEY, shipped_pipeline, snapshot};
+use cxgate_abi_host::fixtures::{shipped_pipeline, start_synced};
 use cxgate_abi_host::{Action, CallInfo, CallReply, Host, Profile, Stream, filter_wasm};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -19,28 +19,7 @@ fn host(profile: Profile) -> Host {
             "timer": {"upstream": "127.0.0.1:7070", "authority": "sidecar"}});
         doc["guard"]["routes"]["bot-cxone"]["bot"]["history"]["upstream"] = json!("127.0.0.1:7102");
     }
-    let mut h = Host::builder(filter_wasm("cxgate-pipeline"))
-        .profile(profile)
-        .cluster("sidecar")
-        .cluster("llm")
-        .cluster("cxone")
-        .cluster("cxgate-timer")
-        .env("CXGATE_SIDECAR_KEY", SIDECAR_KEY)
-        .env("CXGATE_CURSOR_KEY", CURSOR_KEY)
-        .config(&doc.to_string())
-        .start()
-        .unwrap();
-    h.advance(Duration::from_millis(1000)).unwrap();
-    let now = h.now_ms();
-    if let Some(poll) = h
-        .pending_calls()
-        .into_iter()
-        .find(|c| c.path().starts_with("/v1/state"))
-    {
-        h.reply(poll.token, CallReply::json(200, &snapshot(now).to_string()))
-            .unwrap();
-    }
-    h
+    start_synced(&filter_wasm("cxgate-pipeline"), profile, 1, &doc).unwrap()
 }
 
 fn start(h: &mut Host) -> Stream {
@@ -68,13 +47,7 @@ fn start(h: &mut Host) -> Stream {
 
 /// The one call the stream waits for (the sidecar's long poll aside).
 fn pending(h: &Host) -> CallInfo {
-    let calls: Vec<CallInfo> = h
-        .pending_calls()
-        .into_iter()
-        .filter(|c| !c.path().starts_with("/v1/state"))
-        .collect();
-    assert_eq!(calls.len(), 1, "{calls:#?}");
-    calls.into_iter().next().unwrap()
+    h.awaited_call().unwrap()
 }
 
 fn completion(text: &str) -> CallReply {

@@ -301,3 +301,72 @@ fn on_configure_returning_false_is_fatal_on_kong() {
         .expect("refused");
     assert!(!format!("{err:#}").contains("exits for good"), "{err:#}");
 }
+
+fn zone_write(h: &mut Host, key: &str, bytes: usize) -> Result<Option<String>, String> {
+    let n = bytes.to_string();
+    op(
+        h,
+        "zone-write",
+        &[("x-probe-key", key), ("x-probe-bytes", &n)],
+    )
+    .1
+}
+
+#[test]
+fn a_key_lives_in_the_zone_its_prefix_names_and_a_full_zone_traps_the_write_on_kong() {
+    let mut h = Host::builder(filter_wasm("cxgate-probe-filter"))
+        .profile(Profile::Kong)
+        .cluster("mock")
+        .property("plugin_root_id", b"cxgate-probe")
+        .kong_zones(&[("cxgate", 4096), ("*", 1 << 20)])
+        .start()
+        .unwrap();
+    let before = h.zone_bytes("cxgate");
+    assert_eq!(
+        zone_write(&mut h, "cxgate/a", 1000).unwrap().as_deref(),
+        Some("Ok(())")
+    );
+    assert!(h.zone_bytes("cxgate") >= before + 1000);
+    let star = h.zone_bytes("*");
+    assert_eq!(
+        zone_write(&mut h, "other/b", 3000).unwrap().as_deref(),
+        Some("Ok(())")
+    );
+    assert!(
+        h.zone_bytes("*") >= star + 3000,
+        "no zone named other: the * zone"
+    );
+    let full = zone_write(&mut h, "cxgate/c", 3500).unwrap_err();
+    assert!(full.contains("could not write to slab"), "{full}");
+    // Envoy has no zones: the same writes fit.
+    let mut h = probe(Profile::Envoy, "");
+    assert_eq!(
+        zone_write(&mut h, "cxgate/c", 3500).unwrap().as_deref(),
+        Some("Ok(())")
+    );
+}
+
+#[test]
+fn shared_data_traps_on_kong_when_no_shm_kv_zone_takes_the_key() {
+    let started = Host::builder(filter_wasm("cxgate-probe-filter"))
+        .profile(Profile::Kong)
+        .cluster("mock")
+        .property("plugin_root_id", b"cxgate-probe")
+        .kong_zones(&[])
+        .start();
+    // The kit probes the store's CAS rules at configure: with no zone, that traps.
+    let e = format!("{:#}", started.err().expect("the module cannot configure"));
+    assert!(e.contains("could not resolve namespace"), "{e}");
+}
+
+#[test]
+fn the_kong_profiles_default_zone_is_the_one_kong_conf_declares() {
+    let conf = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kong/kong.conf"),
+    )
+    .unwrap();
+    assert!(
+        conf.lines().any(|l| l.trim() == "nginx_wasm_shm_kv = 16m"),
+        "kong.conf's zone and the profile's default (16 MiB) must agree"
+    );
+}

@@ -55,7 +55,7 @@ fn every_shipped_document_passes_the_schema_and_the_pipelines_own_parser() {
             .iter()
             .filter(|n| n.starts_with("kong/kong.yml"))
             .count(),
-        3,
+        4,
         "{names:?}"
     );
     for (name, doc) in &docs {
@@ -133,5 +133,16 @@ fn the_demo_consumers_and_the_models_consumers_are_the_same_people() {
     assert_eq!(
         in_model, with_keys,
         "every verified consumer has rights, and every right a key"
+    );
+}
+
+#[test]
+fn kong_yml_is_rendered_from_the_one_config_document() {
+    let root = repo_root();
+    let shipped = std::fs::read_to_string(root.join("kong/kong.yml")).unwrap();
+    let rendered = cxgate_e2e::kong::render_kong(&root).unwrap();
+    assert!(
+        shipped == rendered,
+        "kong/kong.yml is not current: run ./cxgate kong-config"
     );
 }

@@ -54,8 +54,8 @@ fn kong_with(name: &str, from: &str, to: &str) -> Vec<Finding> {
 fn a_schema_mistake_in_kong_yml_is_pointed_at() {
     let f = kong_with(
         "schema",
-        "genesys: { capacity: 270, per_minute: 270 }",
-        "genesys: { capacity: lots, per_minute: 270 }",
+        "                  genesys:\n                    capacity: 270",
+        "                  genesys:\n                    capacity: lots",
     );
     assert!(
         has(&f, "kong.yml", "/ratelimit/platforms/genesys/capacity"),
@@ -68,12 +68,12 @@ fn what_only_the_parser_refuses_is_pointed_at_too() {
     // The parser points at the second listing (the schema only at the whole list).
     let f = kong_with(
         "parser",
-        "stages: [trace, authz, ratelimit, breaker, token]",
-        "stages: [trace, authz, ratelimit, breaker, token, trace]",
+        "              - coexistence\n              - token\n",
+        "              - coexistence\n              - token\n              - trace\n",
     );
     assert!(
         f.iter()
-            .any(|x| x.pointer == "/stages/5" && x.reason.contains("twice")),
+            .any(|x| x.pointer == "/stages/8" && x.reason.contains("twice")),
         "{f:#?}"
     );
 }
@@ -82,8 +82,8 @@ fn what_only_the_parser_refuses_is_pointed_at_too() {
 fn a_kong_upstream_that_is_not_host_port_is_found() {
     let f = kong_with(
         "upstream",
-        "sync: { upstream: \"127.0.0.1:7070\", authority: sidecar }",
-        "sync: { upstream: \"sidecar\", authority: sidecar }",
+        "                poll_wait_ms: 20000\n                upstream: 127.0.0.1:7070",
+        "                poll_wait_ms: 20000\n                upstream: sidecar",
     );
     assert!(has(&f, "kong.yml", "/sync/upstream"), "{f:#?}");
 }

@@ -320,6 +320,15 @@ impl HttpContext for Probe {
                     found.unwrap_or_default()
                 ));
             }
+            "zone-write" => {
+                let header = |n: &str| ProxyHeaders::request().get(n).ok().flatten();
+                let key = header("x-probe-key").unwrap_or_default();
+                let bytes = header("x-probe-bytes")
+                    .and_then(|b| b.parse::<usize>().ok())
+                    .unwrap_or(1);
+                let out = self.store.set(&key, &vec![b'z'; bytes], Expect::Absent);
+                self.result(&format!("{out:?}"));
+            }
             "trap-tick" => {
                 let _ = proxy_wasm::hostcalls::set_shared_data(
                     "cxgate/test/trap-tick",

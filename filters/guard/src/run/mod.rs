@@ -9,7 +9,9 @@ use crate::completion::{self, Message, ModelCall};
 use crate::config::{Calls, Endpoint};
 use crate::retry::{self, GiveUp, RetryPolicy, Spent};
 use crate::stage::Shared;
+use cxgate_kit::credential::Unavailable;
 use cxgate_kit::host::Callout;
+use cxgate_kit::log::{Event, Level};
 use cxgate_model::{CallAnswer, Exchange, Flow, Io};
 
 /// A timer answering this much early is taken as early (host timers are not exact).
@@ -41,6 +43,7 @@ pub(crate) struct Caller<'a> {
     pub x: &'a Exchange,
     pub trace_header: &'a str,
     pub calls: &'a Calls,
+    pub sidecar_key: Option<&'a str>,
 }
 
 impl<'a> Caller<'a> {
@@ -50,23 +53,47 @@ impl<'a> Caller<'a> {
             x,
             trace_header: &shared.model.trace_header,
             calls: shared.config.calls.as_ref()?,
+            sidecar_key: shared.sidecar_key.as_deref(),
         })
     }
 
-    /// A call to an endpoint; `None` when the proxy refused to send it.
-    pub(crate) fn call<'h>(
-        &'h self,
+    /// A call to an endpoint; `None` when it cannot be made (no token to send, or the proxy
+    /// refused it).
+    pub(crate) fn call(
+        &self,
         io: &mut Io<'_>,
         to: &Endpoint,
         (method, path): (&str, &str),
-        mut headers: Vec<(&'h str, &'h str)>,
+        headers: Vec<(&str, &str)>,
         body: Option<&[u8]>,
         timeout_ms: u64,
     ) -> Option<u32> {
+        let credential = match &to.credential {
+            None => None,
+            Some(c) => match c.header(&*io.store, io.now.ms()) {
+                Ok(h) => Some(h),
+                Err(why) => {
+                    let event = Event::new("LLM_CALL_NO_TOKEN")
+                        .str("platform", &c.platform)
+                        .flag("expired", why == Unavailable::Expired);
+                    io.log.event(Level::Warn, &event);
+                    return None;
+                }
+            },
+        };
+        let mut all: Vec<(&str, &str)> = headers;
         for name in ["x-request-id", "traceparent", self.trace_header] {
             if let Some(v) = self.x.header(name) {
-                headers.push((name, v));
+                all.push((name, v));
             }
+        }
+        if let Some((k, v)) = &credential {
+            all.push((k.as_str(), v.as_str()));
+        }
+        if to.sidecar_key
+            && let Some(k) = self.sidecar_key
+        {
+            all.push((cxgate_kit::sync::KEY_HEADER, k));
         }
         io.callout
             .dispatch(&Callout {
@@ -75,7 +102,7 @@ impl<'a> Caller<'a> {
                 path,
                 authority: &to.authority,
                 scheme: &to.scheme,
-                headers,
+                headers: all,
                 body,
                 timeout_ms: u32::try_from(timeout_ms).unwrap_or(u32::MAX),
             })
