@@ -136,13 +136,18 @@ pub fn document(stages: &[&str]) -> serde_json::Value {
             json!({"id": "llm", "prefix": "/llm/", "methods": ["POST"], "platform": "llm",
                            "scopes": ["llm:invoke"]}),
         );
+        routes.push(
+            json!({"id": "llm-pipeline", "path": "/gateway/v1/llm/pipeline", "methods": ["POST"],
+                   "platform": "llm", "scopes": ["llm:invoke"]}),
+        );
     }
     if doc.get("ratelimit").is_some() {
         doc["ratelimit"]["platforms"]["llm"] = huge.clone();
     }
     if stages.contains(&"guard") {
         let mut g = shipped["guard"].clone();
-        g["routes"] = json!({"llm": {}});
+        g["routes"] =
+            json!({"llm": {}, "llm-pipeline": shipped["guard"]["routes"]["llm-pipeline"]});
         doc["guard"] = g;
     }
     doc

@@ -17,6 +17,8 @@ pub enum Shape {
     Json,
     /// A streamed chat completion on `/llm/`: 20 SSE deltas, one body chunk each.
     Chat,
+    /// The LLM chain: the request, two model calls answered by the harness, the reply.
+    Chain,
 }
 
 /// A row: its name, the module, the stages its document lists, and its request shape. `noop` is the do-nothing filter: the harness's own cost per request, the floor under
@@ -28,7 +30,7 @@ pub struct Row {
     shape: Shape,
 }
 
-pub const ROWS: [Row; 11] = [
+pub const ROWS: [Row; 12] = [
     Row {
         name: "noop",
         module: "cxgate-noop-filter",
@@ -95,6 +97,12 @@ pub const ROWS: [Row; 11] = [
         stages: &["trace", "authz", "ratelimit", "guard", "breaker"],
         shape: Shape::Chat,
     },
+    Row {
+        name: "pipeline-chain (trace, authz, ratelimit, guard, breaker)",
+        module: "cxgate-pipeline",
+        stages: &["trace", "authz", "ratelimit", "guard", "breaker"],
+        shape: Shape::Chain,
+    },
 ];
 
 fn config(row: &Row) -> Value {
@@ -134,6 +142,9 @@ fn one(h: &mut Host, row: &Row, n: u64) -> Result<(), String> {
     let filter = row.name;
     if row.shape == Shape::Chat {
         return chat(h, s, n);
+    }
+    if row.shape == Shape::Chain {
+        return chain(h, s, n);
     }
     if row.shape == Shape::Json {
         let body = json_body(n);
@@ -275,6 +286,48 @@ fn chat(h: &mut Host, s: cxgate_abi_host::Stream, n: u64) -> Result<(), String> 
     h.finish(s).map_err(e)
 }
 
+/// The LLM chain: both model calls answered at once (the harness is the model), then the
+/// aggregated reply. Its figure is the gateway's own work for one chain.
+fn chain(h: &mut Host, s: cxgate_abi_host::Stream, n: u64) -> Result<(), String> {
+    let e = |e: wasmtime::Error| e.to_string();
+    let body =
+        json!({"input": format!("Change my flight {n} to next Tuesday, seat 14A")}).to_string();
+    let len = body.len().to_string();
+    let headers = [
+        (":method", "POST"),
+        (":path", "/gateway/v1/llm/pipeline"),
+        (":authority", "gateway"),
+        ("content-type", "application/json"),
+        ("content-length", &len),
+        ("x-cxgate-consumer", "app"),
+        ("x-gateway-trace-id", "0123456789abcdef0123456789abcdef"),
+    ];
+    h.request_headers(s, &headers, false).map_err(e)?;
+    h.request_body(s, body.as_bytes(), true).map_err(e)?;
+    let answers = [
+        r#"{"action": "modify_flight", "date": "next Tuesday", "seat": "14A"}"#,
+        r#"{"isValid": true, "reason": "allowed", "nextSteps": ["confirm", "apply"]}"#,
+    ];
+    for text in answers {
+        let call = h
+            .pending_calls()
+            .into_iter()
+            .find(|c| c.path() == "/v1/chat/completions")
+            .ok_or("the chain made no model call")?;
+        let body = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+                          "usage": {"prompt_tokens": 60, "completion_tokens": 20}});
+        h.reply(
+            call.token,
+            cxgate_abi_host::CallReply::json(200, &body.to_string()),
+        )
+        .map_err(e)?;
+    }
+    match h.local_reply(s) {
+        Some(r) if r.status == 200 => h.finish(s).map_err(e),
+        other => Err(format!("the chain did not succeed: {other:?}")),
+    }
+}
+
 /// Runs `requests` requests after a warm-up; prints what it measured.
 pub fn run_one(name: &str, requests: u64) -> Result<(f64, f64, usize), String> {
     let row = ROWS
@@ -371,6 +424,7 @@ pub fn run(with_callgrind: bool) -> Result<(), String> {
             Shape::Json => "1 KB JSON update",
             Shape::Headers => "headers only",
             Shape::Chat => "chat, 20 SSE deltas",
+            Shape::Chain => "LLM chain, 2 model calls",
         };
         println!(
             "| {f} | {route} | {:.0} | {calls:.0} | {ir} | {} |",
