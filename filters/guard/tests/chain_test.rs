@@ -364,6 +364,21 @@ fn bad_input_gets_400_in_the_error_shape() {
         assert_eq!(v["errors"][0]["pointer"], pointer, "{body}");
     }
     assert!(h.callout.calls.is_empty(), "nothing was sent to a model");
+    // A body that is not declared JSON keeps its own status, in the chain's shape.
+    let headers = vec![
+        (":method".to_string(), "POST".to_string()),
+        (":path".to_string(), PATH.to_string()),
+        (
+            "x-cxgate-consumer".to_string(),
+            "omnichannel-app-prod".to_string(),
+        ),
+        ("content-type".to_string(), "text/plain".to_string()),
+    ];
+    let (mut r, _) = Request::start(&p, headers, &mut h.io());
+    let step = r.on_body(br#"{"input": "x"}"#.to_vec(), &mut h.io());
+    let (status, v) = body_of(&step);
+    assert_eq!(status, 415);
+    assert_eq!(v["status"], "error");
 }
 
 #[test]

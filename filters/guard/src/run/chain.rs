@@ -84,7 +84,12 @@ impl ChainRun {
         self.deadline_ms = self.started_ms.saturating_add(timeout_ms);
         let parsed = match x.json(&s.model) {
             Ok(v) => chain::parse_input(v, max_chars),
-            Err(p) => Err(Box::new(ChainError::bad_input("", &p.detail))),
+            // Its own status: 413 too large, 415 not JSON, 400 malformed.
+            Err(p) => {
+                let mut e = ChainError::bad_input("", &p.detail);
+                e.status = p.status;
+                Err(Box::new(e))
+            }
         };
         let input = match parsed {
             Ok(i) => i,
