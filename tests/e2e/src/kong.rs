@@ -9,7 +9,7 @@
 //! - the normalized API sends the mapped request as the transform's own call (`call`),
 //!   because Kong does not choose a route again after `:path` changes;
 //! - the guard's retry waits call the sidecar's `/cxgate/delay` (Kong has no fault filter);
-//! - `whoami` is Envoy's direct response, so Kong's model has no such route.
+//! - `whoami` and `openapi` are Envoy's direct responses, so Kong's model has no such routes.
 //!
 //! `xtask kong-config` writes the file; a test fails when the checked-in one is not current.
 
@@ -57,7 +57,7 @@ pub fn kong_document(envoy: &Value) -> Value {
     let mut doc = envoy.clone();
     doc["model"]["consumer_header"] = json!("x-consumer-username");
     if let Some(routes) = doc["model"]["routes"].as_array_mut() {
-        routes.retain(|r| r["id"] != "whoami");
+        routes.retain(|r| r["id"] != "whoami" && r["id"] != "openapi");
     }
     if let Some(stages) = doc["stages"].as_array_mut() {
         stages.push(json!("token"));

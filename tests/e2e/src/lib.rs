@@ -5,6 +5,7 @@
 //! child also gets SIGKILL if the harness process dies, so nothing outlives a run.
 
 pub mod kong;
+pub mod openapi;
 pub mod process;
 pub mod render;
 pub mod services;

@@ -122,6 +122,12 @@ pub fn render_envoy(template: &str, vars: &Vars) -> Result<String, String> {
             "PIPELINE_CONFIG",
             vars.pipeline.to_string().replace('\'', "''"),
         ),
+        (
+            "OPENAPI_JSON",
+            crate::openapi::render_openapi(&crate::repo_root())?
+                .to_string()
+                .replace('\'', "''"),
+        ),
     ] {
         out = out.replace(&format!("{{{{{name}}}}}"), &value);
     }
