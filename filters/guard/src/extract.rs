@@ -67,16 +67,14 @@ pub fn cut(text: &str, max: usize) -> &str {
 }
 
 /// The bodies of Markdown code fences (```` ```json ````, ```` ``` ````, `~~~`), in order; an
-/// unclosed fence runs to the end (the model stopped inside it).
+/// unclosed fence runs to the end (the model stopped inside it). A fence opens only at the
+/// start of a line (after at most three spaces), as in CommonMark: a `~~~` inside a JSON
+/// string is text.
 fn fenced_blocks(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = text;
     loop {
-        let Some((at, fence)) = ["```", "~~~"]
-            .iter()
-            .filter_map(|f| rest.find(f).map(|i| (i, *f)))
-            .min_by_key(|(i, _)| *i)
-        else {
+        let Some((at, fence)) = opening_fence(rest) else {
             return out;
         };
         let after = rest.get(at + fence.len()..).unwrap_or_default();
@@ -96,6 +94,24 @@ fn fenced_blocks(text: &str) -> Vec<&str> {
             }
         }
     }
+}
+
+/// The first fence in `text` that starts a line: its offset and marker.
+fn opening_fence(text: &str) -> Option<(usize, &'static str)> {
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let body = line.get(indent..).unwrap_or_default();
+        if indent <= 3 {
+            for fence in ["```", "~~~"] {
+                if body.starts_with(fence) {
+                    return Some((line_start + indent, fence));
+                }
+            }
+        }
+        line_start += line.len();
+    }
+    None
 }
 
 /// The first `{...}` in `text` that balances and parses as a JSON object.

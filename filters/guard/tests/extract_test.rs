@@ -161,3 +161,15 @@ fn a_huge_answer_is_cut_and_braces_in_prose_are_bounded() {
     let long = format!("{}{FLIGHT}", " ".repeat(100));
     ok(&long, flight());
 }
+
+#[test]
+fn a_fence_marker_inside_a_json_string_is_text_not_a_fence() {
+    // Found by the fuzz target model_json: `~~~` in a key opened a "fence" holding `{}`.
+    ok(r#"{"~~~{}": 0}"#, json!({"~~~{}": 0}));
+    ok(
+        r#"{"note": "wrap it in ``` or ~~~ fences", "seat": "14A"}"#,
+        json!({"note": "wrap it in ``` or ~~~ fences", "seat": "14A"}),
+    );
+    // A fence after prose on the same line is not a fence either; the object is still found.
+    ok(&format!("Here it is: ```json\n{FLIGHT}\n```"), flight());
+}

@@ -137,3 +137,22 @@ fn non_ascii_text_around_entities_is_kept() {
         "Numéro: [PHONE REDACTED] ✓"
     );
 }
+
+#[test]
+fn redaction_is_a_fixpoint_a_marker_never_frees_a_neighbour() {
+    // Found by the fuzz target redact: the second number only looked like part of a longer one
+    // while the first was there.
+    let s = Scanner::new(&[Kind::Ssn, Kind::Card, Kind::Phone, Kind::Email]);
+    let (clean, kinds) = s.redact("1\u{2}+88888888+88888888((@");
+    assert!(s.find(&clean).is_empty(), "{clean:?}");
+    assert_eq!(s.redact(&clean).0, clean);
+    assert_eq!(kinds.len(), 2, "{clean:?}");
+    // A chain of them is found in one scan: each may start right after the one before.
+    let chain = "+8888888861+8888888862+8888888863";
+    assert_eq!(s.find(chain).len(), 3);
+    // An email whose domain ran into the next address is found once that one is replaced.
+    let text = format!("F@F.{}.......YY-F@-.YF", "B".repeat(120));
+    let (clean, kinds) = s.redact(&text);
+    assert!(s.find(&clean).is_empty(), "{clean:?}");
+    assert_eq!(kinds, [Kind::Email, Kind::Email]);
+}
