@@ -159,23 +159,55 @@ impl Scanner {
         let (mut out, mut kinds) = apply(text, &self.find(text));
         // Nothing found, nothing freed: the common case costs one scan.
         let mut found = !kinds.is_empty();
-        for _ in 0..REDACT_ROUNDS {
-            if !found {
-                break;
-            }
+        let mut rounds = 0;
+        while found {
             let more = self.find(&out);
             found = !more.is_empty();
+            // A long chain frees one link per scan: past a few scans, take each finding's
+            // whole word, which ends the chain. Every round removes a digit or an `@` (every
+            // entity has one, no marker does), so the loop ends.
+            let more = if rounds < REDACT_ROUNDS {
+                more
+            } else {
+                widened(out.as_bytes(), &more)
+            };
             let (again, k) = apply(&out, &more);
             out = again;
             kinds.extend(k);
+            rounds += 1;
         }
         (out, kinds)
     }
 }
 
-/// Scans after the first. Each frees at most the candidates next to a marker, so two are the
-/// most seen (the fuzz target `redact` holds the result to a fixpoint).
-const REDACT_ROUNDS: usize = 8;
+/// Scans after the first that replace only what they find. One frees at most the candidates
+/// next to a marker; a crafted chain of them (found by the fuzz target `redact`) frees one
+/// per scan, and is cut short by [`widened`].
+const REDACT_ROUNDS: usize = 4;
+
+/// Each span grown to the whitespace around it, overlapping ones merged (the first's kind).
+fn widened(b: &[u8], spans: &[Span]) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::with_capacity(spans.len());
+    for s in spans {
+        let start = b
+            .get(..s.start)
+            .and_then(|head| head.iter().rposition(u8::is_ascii_whitespace))
+            .map_or(0, |i| i + 1);
+        let end = b
+            .get(s.end..)
+            .and_then(|tail| tail.iter().position(u8::is_ascii_whitespace))
+            .map_or(b.len(), |i| s.end + i);
+        match out.last_mut() {
+            Some(last) if start <= last.end => last.end = last.end.max(end),
+            _ => out.push(Span {
+                start,
+                end,
+                kind: s.kind,
+            }),
+        }
+    }
+    out
+}
 
 /// Replaces `spans` (in order) in `text`.
 pub fn apply(text: &str, spans: &[Span]) -> (String, Vec<Kind>) {
