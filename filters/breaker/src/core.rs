@@ -193,7 +193,7 @@ impl Config {
                 }
             };
             routes.push(Route {
-                key: format!("cxgate/cb/{platform}"),
+                key: key(platform),
                 platform: platform.clone(),
                 fallback,
             });
@@ -332,6 +332,22 @@ fn load(cfg: &Config, current: Option<&[u8]>) -> Breaker {
         .and_then(Breaker::decode)
         .filter(|b| b.ring.len() == cfg.rules.buckets)
         .unwrap_or_else(|| Breaker::closed(cfg.rules.buckets))
+}
+
+/// The shared-data key of a platform's breaker.
+pub fn key(platform: &str) -> String {
+    format!("cxgate/cb/{platform}")
+}
+
+/// Is the platform's breaker open or probing (the platform is down)? For other stages: the
+/// coexistence decision sends calls away from a cloud that is down. One shared-data read.
+pub fn is_open<S: SharedStore + ?Sized>(store: &S, platform: &str) -> bool {
+    store
+        .get(&key(platform))
+        .ok()
+        .flatten()
+        .and_then(|v| Breaker::decode_phase(&v.value))
+        .is_some_and(|p| p != Phase::Closed)
 }
 
 /// The request path: one read while closed; a CAS write only to take the probe.

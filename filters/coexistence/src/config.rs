@@ -81,6 +81,9 @@ pub struct Target {
     pub sip_uri: String,
     /// The emergency address id when neither the agent nor its site has one.
     pub e911_id: Option<String>,
+    /// The cloud's platform in the breaker stage: while its breaker is open the cloud counts
+    /// as down, and calls bound for it go to legacy (`cloud_unavailable`).
+    pub breaker: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +113,8 @@ struct RawTarget {
     sip_uri: String,
     #[serde(default)]
     e911_id: Option<String>,
+    #[serde(default)]
+    breaker: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -196,9 +201,16 @@ fn target(raw: RawTarget, at: &str) -> Result<Target, ConfigError> {
         }
         rest = tail.get(close + 1..).unwrap_or_default();
     }
+    if raw.breaker.as_deref().is_some_and(|b| b.trim().is_empty()) {
+        return Err(ConfigError::new(
+            format!("{at}/breaker"),
+            "names a platform",
+        ));
+    }
     Ok(Target {
         sip_uri: uri,
         e911_id: raw.e911_id,
+        breaker: raw.breaker.map(|b| b.trim().to_string()),
     })
 }
 
@@ -270,7 +282,15 @@ impl Config {
         Ok(Config {
             routes: raw.routes,
             cloud: target(raw.cloud, &format!("{AT}/cloud"))?,
-            legacy: target(raw.legacy, &format!("{AT}/legacy"))?,
+            legacy: match raw.legacy.breaker {
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        format!("{AT}/legacy/breaker"),
+                        "only the cloud target has a breaker",
+                    ));
+                }
+                None => target(raw.legacy, &format!("{AT}/legacy"))?,
+            },
             dnis_rules,
             default: raw.default,
             safe_default: raw.safe_default,

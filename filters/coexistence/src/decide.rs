@@ -250,6 +250,7 @@ pub fn decide(
     q: &Query,
     roster: Option<&Roster>,
     state: StateAge,
+    cloud_down: bool,
     correlation_id: String,
 ) -> Decision {
     let hop = q.hop.saturating_add(1);
@@ -272,11 +273,16 @@ pub fn decide(
         (None, StateAge::Expired) => (cfg.safe_default, "state_expired", "safe_default".into()),
         (None, _) => (cfg.safe_default, "no_state", "safe_default".into()),
     };
+    if cloud_down && platform == Platform::Cloud {
+        rule = format!("{reason}:{rule}: the cloud's breaker is open");
+        platform = Platform::Legacy;
+        reason = "cloud_unavailable";
+    }
     if q.from_platform == Some(platform) {
         rule = format!("{reason}:{rule}: not back to {}", platform.as_str());
         platform = platform.other();
         reason = "loop_guard";
-    } else if state == StateAge::Stale {
+    } else if state == StateAge::Stale && reason != "cloud_unavailable" {
         rule = format!("{reason}:{rule}");
         reason = "stale_state";
     }

@@ -166,7 +166,20 @@ impl StageStream for CoexistenceStream {
                 decide::uuid_v4(r)
             }
         };
-        let d = decide::decide(&s.config, &q, roster.as_deref(), state, correlation_id);
+        let cloud_down = s
+            .config
+            .cloud
+            .breaker
+            .as_deref()
+            .is_some_and(|p| cxgate_breaker::core::is_open(&*io.store, p));
+        let d = decide::decide(
+            &s.config,
+            &q,
+            roster.as_deref(),
+            state,
+            cloud_down,
+            correlation_id,
+        );
         let counter = match d.platform {
             Some(Platform::Cloud) => ids.cloud,
             Some(Platform::Legacy) => ids.legacy,

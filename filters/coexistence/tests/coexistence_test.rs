@@ -183,6 +183,72 @@ fn the_shipped_dnis_split_decides_calls_for_no_known_agent() {
 }
 
 #[test]
+fn calls_bound_for_a_cloud_whose_breaker_is_open_go_to_legacy() {
+    use cxgate_breaker::window::{Breaker, Phase};
+    use cxgate_kit::host::{Expect, SharedStore};
+    let mut h = host();
+    let p = shipped_pipeline(&mut h);
+    publish(&mut h, roster(NOW));
+    let call = json!({"dnis": "15550101", "ani": "+4930123", "target_user": "stranger@x"});
+    let set = |h: &mut TestHost, phase: Phase| {
+        let b = Breaker {
+            phase,
+            ..Breaker::closed(4)
+        };
+        let key = cxgate_breaker::core::key("genesys");
+        let expect = match h.store.get(&key).unwrap() {
+            Some(v) => Expect::Cas(v.cas),
+            None => Expect::Absent,
+        };
+        h.store.set(&key, &b.encode(), expect).unwrap();
+    };
+    for (phase, platform, reason) in [
+        (
+            Phase::Open {
+                next_probe_ms: NOW + 15_000,
+            },
+            "LEGACY",
+            "cloud_unavailable",
+        ),
+        (
+            Phase::HalfOpen {
+                probe_until_ms: NOW + 5_000,
+            },
+            "LEGACY",
+            "cloud_unavailable",
+        ),
+        (Phase::Closed, "CLOUD", "dnis_rule"),
+    ] {
+        set(&mut h, phase);
+        let v = ask(&mut h, &p, call.clone());
+        assert_eq!(
+            (v["platform"].as_str(), v["reason"].as_str()),
+            (Some(platform), Some(reason)),
+            "{phase:?}: {v}"
+        );
+        if reason == "cloud_unavailable" {
+            assert_eq!(v["sip_uri"], "sip:15550101@pbx.cxgate.invalid");
+            assert_eq!(
+                v["rule"],
+                "dnis_rule:cloud-batch-01: the cloud's breaker is open"
+            );
+        }
+    }
+    // Bound for legacy anyway: unchanged.
+    set(
+        &mut h,
+        Phase::Open {
+            next_probe_ms: NOW + 15_000,
+        },
+    );
+    let v = ask(&mut h, &p, json!({"dnis": "15550102"}));
+    assert_eq!(
+        (v["platform"].as_str(), v["reason"].as_str()),
+        (Some("LEGACY"), Some("dnis_rule"))
+    );
+}
+
+#[test]
 fn agent_rules_come_before_dnis_rules_and_follow_the_migration_status() {
     let mut h = host();
     let p = shipped_pipeline(&mut h);
@@ -497,6 +563,14 @@ fn config_errors_name_the_field() {
         ),
         ("/coexistence/routes/0", json!({"routes": ["nope"]})),
         ("/coexistence/colour", json!({"colour": "blue"})),
+        (
+            "/coexistence/legacy/breaker",
+            json!({"legacy": {"sip_uri": "sip:{dnis}@pbx", "breaker": "genesys"}}),
+        ),
+        (
+            "/coexistence/cloud/breaker",
+            json!({"cloud": {"sip_uri": "sip:{dnis}@cloud", "breaker": " "}}),
+        ),
     ];
     for (field, change) in cases {
         let mut section = base.clone();

@@ -13,6 +13,9 @@ use serde_json::Value;
 /// Set on every reply the gateway makes itself (value: the stage that made it), so later
 /// stages and other filters can tell the gateway's answers from the platform's.
 pub const REPLY_HEADER: &str = "x-cxgate-reply";
+/// Set by the proxy's own reply when the platform could not be reached or timed out (Envoy's
+/// local reply mapper, `envoy/envoy.yaml`): the platform's failure, but not its answer.
+pub const UPSTREAM_FAILURE_HEADER: &str = "x-cxgate-upstream-failure";
 
 /// A header map as read once from the proxy: lowercase names, in order, all in one string
 /// (two allocations per map, not two per header).
@@ -133,6 +136,9 @@ pub struct ResponseView {
     /// Made by the gateway itself (this pipeline, or another cxgate filter): no stage treats
     /// it as the platform's answer.
     pub gateway: bool,
+    /// The proxy answered for a platform it could not reach in time ([`UPSTREAM_FAILURE_HEADER`]):
+    /// a platform failure (the breaker counts it), with no body of the platform's to read.
+    pub upstream_failure: bool,
 }
 
 impl ResponseView {
@@ -142,10 +148,12 @@ impl ResponseView {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         let gateway = headers.get(MARKER_HEADER).is_some() || headers.get(REPLY_HEADER).is_some();
+        let upstream_failure = headers.get(UPSTREAM_FAILURE_HEADER).is_some();
         ResponseView {
             status,
             headers,
             gateway,
+            upstream_failure,
         }
     }
 }

@@ -408,6 +408,10 @@ impl Request {
                 .any(|(s, ran)| *ran && yes(s.as_ref(), &self.x))
     }
 
+    pub fn holds_response_headers(&self) -> bool {
+        self.a_stage_takes(|s, x| s.holds_response_headers(x))
+    }
+
     pub fn wants_response_body(&self) -> bool {
         self.a_stage_takes(|s, x| s.wants_response_body(x))
     }

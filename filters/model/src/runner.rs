@@ -464,7 +464,8 @@ impl HttpContext for Stream {
         self.act(step)
     }
 
-    /// Never pauses (Kong cannot pause in response headers).
+    /// Pauses only on Envoy, for a stage that may change the status from the body (Kong cannot
+    /// pause in response headers: there such a stage runs its own call, `Flow::Answered`).
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let Some(req) = self.req.as_mut() else {
             return Action::Continue;
@@ -490,6 +491,9 @@ impl HttpContext for Stream {
                 let _ = response.set(k, v);
             }
             send(&reply, "cxgate_local_reply");
+        } else if self.store.dialect() != CasDialect::Kong && req.holds_response_headers() {
+            // Sent with the body, once a stage has seen it (it may change the status).
+            return Action::Pause;
         }
         Action::Continue
     }

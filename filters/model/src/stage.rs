@@ -167,6 +167,12 @@ pub trait StageStream {
     fn on_response(&mut self, _x: &mut Exchange, _io: &mut Io<'_>) -> Option<LocalReply> {
         None
     }
+    /// Must the response headers wait for the body, so that the stage may still change the
+    /// status from it (`:status` set in `on_response_body`)? Asked after `on_response`.
+    /// Envoy holds them; Kong cannot (it warns and sends them), so only Envoy paths use it.
+    fn holds_response_headers(&self, _x: &Exchange) -> bool {
+        false
+    }
     fn wants_response_body(&self, _x: &Exchange) -> bool {
         false
     }

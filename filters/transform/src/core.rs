@@ -368,6 +368,8 @@ pub(crate) fn check_platform(
 pub struct Returned<'a> {
     pub status: u16,
     pub body: &'a [u8],
+    /// The platform's `content-type`, if it sent one.
+    pub content_type: Option<&'a str>,
     /// `ININ-Correlation-Id` or the like.
     pub correlation_id: Option<&'a str>,
     /// The consumer asked for platform metadata (the documented header).
@@ -409,29 +411,27 @@ pub fn on_response(cfg: &Config, fwd: &Forward, ret: &Returned<'_>) -> Normalize
             .as_ref()
             .and_then(platform_message)
             .unwrap_or_else(|| format!("{} answered {}", fwd.platform, ret.status));
-        let reply = problem(
-            ret.status,
-            "platform-error",
+        return crate::unusable::about_platform(
+            fwd,
+            ret,
+            (ret.status, "platform-error"),
             "Platform error",
             detail,
-            trace,
-        )
-        .into_reply();
-        let mut doc: Value = serde_json::from_slice(&reply.body).unwrap_or_else(|_| json!({}));
-        set(&mut doc, "platform", json!(fwd.platform));
-        set(&mut doc, "platform_status", json!(ret.status));
-        if let Some(c) = ret.correlation_id {
-            set(&mut doc, "correlation_id", json!(c));
-        }
-        return Normalized {
-            status: ret.status,
-            content_type: cxgate_kit::problem::CONTENT_TYPE.into(),
-            body: doc.to_string().into_bytes(),
-            event: None,
-        };
+        );
     }
-    let Some(v) = parsed else {
+    // A success the consumer could not use is the platform's failure, not a success: a
+    // truncated or non-JSON body, or one that is not the object the profile reads.
+    if ret.body.is_empty() {
         return passthrough(ret);
+    }
+    let declared_json = ret.content_type.is_none_or(crate::unusable::is_json);
+    let Some(v) = parsed.filter(|_| declared_json) else {
+        let what = if declared_json {
+            "a body that is not JSON (truncated?)".to_string()
+        } else {
+            format!("a {} body, not JSON", ret.content_type.unwrap_or_default())
+        };
+        return crate::unusable::invalid(fwd, ret, &what);
     };
     let metadata = |src: &Value, out: &mut Value| {
         if ret.include_metadata && !profile.metadata.is_empty() {
@@ -449,11 +449,9 @@ pub fn on_response(cfg: &Config, fwd: &Forward, ret: &Returned<'_>) -> Normalize
                 (items, total)
             }
         };
-        let raw_items = v
-            .pointer(items_at)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let Some(raw_items) = v.pointer(items_at).and_then(Value::as_array).cloned() else {
+            return crate::unusable::invalid(fwd, ret, &format!("no list at {items_at}"));
+        };
         let items: Vec<Value> = raw_items
             .iter()
             .map(|item| match &profile.response {
@@ -503,11 +501,24 @@ pub fn on_response(cfg: &Config, fwd: &Forward, ret: &Returned<'_>) -> Normalize
         };
     }
     let mut out = match &profile.response {
-        Some(t) => t
-            .apply(&v, &NoMaps)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| json!({})),
+        Some(t) => {
+            let out = t
+                .apply(&v, &NoMaps)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| json!({}));
+            // Only the template's literals: the body holds none of the fields it reads (an
+            // error envelope sent with a 200, say). An empty object is a plain "done".
+            let literals = t.apply(&Value::Null, &NoMaps).ok().flatten();
+            if v.as_object().is_some_and(|o| !o.is_empty()) && literals.as_ref() == Some(&out) {
+                return crate::unusable::invalid(
+                    fwd,
+                    ret,
+                    "an object that has none of the fields read from it",
+                );
+            }
+            out
+        }
         None => v.clone(),
     };
     if out.is_object() {
@@ -521,7 +532,7 @@ pub fn on_response(cfg: &Config, fwd: &Forward, ret: &Returned<'_>) -> Normalize
     }
 }
 
-fn set(doc: &mut Value, key: &str, v: Value) {
+pub(crate) fn set(doc: &mut Value, key: &str, v: Value) {
     if let Some(o) = doc.as_object_mut() {
         o.insert(key.to_string(), v);
     }

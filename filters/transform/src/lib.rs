@@ -14,6 +14,7 @@ pub mod merge;
 pub mod page;
 pub mod stage;
 pub mod template;
+mod unusable;
 
 #[cfg(feature = "standalone")]
 mod shell;

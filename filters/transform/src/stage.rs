@@ -150,6 +150,7 @@ impl Stage for Transform {
             forward: None,
             claim: None,
             status: 0,
+            content_type: None,
             correlation_id: None,
             pending: None,
         })
@@ -166,6 +167,7 @@ struct TransformStream {
     /// The idempotency entry this request claimed: its key and the body digest.
     claim: Option<(String, String)>,
     status: u16,
+    content_type: Option<String>,
     correlation_id: Option<String>,
     /// The stage's own call awaited (a merge update's, or the direct call).
     pending: Option<calls::Pending>,
@@ -371,7 +373,16 @@ impl StageStream for TransformStream {
         if self.forward.is_none() || response.gateway {
             return None;
         }
+        if response.upstream_failure {
+            // Envoy's own problem (upstream-unavailable, 503/504) stands; the write may not
+            // have happened, so a retry must not find it claimed.
+            self.give_up_claim(io);
+            self.forward = None;
+            let _ = io.metrics.increment(self.shared.ids.platform_errors, 1);
+            return None;
+        }
         self.status = response.status;
+        self.content_type = response.headers.get("content-type").map(str::to_string);
         self.correlation_id = ["inin-correlation-id", "x-correlation-id", "x-request-id"]
             .iter()
             .find_map(|h| response.headers.get(h).map(str::to_string));
@@ -385,6 +396,14 @@ impl StageStream for TransformStream {
         let _ = io.stream.remove_response_header("content-length");
         let _ = io.stream.set_response_header("content-type", ct);
         None
+    }
+
+    /// A 2xx may still turn out unusable (a 502): its status waits for the body.
+    fn holds_response_headers(&self, x: &Exchange) -> bool {
+        self.forward.is_some()
+            && x.response
+                .as_ref()
+                .is_some_and(|r| !r.gateway && r.status < 400)
     }
 
     fn wants_response_body(&self, x: &Exchange) -> bool {
@@ -406,6 +425,7 @@ impl StageStream for TransformStream {
             &Returned {
                 status: self.status,
                 body,
+                content_type: self.content_type.as_deref(),
                 correlation_id: self.correlation_id.as_deref(),
                 include_metadata: self.include_metadata,
                 trace_id: x.trace_id.as_deref(),
@@ -415,6 +435,15 @@ impl StageStream for TransformStream {
         );
         if let Some(event) = &normalized.event {
             io.log.event(Level::Warn, event);
+        }
+        if normalized.status != self.status {
+            let _ = io.metrics.increment(s.ids.platform_errors, 1);
+            let _ = io
+                .stream
+                .set_response_header(":status", &normalized.status.to_string());
+            let _ = io
+                .stream
+                .set_response_header("content-type", &normalized.content_type);
         }
         if let Some((key, body)) = self.claim.take() {
             let idem_cfg = &cfg.idempotency;

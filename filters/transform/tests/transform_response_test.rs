@@ -14,6 +14,7 @@ fn returned<'a>(status: u16, body: &'a [u8], include_metadata: bool) -> Returned
     Returned {
         status,
         body,
+        content_type: Some("application/json; charset=UTF-8"),
         correlation_id: Some("corr-7"),
         include_metadata,
         trace_id: Some("t-9"),
@@ -56,6 +57,90 @@ fn responses_are_normalized_metadata_stripped_unless_asked_and_errors_become_pro
     assert_eq!(p["correlation_id"], "corr-7");
     assert_eq!(p["platform_status"], 409);
     assert_eq!(p["trace_id"], "t-9");
+}
+
+#[test]
+fn a_2xx_the_consumer_cannot_use_is_a_502_problem_never_a_success() {
+    let c = cfg();
+    let f = forward(update(&c, &seed("GENESYS")));
+    let unusable = |body: &[u8], content_type: Option<&str>| {
+        let mut r = returned(200, body, false);
+        r.content_type = content_type;
+        let n = on_response(&c, &f, &r);
+        let p: Value = serde_json::from_slice(&n.body).unwrap_or(Value::Null);
+        (n.status, n.content_type, p, n.event.is_some())
+    };
+    let good = json!({"id": "q-1", "name": "Q", "enabled": true}).to_string();
+    for (body, ct, why) in [
+        (
+            &br#"{"id": "q-1", "name": "Prem"#[..],
+            Some("application/json"),
+            "not JSON (truncated?)",
+        ),
+        (
+            &b"<html>maintenance</html>"[..],
+            Some("text/html"),
+            "a text/html body, not JSON",
+        ),
+        (
+            good.as_bytes(),
+            Some("text/plain"),
+            "a text/plain body, not JSON",
+        ),
+        (
+            &br#"{"message": "internal", "code": "server.error", "status": 500}"#[..],
+            Some("application/json"),
+            "none of the fields read from it",
+        ),
+    ] {
+        let (status, ct_out, p, event) = unusable(body, ct);
+        assert_eq!(
+            (status, ct_out.as_str()),
+            (502, "application/problem+json"),
+            "{p}"
+        );
+        assert_eq!(p["type"], "urn:cxgate:problem:platform-invalid-response");
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(why) && detail.contains("may or may not have been applied"),
+            "{detail}"
+        );
+        assert_eq!(
+            (p["platform_status"].clone(), p["correlation_id"].clone()),
+            (json!(200), json!("corr-7"))
+        );
+        assert!(event, "the operator is told");
+    }
+    // Usable: JSON (declared or not), an empty object, an empty body, a JSON media type.
+    for (body, ct) in [
+        (good.as_bytes(), Some("application/json")),
+        (good.as_bytes(), None),
+        (good.as_bytes(), Some("application/vnd.genesys+json")),
+        (&b"{}"[..], Some("application/json")),
+        (&b""[..], None),
+    ] {
+        let (status, _, _, event) = unusable(body, ct);
+        assert_eq!(
+            (status, event),
+            (200, false),
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    // A listing without its list is not an empty last page.
+    let lf = forward(send(
+        &c,
+        "/gateway/v1/routing/queues?platform=GENESYS",
+        None,
+        b"",
+    ));
+    let n = on_response(
+        &c,
+        &lf,
+        &returned(200, br#"{"message": "busy", "status": 503}"#, false),
+    );
+    assert_eq!(n.status, 502);
+    assert!(String::from_utf8_lossy(&n.body).contains("no list at /entities"));
 }
 
 fn genesys_page(number: u64, count: u64, total: u64) -> Vec<u8> {

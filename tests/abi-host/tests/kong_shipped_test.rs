@@ -135,6 +135,29 @@ fn a_listing_pages_through_the_transforms_own_calls() {
     assert_eq!(v["items"][1]["queue_name"], "tier2");
     assert_eq!(v["has_more"], true);
     assert!(v["next_cursor"].is_string());
+    h.finish(s).unwrap();
+    // A 200 that is not the listing (an error envelope): the consumer gets a 502, not an
+    // empty last page.
+    let s = send(
+        &mut h,
+        "GET",
+        "/gateway/v1/routing/queues?platform=CXONE&page_size=2",
+        "analytics-batch",
+        None,
+    );
+    let call = pending(&h);
+    h.reply(call.token, CallReply::json(200, r#"{"error": "busy"}"#))
+        .unwrap();
+    let (status, v) = reply_json(&h, s);
+    assert_eq!(status, 502, "{v}");
+    assert_eq!(v["type"], "urn:cxgate:problem:platform-invalid-response");
+    let r = h.local_reply(s).unwrap();
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        r.header(":status"),
+        None,
+        "the status is the reply's, not a header"
+    );
     clean(&h);
 }
 

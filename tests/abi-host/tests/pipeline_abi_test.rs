@@ -195,6 +195,43 @@ fn a_normalized_update_is_rewritten_for_the_platform_in_one_context() {
 }
 
 #[test]
+fn on_envoy_a_2xx_the_consumer_cannot_use_becomes_a_502_before_its_headers_leave() {
+    let mut h = pipeline(Profile::Envoy, |_| {});
+    let (s, a) = post(&mut h, 0, "omnichannel-app-prod", UPDATE);
+    assert_eq!(a, Action::Continue);
+    // The status waits for the body: the response headers are held.
+    let a = h
+        .response_headers(
+            s,
+            &[(":status", "200"), ("content-type", "application/json")],
+            false,
+        )
+        .unwrap();
+    assert_eq!(a, Action::Pause);
+    h.response_body(s, br#"{"id": "q-1", "na"#, true).unwrap();
+    assert_eq!(h.response_header(s, ":status").as_deref(), Some("502"));
+    assert_eq!(
+        h.response_header(s, "content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    let p: Value = serde_json::from_slice(&h.response_body_bytes(s)).unwrap();
+    assert_eq!(p["type"], "urn:cxgate:problem:platform-invalid-response");
+    // A usable one is held just as long, and leaves as it came.
+    let (s, _) = post(&mut h, 0, "omnichannel-app-prod", UPDATE);
+    let a = h
+        .response_headers(
+            s,
+            &[(":status", "200"), ("content-type", "application/json")],
+            false,
+        )
+        .unwrap();
+    assert_eq!(a, Action::Pause);
+    h.response_body(s, br#"{"id":"q-1","name":"Premium_Support"}"#, true)
+        .unwrap();
+    assert_eq!(h.response_header(s, ":status").as_deref(), Some("200"));
+}
+
+#[test]
 fn the_platform_budget_applies_to_normalized_traffic_once_the_platform_is_known() {
     for profile in PROFILES {
         let mut h = pipeline(profile, |d| {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use process::{Service, wait_ready};
 pub use render::{Ports, Vars, consumers, render_envoy, shipped_pipeline, unlimited};
-pub use services::start_redis;
+pub use services::{start_redis, start_redis_on};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -135,6 +135,20 @@ pub const SIDECAR_KEY: &str = "cxgate-local-sidecar-key-0001";
 /// The local key that signs pagination cursors (its own secret, 32+ characters).
 pub const CURSOR_KEY: &str = "cxgate-local-cursor-key-000000000001";
 
+/// What a consumer got: status 0 when the request failed in transport.
+pub struct Got {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// The body as JSON (`Null` if it is not).
+    pub body: serde_json::Value,
+}
+
+impl Got {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 /// Envoy + sidecar + mocks, torn down on drop (in reverse start order).
 pub struct Stack {
     pub ports: Ports,
@@ -195,8 +209,17 @@ pub const MOCK_SECRETS: [(&str, &str); 7] = [
     ("LLM_API_KEY", "demo-llm-key"),
 ];
 
-/// Starts the sidecar with `run_dir/sidecar.json` and waits until it answers.
+/// Starts the sidecar with `run_dir/sidecar.json` and waits until it answers healthy.
 pub fn start_sidecar(ports: &Ports, run_dir: &Path) -> Result<Service, String> {
+    start_sidecar_ready_at(ports, run_dir, "/health")
+}
+
+/// The same, ready once `path` answers 2xx (`/v1/state` answers before any token exists).
+pub fn start_sidecar_ready_at(
+    ports: &Ports,
+    run_dir: &Path,
+    path: &str,
+) -> Result<Service, String> {
     let args = vec![
         "--config".to_string(),
         run_dir.join("sidecar.json").display().to_string(),
@@ -206,7 +229,7 @@ pub fn start_sidecar(ports: &Ports, run_dir: &Path) -> Result<Service, String> {
     let mut s = Service::spawn("sidecar", &bin("cxgate-sidecar"), &args, &env, run_dir)?;
     wait_ready(
         &mut s,
-        &format!("http://127.0.0.1:{}/health", ports.sidecar),
+        &format!("http://127.0.0.1:{}{path}", ports.sidecar),
         &[("x-cxgate-sidecar-key", SIDECAR_KEY)],
         Duration::from_secs(20),
     )?;
@@ -244,6 +267,19 @@ pub fn run_envoy(
     workers: u32,
     log_level: &str,
 ) -> Result<Service, String> {
+    run_envoy_with(name, config, run_dir, admin, workers, log_level, &[])
+}
+
+/// [`run_envoy`] with more command-line arguments (a hot restart's `--restart-epoch 1`).
+pub fn run_envoy_with(
+    name: &str,
+    config: &str,
+    run_dir: &Path,
+    admin: u16,
+    workers: u32,
+    log_level: &str,
+    extra: &[&str],
+) -> Result<Service, String> {
     let path = run_dir.join(format!("{name}.yaml"));
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
     let args = vec![
@@ -258,6 +294,10 @@ pub fn run_envoy(
         "--component-log-level".into(),
         format!("wasm:{log_level}"),
     ];
+    let args: Vec<String> = args
+        .into_iter()
+        .chain(extra.iter().map(|a| a.to_string()))
+        .collect();
     let mut e = Service::spawn(
         name,
         &envoy_bin(),
@@ -393,6 +433,32 @@ impl Stack {
             sidecar,
             mocks,
         })
+    }
+
+    /// Sends a consumer's request to the gateway: its key, and a JSON body if there is one.
+    pub fn send(&self, method: &str, path: &str, key: &str, body: Option<&str>) -> Got {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or_default();
+        let mut req = self
+            .http
+            .request(method, self.gateway_url(path))
+            .header("x-api-key", key);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        match req.send() {
+            Ok(r) => Got {
+                status: r.status().as_u16(),
+                headers: r.headers().clone(),
+                body: r.json().unwrap_or(serde_json::Value::Null),
+            },
+            Err(e) => Got {
+                status: 0,
+                headers: Default::default(),
+                body: serde_json::json!({"transport_error": e.to_string()}),
+            },
+        }
     }
 
     pub fn gateway_url(&self, path: &str) -> String {

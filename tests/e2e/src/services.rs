@@ -23,8 +23,12 @@ pub fn program(name: &str) -> Result<PathBuf, String> {
 /// Starts a throwaway `redis-server` (installed by `./cxgate setup`) on a free loopback port,
 /// without persistence, and waits until it answers PING. Returns it and its URL.
 pub fn start_redis(run_dir: &Path) -> Result<(Service, String), String> {
+    start_redis_on(run_dir, free_port())
+}
+
+/// The same on a given port (to bring a stopped one back where its clients look for it).
+pub fn start_redis_on(run_dir: &Path, port: u16) -> Result<(Service, String), String> {
     let program = program("redis-server")?;
-    let port = free_port();
     let args: Vec<String> = [
         "--port",
         &port.to_string(),

@@ -1,7 +1,9 @@
 //! Layer 3: the rate limiter against real Envoy 1.40 and the mocks; the distributed mode with
 //! two Envoy instances, one sidecar and a real redis-server.
 
-use cxgate_e2e::{Service, Stack, StackOptions, repo_root, shipped_pipeline, start_redis};
+use cxgate_e2e::{
+    Service, Stack, StackOptions, repo_root, shipped_pipeline, start_redis, start_redis_on,
+};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -231,7 +233,7 @@ fn two_instances_share_one_budget_through_redis_and_fall_back_when_it_dies() {
     let (mut redis, url): (Service, String) = start_redis(&dir).unwrap();
     let s = Stack::start(StackOptions {
         pipeline: Some(shared_budget()),
-        redis: Some(url),
+        redis: Some(url.clone()),
         mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
         ..StackOptions::default()
     })
@@ -295,4 +297,29 @@ fn two_instances_share_one_budget_through_redis_and_fall_back_when_it_dies() {
     );
     assert!(((admitted[0] + admitted[1]) as f64) <= cap, "{admitted:?}");
     assert!(s.envoy_log().contains("RATE_LIMIT_FALLBACK"));
+    // Redis comes back where it was: both instances return to the shared budget.
+    let port: u16 = url
+        .trim_end_matches("/0")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let (_redis, _) = start_redis_on(&dir, port).unwrap();
+    let started = Instant::now();
+    while [s.ports.admin, ports2.admin]
+        .iter()
+        .any(|a| s.envoy_stat_at(*a, "cxgate_ratelimit.distributed_fallback") != Some(0))
+    {
+        call(&s, gateways[0], APP, false);
+        call(&s, gateways[1], APP, false);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never back on the shared budget"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "figures: back on the shared budget {} ms after Redis returned",
+        started.elapsed().as_millis()
+    );
 }

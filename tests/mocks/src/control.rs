@@ -45,6 +45,11 @@ pub struct Fault {
     /// what it should not).
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// A raw body to answer instead of the platform-shaped error (garbage: truncated JSON, an
+    /// HTML page, an error envelope sent with a 200); the status defaults to 200.
+    pub body: Option<String>,
+    /// The `content-type` of `body` (default `application/json`).
+    pub content_type: Option<String>,
     /// Only requests whose path starts with this.
     pub path_prefix: Option<String>,
     /// Only requests with this method (`PUT`).
@@ -265,6 +270,16 @@ async fn recorder(State(mock): State<Arc<Mock>>, req: Request, next: Next) -> Re
     if let Some(fault) = fault {
         if fault.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
+        }
+        if let Some(raw) = &fault.body {
+            let code = StatusCode::from_u16(fault.status.unwrap_or(200))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let ct = fault.content_type.as_deref().unwrap_or("application/json");
+            let mut resp = (code, raw.clone()).into_response();
+            if let Ok(v) = HeaderValue::from_str(ct) {
+                resp.headers_mut().insert("content-type", v);
+            }
+            return resp;
         }
         if let Some(status) = fault.status {
             let ctx = mock.next_id("ctx-");

@@ -64,6 +64,7 @@ impl Request {
             status,
             headers: HeaderView::new(pairs),
             gateway: false,
+            upstream_failure: false,
         });
         let mut capture = Captured { headers: &mut out };
         let mut inner = Io {
@@ -106,6 +107,15 @@ impl Request {
         ) {
             body = b;
         }
+        // A stage that changed the status from the body said so as the proxied path does.
+        let status = match out
+            .get(":status")
+            .and_then(|s| s.trim().parse::<u16>().ok())
+        {
+            Some(changed) => changed,
+            None => status,
+        };
+        out.remove(":status");
         self.x.replied = true;
         let name = self.names.get(from).copied().unwrap_or("pipeline");
         let mut headers: Vec<(String, String)> = out
