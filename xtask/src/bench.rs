@@ -120,7 +120,7 @@ fn cpu_us(pid: u32) -> u64 {
     ticks * 10_000 // USER_HZ is 100 on Linux
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

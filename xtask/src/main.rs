@@ -12,6 +12,7 @@ mod bench_coexistence;
 mod bench_config;
 mod bench_guard;
 mod micro;
+mod soak;
 
 use cxgate_e2e::{Ports, Stack, StackOptions, repo_root, wasm_dir};
 use std::process::{Command, ExitCode};
@@ -355,6 +356,12 @@ fn main() -> ExitCode {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(200),
         ),
+        "soak" => soak::run(
+            std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(600),
+        ),
         "bench-micro" => micro::run(std::env::args().nth(2).as_deref() != Some("--no-callgrind")),
         // One microbenchmark run, what callgrind executes: `micro-one <filter> <requests>`.
         "micro-one" => {
@@ -366,7 +373,7 @@ fn main() -> ExitCode {
             micro::run_one(&filter, n).map(|_| ())
         }
         _ => Err(
-            "usage: xtask wasm|validate|kong-config|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]|bench-guard [requests]|bench-chain [requests]"
+            "usage: xtask wasm|validate|kong-config|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]|bench-guard [requests]|bench-chain [requests]|soak [seconds]"
                 .into(),
         ),
     };

@@ -259,6 +259,13 @@ pub fn begin<S: SharedStore + ?Sized>(
     })
 }
 
+/// What the store holds after a write: entries and bytes (the operator's gauges).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
 /// Stores the response of a claimed request, and evicts what the bounds require.
 ///
 /// Bounds without an index to rewrite: a ring of `max_entries` slots. A CAS record
@@ -274,7 +281,7 @@ pub fn finish<S: SharedStore + ?Sized>(
     now: u64,
     max_entries: usize,
     max_bytes: usize,
-) -> Result<(), UpdateError> {
+) -> Result<Held, UpdateError> {
     let done = Entry::Done {
         stored_ms: now,
         body: body.to_string(),
@@ -305,10 +312,15 @@ pub fn finish<S: SharedStore + ?Sized>(
         release(store, old_size)?;
     }
     // Evict from the tail while over a bound (a few per call; later calls continue).
+    let mut held = Held::default();
     for _ in 0..8 {
         let evict = update(store, RING, ATTEMPTS, |current| {
             let r = Ring::decode(current);
             let live = r.next.saturating_sub(r.tail);
+            held = Held {
+                entries: live,
+                bytes: r.bytes,
+            };
             if live > slots || (r.bytes > max_bytes as u64 && live > 1) {
                 Update::Write(
                     Ring {
@@ -333,7 +345,7 @@ pub fn finish<S: SharedStore + ?Sized>(
             release(store, old_size)?;
         }
     }
-    Ok(())
+    Ok(held)
 }
 
 #[derive(Debug, Clone, Copy, Default)]

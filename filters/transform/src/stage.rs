@@ -32,6 +32,9 @@ struct Ids {
     in_flight_conflicts: u32,
     platform_errors: u32,
     errors: u32,
+    /// What the idempotency store holds (gauges, after each stored response).
+    idem_entries: u32,
+    idem_bytes: u32,
 }
 
 /// Each worker's decoded ID maps, decoded once per shared-data version (CAS).
@@ -78,6 +81,12 @@ fn build(section: Value, b: &mut Build<'_>) -> Result<Box<dyn Stage>, ConfigErro
         in_flight_conflicts: c("idempotent_conflicts"),
         platform_errors: c("platform_errors"),
         errors: c("errors"),
+        idem_entries: m
+            .gauge("cxgate_transform.idempotency_entries")
+            .unwrap_or_default(),
+        idem_bytes: m
+            .gauge("cxgate_transform.idempotency_bytes")
+            .unwrap_or_default(),
     };
     Ok(Box::new(Transform(Rc::new(Shared {
         model: b.model.clone(),
@@ -464,6 +473,10 @@ impl StageStream for TransformStream {
                     idem_cfg.max_entries,
                     idem_cfg.max_bytes,
                 )
+                .map(|held| {
+                    let _ = io.metrics.record(s.ids.idem_entries, held.entries);
+                    let _ = io.metrics.record(s.ids.idem_bytes, held.bytes);
+                })
             } else {
                 // A platform failure is not a result to replay: let a retry go through.
                 idem::abandon(&mut *io.store, &key)

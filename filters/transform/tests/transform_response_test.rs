@@ -432,7 +432,13 @@ fn the_idempotency_store_also_stays_under_its_byte_bound() {
     let keys: Vec<String> = (0..6).map(|i| format!("cxgate/idem/a/{i}")).collect();
     for (i, k) in keys.iter().enumerate() {
         idem::begin(&mut store, k, "d", i as u64, 900_000).unwrap();
-        idem::finish(&mut store, k, "d", stored.clone(), i as u64, 100, 1000).unwrap();
+        let held = idem::finish(&mut store, k, "d", stored.clone(), i as u64, 100, 1000).unwrap();
+        // What the gauges report: within the byte bound once the first eviction ran.
+        assert!(
+            held.entries >= 1 && held.entries <= (i as u64 + 1),
+            "{held:?}"
+        );
+        assert!(held.bytes <= 1000 || held.entries == 1, "{held:?}");
     }
     let live: Vec<bool> = keys
         .iter()
