@@ -93,8 +93,18 @@ impl Holdback {
             })
             .collect();
         let text = self.buf.get(self.released..cut).unwrap_or("");
-        let (text, redacted) = pii::apply(text, &local);
-        self.released = cut;
+        let (mut text, mut redacted) = pii::apply(text, &local);
+        if !redacted.is_empty() {
+            // A marker can free a neighbour (an address whose name ran into the one before):
+            // what is released is redacted to a fixpoint, as a whole answer is.
+            let (again, more) = scanner.redact(&text);
+            text = again;
+            redacted.extend(more);
+        }
+        // Later scans see what was sent, markers included, as their left context: a name
+        // that ran into a replaced address now stands alone there too.
+        self.buf.replace_range(self.released..cut, &text);
+        self.released += text.len();
         self.trim();
         Release { text, redacted }
     }
