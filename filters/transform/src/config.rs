@@ -78,6 +78,9 @@ pub struct Profile {
     pub defaults: Vec<(String, Value)>,
     pub platform_schema: Option<Schema>,
     pub response: Option<Template>,
+    /// What `response` yields from a body with none of its fields (its literals, computed
+    /// once): a 2xx that maps to just this is not the object the profile reads.
+    pub response_literals: Option<Value>,
     pub metadata: Vec<String>,
     pub paging: Option<Paging>,
     pub merge: Option<Merge>,
@@ -347,6 +350,12 @@ impl Config {
                 Some(c) => Some(call_of(c, &format!("{at}/call"))?),
                 None => None,
             };
+            let response = p
+                .response
+                .as_ref()
+                .map(|b| template(b, &format!("{at}/response")))
+                .transpose()?;
+            let response_literals = response.as_ref().and_then(Template::literals);
             index.insert(name.clone(), profiles.len());
             profiles.push(Profile {
                 body: p
@@ -354,11 +363,8 @@ impl Config {
                     .as_ref()
                     .map(|b| template(b, &format!("{at}/body")))
                     .transpose()?,
-                response: p
-                    .response
-                    .as_ref()
-                    .map(|b| template(b, &format!("{at}/response")))
-                    .transpose()?,
+                response,
+                response_literals,
                 name,
                 platform: p.platform.trim_matches('/').to_string(),
                 method: p.method.to_ascii_uppercase(),

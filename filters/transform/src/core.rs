@@ -424,7 +424,9 @@ pub fn on_response(cfg: &Config, fwd: &Forward, ret: &Returned<'_>) -> Normalize
     if ret.body.is_empty() {
         return passthrough(ret);
     }
-    let declared_json = ret.content_type.is_none_or(crate::unusable::is_json);
+    let declared_json = ret
+        .content_type
+        .is_none_or(|c| cxgate_model::body::is_json(Some(c)));
     let Some(v) = parsed.filter(|_| declared_json) else {
         let what = if declared_json {
             "a body that is not JSON (truncated?)".to_string()
@@ -509,8 +511,9 @@ pub fn on_response(cfg: &Config, fwd: &Forward, ret: &Returned<'_>) -> Normalize
                 .unwrap_or_else(|| json!({}));
             // Only the template's literals: the body holds none of the fields it reads (an
             // error envelope sent with a 200, say). An empty object is a plain "done".
-            let literals = t.apply(&Value::Null, &NoMaps).ok().flatten();
-            if v.as_object().is_some_and(|o| !o.is_empty()) && literals.as_ref() == Some(&out) {
+            if v.as_object().is_some_and(|o| !o.is_empty())
+                && profile.response_literals.as_ref() == Some(&out)
+            {
                 return crate::unusable::invalid(
                     fwd,
                     ret,

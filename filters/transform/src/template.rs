@@ -85,6 +85,17 @@ impl Template {
         compile_at(v, "")
     }
 
+    /// What the template yields from no source at all: its literals only.
+    pub fn literals(&self) -> Option<Value> {
+        struct Nothing;
+        impl Lookup for Nothing {
+            fn lookup(&self, _: &str, _: &str) -> Found {
+                Found::NoMap
+            }
+        }
+        self.apply(&Value::Null, &Nothing).ok().flatten()
+    }
+
     /// Applies the template to `source`. `None`: nothing (a `$from` whose value is absent).
     pub fn apply(&self, source: &Value, lookup: &dyn Lookup) -> Result<Option<Value>, ApplyError> {
         self.eval(source, None, lookup)

@@ -6,12 +6,6 @@ use crate::core::{Forward, Normalized, Returned, problem, set};
 use cxgate_kit::log::Event;
 use serde_json::{Value, json};
 
-pub(crate) fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || essence.to_ascii_lowercase().ends_with("+json")
-}
-
 /// A 2xx the consumer cannot use: a 502 problem, and an event for the operator.
 pub(crate) fn invalid(fwd: &Forward, ret: &Returned<'_>, what: &str) -> Normalized {
     let applied = if fwd.method == "GET" {
