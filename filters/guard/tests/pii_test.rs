@@ -150,11 +150,17 @@ fn redaction_is_a_fixpoint_a_marker_never_frees_a_neighbour() {
     // A chain of them is found in one scan: each may start right after the one before.
     let chain = "+8888888861+8888888862+8888888863";
     assert_eq!(s.find(chain).len(), 3);
-    // An email whose domain ran into the next address is found once that one is replaced.
+    // A domain that ran into the next address was no address: replacing that one does not
+    // make it one (a stream may have sent its start already; FUZZING.md, finding 6).
     let text = format!("F@F.{}.......YY-F@-.YF", "B".repeat(120));
     let (clean, kinds) = s.redact(&text);
     assert!(s.find(&clean).is_empty(), "{clean:?}");
-    assert_eq!(kinds, [Kind::Email, Kind::Email]);
+    assert_eq!(kinds, [Kind::Email]);
+    assert!(clean.starts_with("F@F.BBB") && clean.ends_with("[EMAIL REDACTED]"), "{clean:?}");
+    // An address just before another entity, with a separator, is still found.
+    let (clean, kinds) = s.redact("mail a@b.com, 555-867-5309 or c@d.org.");
+    assert_eq!(clean, "mail [EMAIL REDACTED], [PHONE REDACTED] or [EMAIL REDACTED].");
+    assert_eq!(kinds.len(), 3);
     // A chain that frees one link per scan (found by a 10 M-run of redact): its word goes.
     let all = Scanner::new(&[Kind::Ssn, Kind::Card, Kind::Phone, Kind::Email, Kind::Iban]);
     let chain = format!(
