@@ -456,7 +456,7 @@ impl Stack {
             Err(e) => Got {
                 status: 0,
                 headers: Default::default(),
-                body: serde_json::json!({"transport_error": e.to_string()}),
+                body: serde_json::json!({"transport_error": error_chain(&e)}),
             },
         }
     }
@@ -541,4 +541,16 @@ impl Stack {
             .map(|e| std::fs::read_to_string(&e.log).unwrap_or_default())
             .unwrap_or_default()
     }
+}
+
+/// An error with its causes, which is where a transport error says what happened.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
