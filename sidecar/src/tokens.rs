@@ -7,8 +7,8 @@ use crate::config::{Refresh, Secret, SecretSource};
 use crate::hub::{Hub, now_ms};
 use crate::metrics::Metrics;
 use base64::Engine;
+use cxgate_sidecar_wire as wire;
 use cxgate_state::TokenState;
-use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,19 +41,6 @@ pub enum Grantor {
     },
 }
 
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: Option<String>,
-    token_type: Option<String>,
-    expires_in: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct OAuthError {
-    error: Option<String>,
-    error_description: Option<String>,
-}
-
 fn basic(id: &Secret, secret: &Secret) -> String {
     let raw = format!("{}:{}", id.expose(), secret.expose());
     format!(
@@ -65,13 +52,8 @@ fn basic(id: &Secret, secret: &Secret) -> String {
 /// Describes a failed response without echoing anything secret.
 async fn failure(resp: reqwest::Response) -> String {
     let status = resp.status().as_u16();
-    let body: Option<OAuthError> = resp.json().await.ok();
-    let code = body
-        .as_ref()
-        .and_then(|b| b.error.clone())
-        .unwrap_or_default();
-    let desc = body.and_then(|b| b.error_description).unwrap_or_default();
-    format!("HTTP {status} {code} {desc}").trim().to_string()
+    let body = resp.bytes().await.unwrap_or_default();
+    wire::token_failure(status, &body)
 }
 
 impl Grantor {
@@ -97,24 +79,17 @@ impl Grantor {
             if !resp.status().is_success() {
                 return Err(format!("discovery {url}: HTTP {}", resp.status().as_u16()));
             }
-            resp.json::<serde_json::Value>()
+            resp.bytes()
                 .await
                 .map_err(|e| format!("discovery {url}: {e}"))
         };
         let oidc = get(format!("{issuer}/.well-known/openid-configuration")).await?;
-        let token_endpoint = oidc["token_endpoint"]
-            .as_str()
-            .ok_or("discovery: no token_endpoint")?
-            .to_string();
+        let token_endpoint = wire::oidc_token_endpoint(&oidc)?;
         let conf = get(format!(
             "{issuer}/.well-known/cxone-configuration?tenantId={tenant_id}"
         ))
         .await?;
-        let api = conf["api_endpoint"]
-            .as_str()
-            .ok_or("discovery: no api_endpoint")?
-            .trim_end_matches('/')
-            .to_string();
+        let api = wire::cxone_api_endpoint(&conf)?;
         let found = (token_endpoint, api);
         *discovered.lock().unwrap_or_else(|e| e.into_inner()) = Some(found.clone());
         Ok(found)
@@ -186,21 +161,12 @@ impl Grantor {
         if !resp.status().is_success() {
             return Err(failure(resp).await);
         }
-        let body: TokenResponse = resp
-            .json()
+        let body = resp
+            .bytes()
             .await
-            .map_err(|e| format!("malformed token response: {e}"))?;
-        match (
-            body.access_token.filter(|t| !t.is_empty()),
-            body.expires_in.filter(|e| *e > 0),
-        ) {
-            (Some(token), Some(expires_in)) => Ok((
-                token,
-                body.token_type.unwrap_or_else(|| "Bearer".into()),
-                expires_in,
-            )),
-            _ => Err("malformed token response: no access_token or expires_in".into()),
-        }
+            .map_err(|e| format!("token response unreadable: {e}"))?;
+        let g = wire::token_response(&body)?;
+        Ok((g.access_token, g.token_type, g.expires_in))
     }
 }
 

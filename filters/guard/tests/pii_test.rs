@@ -156,10 +156,16 @@ fn redaction_is_a_fixpoint_a_marker_never_frees_a_neighbour() {
     let (clean, kinds) = s.redact(&text);
     assert!(s.find(&clean).is_empty(), "{clean:?}");
     assert_eq!(kinds, [Kind::Email]);
-    assert!(clean.starts_with("F@F.BBB") && clean.ends_with("[EMAIL REDACTED]"), "{clean:?}");
+    assert!(
+        clean.starts_with("F@F.BBB") && clean.ends_with("[EMAIL REDACTED]"),
+        "{clean:?}"
+    );
     // An address just before another entity, with a separator, is still found.
     let (clean, kinds) = s.redact("mail a@b.com, 555-867-5309 or c@d.org.");
-    assert_eq!(clean, "mail [EMAIL REDACTED], [PHONE REDACTED] or [EMAIL REDACTED].");
+    assert_eq!(
+        clean,
+        "mail [EMAIL REDACTED], [PHONE REDACTED] or [EMAIL REDACTED]."
+    );
     assert_eq!(kinds.len(), 3);
     // A chain that frees one link per scan (found by a 10 M-run of redact): its word goes.
     let all = Scanner::new(&[Kind::Ssn, Kind::Card, Kind::Phone, Kind::Email, Kind::Iban]);

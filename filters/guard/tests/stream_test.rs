@@ -259,5 +259,9 @@ fn a_redaction_never_frees_an_address_whose_start_was_already_sent() {
     released.push_str(&h.finish(&s).text);
     assert!(s.find(&released).is_empty(), "{released:?}");
     assert!(released.contains("[EMAIL REDACTED]"), "{released:?}");
-    assert_eq!(released, s.redact(&text).0, "a stream redacts as a whole answer does");
+    assert_eq!(
+        released,
+        s.redact(&text).0,
+        "a stream redacts as a whole answer does"
+    );
 }
