@@ -200,6 +200,12 @@ impl TokenManager {
         metrics: Arc<Metrics>,
         http: reqwest::Client,
     ) -> Self {
+        // Every platform's counters exist from the start at 0: a series that first appears
+        // at 1 hides its first failure from rate() and from the alert on it.
+        let label = Metrics::platform(platform);
+        let _ = metrics.token_refreshes.get_or_create(&label);
+        let _ = metrics.grant_failures.get_or_create(&label);
+        let _ = metrics.invalidations.get_or_create(&label);
         TokenManager {
             platform,
             grantor,
