@@ -123,8 +123,10 @@ fn the_chain_end_to_end_with_fences_retries_and_failures() {
     let calls = llm_calls(&s);
     assert_eq!(calls.len(), 3);
     let gap = calls[2]["at_ms"].as_u64().unwrap() - calls[1]["at_ms"].as_u64().unwrap();
+    // The mock stamps arrivals in whole milliseconds on its own clock, and Envoy's timer
+    // fires within a millisecond of its deadline: 1,999 ms was seen once in CI.
     assert!(
-        (2_000..2_500).contains(&gap),
+        (1_990..2_500).contains(&gap),
         "the retry came {gap} ms after the 429"
     );
 
