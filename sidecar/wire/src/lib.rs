@@ -75,7 +75,7 @@ fn b64token(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"-._~+/".contains(&c))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct OAuthError {
     error: Option<serde_json::Value>,
     error_description: Option<serde_json::Value>,
@@ -84,16 +84,16 @@ struct OAuthError {
 /// A failed token call for the log: the status and the OAuth error (RFC 6749 §5.2), printable
 /// and bounded, since the platform wrote it.
 pub fn token_failure(status: u16, body: &[u8]) -> String {
-    let parsed: Option<OAuthError> = serde_json::from_slice(body).ok();
-    let text = |v: Option<serde_json::Value>| match v {
-        Some(serde_json::Value::String(s)) => printable(&s),
-        _ => String::new(),
-    };
-    let (code, desc) = match parsed {
-        Some(e) => (text(e.error), text(e.error_description)),
-        None => (String::new(), String::new()),
-    };
-    format!("HTTP {status} {code} {desc}").trim().to_string()
+    let e: OAuthError = serde_json::from_slice(body).unwrap_or_default();
+    let text = |v: Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_str()).map(printable);
+    let (code, desc) = (text(e.error), text(e.error_description));
+    format!(
+        "HTTP {status} {} {}",
+        code.unwrap_or_default(),
+        desc.unwrap_or_default()
+    )
+    .trim()
+    .to_string()
 }
 
 fn printable(s: &str) -> String {
