@@ -101,8 +101,8 @@ fn a_429_on_the_specialist_is_retried_exactly_retry_after_later() {
         let refused_at = h.now_ms();
         h.reply(specialist.token, failure(429, Some("2"))).unwrap();
         let timer = pending(&h);
-        assert_eq!(timer.path(), "/cxgate/delay?ms=2000", "{profile:?}");
-        assert_eq!(timer.header("x-envoy-fault-delay-request"), Some("2000"));
+        assert_eq!(timer.path(), "/cxgate/delay?ms=2010", "{profile:?}");
+        assert_eq!(timer.header("x-envoy-fault-delay-request"), Some("2010"));
         // Nothing is sent before the time is up.
         h.advance(Duration::from_millis(1_999)).unwrap();
         assert!(
@@ -145,8 +145,11 @@ fn a_timer_that_never_answers_still_ends_the_wait_by_its_timeout() {
         let extraction = pending(&h);
         h.reply(extraction.token, failure(503, Some("1"))).unwrap();
         let timer = pending(&h);
-        assert_eq!(timer.timeout_ms, 3_000, "the wait plus its grace");
-        h.advance(Duration::from_millis(3_000)).unwrap();
+        assert_eq!(
+            timer.timeout_ms, 3_010,
+            "the wait, its margin and its grace"
+        );
+        h.advance(Duration::from_millis(3_010)).unwrap();
         assert!(
             is_llm(&pending(&h)),
             "{profile:?}: the host's timeout ends the wait"

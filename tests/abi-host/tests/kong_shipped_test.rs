@@ -216,7 +216,7 @@ fn the_chain_and_the_bot_call_with_their_tokens_and_wait_on_the_sidecars_timer()
     .unwrap();
     let timer = pending(&h);
     assert_eq!(timer.upstream, "127.0.0.1:7070");
-    assert_eq!(timer.path(), "/cxgate/delay?ms=1000");
+    assert_eq!(timer.path(), "/cxgate/delay?ms=1010");
     assert_eq!(timer.header("x-cxgate-sidecar-key"), Some(SIDECAR_KEY));
     h.finish(s).unwrap();
 

@@ -14,8 +14,10 @@ use cxgate_kit::host::Callout;
 use cxgate_kit::log::{Event, Level};
 use cxgate_model::{CallAnswer, Exchange, Flow, Io};
 
-/// A timer answering this much early is taken as early (host timers are not exact).
-const EARLY_SLACK_MS: u64 = 5;
+/// Asked of the timer past each wait: Envoy arms it on its event loop's cached clock, so it
+/// can answer a millisecond or two before the deadline (CI saw a retry 1,999.5 ms after a
+/// `Retry-After: 2`), and a platform that counts exactly must never see the retry early.
+const TIMER_MARGIN_MS: u64 = 10;
 /// Times an early timer answer is waited out again before the wait counts as done.
 const MAX_REWAITS: u8 = 4;
 /// The timer call's own timeout past its wait: the proxy ends it even if the timer hangs.
@@ -132,10 +134,11 @@ impl<'a> Caller<'a> {
     /// Starts a wait of `ms`: a call to the timer, which answers once the time is up.
     pub(crate) fn wait(&self, io: &mut Io<'_>, ms: u64, rewaits: u8) -> Option<Pending> {
         let (timer, path) = self.calls.timer.as_ref()?;
-        let ms_text = ms.to_string();
-        let path = format!("{path}?ms={ms}");
+        let asked = ms.saturating_add(TIMER_MARGIN_MS);
+        let ms_text = asked.to_string();
+        let path = format!("{path}?ms={asked}");
         let headers = vec![(DELAY_HEADER, ms_text.as_str())];
-        let timeout = ms.saturating_add(TIMER_GRACE_MS);
+        let timeout = asked.saturating_add(TIMER_GRACE_MS);
         let token = self.call(io, timer, ("GET", &path), headers, None, timeout)?;
         Some(Pending::Wait {
             token,
@@ -178,8 +181,7 @@ pub(crate) fn timer_answered(
 
 /// The timer answered: `Some(rest)` when it was early and the rest must be waited out.
 pub(crate) fn wait_left(now_ms: u64, wake_ms: u64, rewaits: u8) -> Option<u64> {
-    (now_ms.saturating_add(EARLY_SLACK_MS) < wake_ms && rewaits < MAX_REWAITS)
-        .then(|| wake_ms - now_ms)
+    (now_ms < wake_ms && rewaits < MAX_REWAITS).then(|| wake_ms - now_ms)
 }
 
 /// A failed try's verdict: wait this long and try again, or give up.
