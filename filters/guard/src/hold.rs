@@ -64,47 +64,21 @@ impl Holdback {
         at.max(floor).max(self.released)
     }
 
-    fn release(&mut self, scanner: &Scanner, mut cut: usize) -> Release {
+    fn release(&mut self, scanner: &Scanner, cut: usize) -> Release {
         let from = self.released.saturating_sub(CONTEXT);
         let from = (0..=from)
             .rev()
             .find(|i| self.buf.is_char_boundary(*i))
             .unwrap_or(0);
+        let context = self.released - from;
         let window = self.buf.get(from..).unwrap_or("");
-        let spans: Vec<pii::Span> = scanner
-            .find(window)
-            .into_iter()
-            .map(|s| pii::Span {
-                start: s.start + from,
-                end: s.end + from,
-                kind: s.kind,
-            })
-            .filter(|s| s.start >= self.released && s.start < cut)
-            .collect();
-        if let Some(last) = spans.last() {
-            cut = cut.max(last.end);
-        }
-        let local: Vec<pii::Span> = spans
-            .iter()
-            .map(|s| pii::Span {
-                start: s.start - self.released,
-                end: s.end - self.released,
-                kind: s.kind,
-            })
-            .collect();
-        let text = self.buf.get(self.released..cut).unwrap_or("");
-        let (mut text, mut redacted) = pii::apply(text, &local);
-        if !redacted.is_empty() {
-            // A marker can free a neighbour (an address whose name ran into the one before):
-            // what is released is redacted to a fixpoint, as a whole answer is.
-            let (again, more) = scanner.redact(&text);
-            text = again;
-            redacted.extend(more);
-        }
-        // Later scans see what was sent, markers included, as their left context: a name
-        // that ran into a replaced address now stands alone there too.
-        self.buf.replace_range(self.released..cut, &text);
-        self.released += text.len();
+        // Redacted to a fixpoint, as a whole answer is; what was sent (markers included) is
+        // only the left context, so a name that ran into a replaced address stands alone.
+        let (window, redacted, end) = scanner.redact_within(window, context, cut - from);
+        let text = window.get(context..end).unwrap_or("").to_owned();
+        self.buf.truncate(from);
+        self.buf.push_str(&window);
+        self.released = from + end;
         self.trim();
         Release { text, redacted }
     }

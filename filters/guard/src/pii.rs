@@ -76,12 +76,21 @@ impl Scanner {
 
     /// Every entity in `text`, in order, not overlapping.
     pub fn find(&self, text: &str) -> Vec<Span> {
+        self.find_from(text, 0)
+    }
+
+    /// Every entity starting at or past `context`. `text[..context]` was decided before (a
+    /// stream sent it): it is only read as what precedes, and what starts in it neither counts
+    /// nor bounds what follows, so the answer is the one the whole text gets.
+    pub fn find_from(&self, text: &str, context: usize) -> Vec<Span> {
         let b = text.as_bytes();
         let mut emails = Vec::new();
         if self.has(Kind::Email) {
             let mut from = 0;
             for at in memchr_all(b, b'@') {
-                if let Some(s) = email(b, at, from) {
+                if let Some(s) = email(b, at, from)
+                    && s.start >= context
+                {
                     from = s.end;
                     emails.push(s);
                 }
@@ -89,7 +98,7 @@ impl Scanner {
         }
         let mut out = Vec::new();
         let mut next_email = emails.into_iter().peekable();
-        let mut i = 0;
+        let mut i = context;
         while i < b.len() {
             if let Some(e) = next_email.peek().copied()
                 && i >= e.start
@@ -151,33 +160,68 @@ impl Scanner {
         None
     }
 
-    /// `text` with every entity replaced by its marker, and the kinds replaced. Replacing can
-    /// still free a candidate that was refused only because its extent ran into a later entity
-    /// (an email domain running into the next address), so it scans again while the last scan
-    /// found something: what comes out holds nothing the scanner would redact.
+    /// `text` with every entity replaced by its marker, and the kinds replaced.
     pub fn redact(&self, text: &str) -> (String, Vec<Kind>) {
-        let (mut out, mut kinds) = apply(text, &self.find(text));
-        // Nothing found, nothing freed: the common case costs one scan.
-        let mut found = !kinds.is_empty();
+        let (out, kinds, _) = self.redact_within(text, 0, text.len());
+        (out, kinds)
+    }
+
+    /// Replaces the entities that start in `context..cut` by their markers (an entity that
+    /// crosses `cut` moves it to its end); returns the text, the kinds replaced and where
+    /// `cut` now is. Replacing can still free a candidate that was refused only because its
+    /// extent ran into a later entity, so it scans again while the last scan found something:
+    /// what comes out holds nothing the scanner would redact there.
+    pub fn redact_within(
+        &self,
+        text: &str,
+        context: usize,
+        cut: usize,
+    ) -> (String, Vec<Kind>, usize) {
+        let mut out = text.to_owned();
+        let mut cut = cut;
+        let mut kinds = Vec::new();
         let mut rounds = 0;
-        while found {
-            let more = self.find(&out);
-            found = !more.is_empty();
+        loop {
+            let found: Vec<Span> = self
+                .find_from(&out, context)
+                .into_iter()
+                .take_while(|s| s.start < cut)
+                .collect();
+            if found.is_empty() {
+                break;
+            }
             // A long chain frees one link per scan: past a few scans, take each finding's
             // whole word, which ends the chain. Every round removes a digit or an `@` (every
             // entity has one, no marker does), so the loop ends.
-            let more = if rounds < REDACT_ROUNDS {
-                more
+            let found = if rounds < REDACT_ROUNDS {
+                found
             } else {
-                widened(out.as_bytes(), &more)
+                widened(out.as_bytes(), &found, context)
             };
-            let (again, k) = apply(&out, &more);
+            let (again, k) = apply(&out, &found);
+            cut = moved(cut, &found);
             out = again;
             kinds.extend(k);
             rounds += 1;
         }
-        (out, kinds)
+        (out, kinds, cut)
     }
+}
+
+/// Where `cut` is once `spans` are replaced: past an entity that crosses it.
+fn moved(cut: usize, spans: &[Span]) -> usize {
+    let mut at = cut;
+    let mut shift: isize = 0;
+    for s in spans {
+        let grown = s.kind.marker().len() as isize - (s.end - s.start) as isize;
+        if s.end <= cut {
+            shift += grown;
+        } else if s.start < cut {
+            at = s.end;
+            shift += grown;
+        }
+    }
+    at.saturating_add_signed(shift)
 }
 
 /// Scans after the first that replace only what they find. One frees at most the candidates
@@ -185,14 +229,16 @@ impl Scanner {
 /// per scan, and is cut short by [`widened`].
 const REDACT_ROUNDS: usize = 4;
 
-/// Each span grown to the whitespace around it, overlapping ones merged (the first's kind).
-fn widened(b: &[u8], spans: &[Span]) -> Vec<Span> {
+/// Each span grown to the whitespace around it (not back into `context`), overlapping ones
+/// merged (the first's kind).
+fn widened(b: &[u8], spans: &[Span], context: usize) -> Vec<Span> {
     let mut out: Vec<Span> = Vec::with_capacity(spans.len());
     for s in spans {
         let start = b
             .get(..s.start)
             .and_then(|head| head.iter().rposition(u8::is_ascii_whitespace))
-            .map_or(0, |i| i + 1);
+            .map_or(0, |i| i + 1)
+            .max(context.min(s.start));
         let end = b
             .get(s.end..)
             .and_then(|tail| tail.iter().position(u8::is_ascii_whitespace))
@@ -446,32 +492,49 @@ fn local_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"._%+-".contains(&c)
 }
 
-/// `local@domain.tld` around the `@` at `at`, not reaching back before `from`.
+/// `local@domain.tld` around the `@` at `at`, not reaching back before `from`. The name is
+/// its whole run and the domain runs to where it must end, so the answer depends on neither
+/// where a scan began nor what comes past the address: a stream scans from where it last
+/// released and decides before it has seen the rest (FUZZING.md, findings 7 and 8). One past
+/// [`MAX_ENTITY`] is no address.
 fn email(b: &[u8], at: usize, from: usize) -> Option<Span> {
     let mut start = at;
-    while start > from && at - start < 64 && b.get(start - 1).is_some_and(|c| local_char(*c)) {
+    while start > from && b.get(start - 1).is_some_and(|c| local_char(*c)) {
         start -= 1;
     }
     while b.get(start) == Some(&b'.') {
         start += 1;
     }
-    if start >= at {
+    if start >= at || at - start >= MAX_ENTITY {
         return None;
     }
+    // Labels are letters, digits and hyphens; a dot goes on only into the next label.
     let mut end = at + 1;
-    while end - start < MAX_ENTITY
-        && b.get(end)
-            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'-')
-    {
+    loop {
+        let c = b.get(end).copied().unwrap_or(0);
+        let next = b.get(end + 1).copied().unwrap_or(0);
+        if !(c.is_ascii_alphanumeric() || c == b'-' || (c == b'.' && next.is_ascii_alphanumeric()))
+        {
+            break;
+        }
+        if end - start >= MAX_ENTITY {
+            return None;
+        }
         end += 1;
     }
-    // A domain that runs straight into a marker was cut short by a redaction to its right,
-    // and was no address before it: what a later replacement shortens must stay refused, or
-    // a stream that already sent its start could never catch it (FUZZING.md, finding 6).
-    if b.get(end..).is_some_and(marker_at) {
+    // A domain that runs into a marker (past any dots or hyphens) was cut short by a
+    // redaction to its right, and was no address before it: what a later replacement
+    // shortens must stay refused, or a stream that already sent its start could never catch
+    // it (FUZZING.md, finding 6).
+    let rest = b.get(end..).unwrap_or(&[]);
+    let tail = rest
+        .iter()
+        .take_while(|c| **c == b'.' || **c == b'-')
+        .count();
+    if rest.get(tail..).is_some_and(marker_at) {
         return None;
     }
-    while end > at + 1 && b.get(end - 1).is_some_and(|c| *c == b'.' || *c == b'-') {
+    while end > at + 1 && b.get(end - 1) == Some(&b'-') {
         end -= 1;
     }
     let domain = b.get(at + 1..end)?;
