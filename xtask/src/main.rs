@@ -124,7 +124,7 @@ cxgate demo gateway is up.
   envoy admin  http://127.0.0.1:{admin}
   sidecar      http://127.0.0.1:{sidecar}   (header x-cxgate-sidecar-key: {key})
   mock Genesys http://127.0.0.1:{genesys}   mock CXone http://127.0.0.1:{cxone}   mock LLM http://127.0.0.1:{llm}
-  logs         {logs}
+  logs         {logs}   (access log: envoy-access.log, one JSON line per request)
 
 Try:
   curl -s {g}/gateway/v1/whoami -H 'x-api-key: demo-key-omnichannel'

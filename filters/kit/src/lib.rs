@@ -20,6 +20,8 @@ pub mod time;
 pub mod wire;
 
 #[cfg(feature = "proxy")]
+pub mod property;
+#[cfg(feature = "proxy")]
 pub mod proxy;
 
 pub use error::{ConfigError, HostError};

@@ -105,6 +105,31 @@ impl Request {
         (r, step)
     }
 
+    /// What the proxy's access log gets for this request (README, "Access log"): the
+    /// consumer, route and platform, then each stage's decision (transform status, rate-limit
+    /// cost). Empty for a pipeline without `authz` (the upstream token filter), which decides
+    /// nothing a request log would show.
+    pub fn log_fields(&self) -> Vec<(&'static str, String)> {
+        if !self.names.contains(&crate::authz::KIND.name) {
+            return Vec::new();
+        }
+        let route = self.x.route(&self.model).map_or("-", |r| r.id.as_str());
+        let mut out = vec![
+            ("consumer", self.x.consumer.clone()),
+            ("route", route.to_string()),
+            (
+                "platform",
+                self.x.platform.clone().unwrap_or_else(|| "-".into()),
+            ),
+        ];
+        for (stream, ran) in self.streams.iter().zip(&self.ran) {
+            if *ran && let Some(field) = stream.log_field(&self.x) {
+                out.push(field);
+            }
+        }
+        out
+    }
+
     fn begin(&mut self, io: &mut Io<'_>) -> Step {
         let model = self.model.clone();
         match model.resolve(&self.x.method, &self.x.path) {

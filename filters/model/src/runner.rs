@@ -332,12 +332,27 @@ fn with_io<T>(
     f(&mut io)
 }
 
+/// The request's access-log fields, before the response leaves (Envoy's access log runs
+/// before `on_log`). Not on Kong: it refuses properties it does not know.
+fn write_log_fields(req: &Request, kong: bool) {
+    if !kong {
+        cxgate_kit::property::set_log_fields(&req.log_fields());
+    }
+}
+
 impl Stream {
+    fn kong(&self) -> bool {
+        self.store.dialect() == CasDialect::Kong
+    }
+
     fn act(&mut self, step: Step) -> Action {
         match step {
             Step::Continue => Action::Continue,
             Step::Pause => Action::Pause,
             Step::Reply(reply) => {
+                self.req
+                    .iter()
+                    .for_each(|r| write_log_fields(r, self.kong()));
                 send(&reply, "cxgate_local_reply");
                 Action::Pause
             }
@@ -396,7 +411,12 @@ impl Context for Stream {
             Some(Step::Continue) => {
                 let _ = proxy::continue_stream(0);
             }
-            Some(Step::Reply(reply)) => send(&reply, "cxgate_local_reply"),
+            Some(Step::Reply(reply)) => {
+                self.req
+                    .iter()
+                    .for_each(|r| write_log_fields(r, self.kong()));
+                send(&reply, "cxgate_local_reply");
+            }
             Some(Step::Pause) => {
                 let awaiting = self.req.as_ref().is_some_and(Request::awaiting_body);
                 if awaiting && self.body_or_wait(false) == Action::Continue {
@@ -482,6 +502,10 @@ impl HttpContext for Stream {
         };
         let (store, batch) = (&mut self.store, &mut self.batch);
         let reply = with_io(store, batch, 0, |io| req.on_response_headers(load, io));
+        let kong = self.store.dialect() == CasDialect::Kong;
+        if reply.is_some() || kong || !req.holds_response_headers() {
+            write_log_fields(req, kong);
+        }
         if let Some(reply) = reply {
             // From response headers a host keeps only status and body (Kong): set the headers
             // on the response first, and drop the upstream's length.
@@ -491,7 +515,7 @@ impl HttpContext for Stream {
                 let _ = response.set(k, v);
             }
             send(&reply, "cxgate_local_reply");
-        } else if self.store.dialect() != CasDialect::Kong && req.holds_response_headers() {
+        } else if !kong && req.holds_response_headers() {
             // Sent with the body, once a stage has seen it (it may change the status).
             return Action::Pause;
         }
@@ -515,6 +539,9 @@ impl HttpContext for Stream {
             if let Some(new) = new {
                 let _ = proxy::replace_buffer(RESPONSE_BODY, body_size, &new);
             }
+            if end_of_stream {
+                write_log_fields(req, self.store.dialect() == CasDialect::Kong);
+            }
             return Action::Continue;
         }
         if !req.wants_response_body() {
@@ -528,6 +555,8 @@ impl HttpContext for Stream {
         if let Some(new) = with_io(store, batch, 0, |io| req.on_response_body(body, io)) {
             let _ = proxy::replace_buffer(RESPONSE_BODY, body_size, &new);
         }
+        // The body may have changed the outcome (a 2xx found unusable).
+        write_log_fields(req, self.store.dialect() == CasDialect::Kong);
         Action::Continue
     }
 

@@ -156,6 +156,11 @@ pub trait StageStream {
     /// A later stage answered the request itself: undo what assumed it would be forwarded
     /// (refunds, claims) and add to the reply (headers).
     fn on_reply(&mut self, _x: &Exchange, _io: &mut Io<'_>, _reply: &mut LocalReply) {}
+    /// This stage's decision for the proxy's access log, once it ran: a field name (the
+    /// runner writes it as the property `cxgate_<name>`) and its value.
+    fn log_field(&self, _x: &Exchange) -> Option<(&'static str, String)> {
+        None
+    }
     /// Does `on_response` read `x.response`? The runner reads the response headers from the
     /// proxy only if a stage that ran does.
     fn reads_response(&self, _x: &Exchange) -> bool {

@@ -162,6 +162,7 @@ impl Stage for Transform {
             content_type: None,
             correlation_id: None,
             pending: None,
+            outcome: "none",
         })
     }
 }
@@ -180,6 +181,9 @@ struct TransformStream {
     correlation_id: Option<String>,
     /// The stage's own call awaited (a merge update's, or the direct call).
     pending: Option<calls::Pending>,
+    /// What became of the request, for the access log: `none` (the route is not
+    /// transformed), `transformed`, `rejected`, `replayed`, `error` or `platform_error`.
+    outcome: &'static str,
 }
 
 impl TransformStream {
@@ -189,7 +193,8 @@ impl TransformStream {
             .is_some_and(|r| matches!(r.method.as_str(), "POST" | "PUT" | "PATCH"))
     }
 
-    fn answer(&self, io: &mut Io<'_>, reply: LocalReply) -> Flow {
+    fn answer(&mut self, io: &mut Io<'_>, reply: LocalReply) -> Flow {
+        self.outcome = "rejected";
         let _ = io.metrics.increment(self.shared.ids.rejected, 1);
         Flow::Reply(reply)
     }
@@ -203,6 +208,7 @@ impl TransformStream {
 
     fn error(&mut self, x: &Exchange, io: &mut Io<'_>, detail: &str) -> Flow {
         self.give_up_claim(io);
+        self.outcome = "error";
         let _ = io.metrics.increment(self.shared.ids.errors, 1);
         Flow::Reply(x.reply(Problem::new(500, "gateway-error", "Gateway error", detail)))
     }
@@ -266,6 +272,7 @@ impl TransformStream {
                     return self.answer(io, reply);
                 }
                 Ok(Begin::Replay(stored)) => {
+                    self.outcome = "replayed";
                     let _ = io.metrics.increment(s.ids.replayed, 1);
                     return Flow::Reply(LocalReply {
                         status: u32::from(stored.status),
@@ -294,6 +301,7 @@ impl TransformStream {
         }
         // Nothing is proxied: the stage reads, merges and writes by calls.
         if fwd.merge.is_some() {
+            self.outcome = "transformed";
             let _ = io.metrics.increment(s.ids.forwarded, 1);
             self.forward = Some(fwd);
             return self.read(x, io, false);
@@ -304,6 +312,7 @@ impl TransformStream {
             .get(fwd.profile)
             .is_some_and(|p| p.call.is_some())
         {
+            self.outcome = "transformed";
             let _ = io.metrics.increment(s.ids.forwarded, 1);
             self.forward = Some(fwd);
             return self.send(x, io);
@@ -327,6 +336,7 @@ impl TransformStream {
         }
         // Envoy picks the platform route again for the new path (Kong keeps its route).
         io.stream.clear_route_cache();
+        self.outcome = "transformed";
         let _ = io.metrics.increment(s.ids.forwarded, 1);
         self.forward = Some(fwd);
         Flow::Continue
@@ -377,6 +387,10 @@ impl StageStream for TransformStream {
         self.forward.is_some()
     }
 
+    fn log_field(&self, _x: &Exchange) -> Option<(&'static str, String)> {
+        Some(("transform", self.outcome.to_string()))
+    }
+
     fn on_response(&mut self, x: &mut Exchange, io: &mut Io<'_>) -> Option<LocalReply> {
         let response = x.response.as_ref()?;
         if self.forward.is_none() || response.gateway {
@@ -387,6 +401,7 @@ impl StageStream for TransformStream {
             // have happened, so a retry must not find it claimed.
             self.give_up_claim(io);
             self.forward = None;
+            self.outcome = "platform_error";
             let _ = io.metrics.increment(self.shared.ids.platform_errors, 1);
             return None;
         }
@@ -396,6 +411,7 @@ impl StageStream for TransformStream {
             .iter()
             .find_map(|h| response.headers.get(h).map(str::to_string));
         let ct = if self.status >= 400 {
+            self.outcome = "platform_error";
             let _ = io.metrics.increment(self.shared.ids.platform_errors, 1);
             cxgate_kit::problem::CONTENT_TYPE
         } else {
@@ -446,6 +462,7 @@ impl StageStream for TransformStream {
             io.log.event(Level::Warn, event);
         }
         if normalized.status != self.status {
+            self.outcome = "platform_error";
             let _ = io.metrics.increment(s.ids.platform_errors, 1);
             let _ = io
                 .stream

@@ -343,8 +343,23 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
     l.func_wrap(
         "env",
         "proxy_set_property",
-        |c: C<'_>, _p: i32, _l: i32, _v: i32, _vl: i32| -> Result<i32> {
+        |mut c: C<'_>, p: i32, l: i32, v: i32, vl: i32| -> Result<i32> {
             c.data().count("proxy_set_property");
+            // Kong (ngx_wasm_module) knows no user properties: NotFound, and an error in its log.
+            if kong(&c) {
+                let msg = "kong profile: proxy_set_property of an unknown property (Kong answers NotFound and logs an error)";
+                c.data().shared().violations.push(msg.to_string());
+                return Ok(NOT_FOUND);
+            }
+            let name = read_string(&mut c, p, l)?;
+            let value = read_string(&mut c, v, vl)?;
+            let s = c.data_mut();
+            let effective = s.effective;
+            let Some(stream) = s.streams.get_mut(&effective) else {
+                return Ok(NOT_FOUND);
+            };
+            stream.properties.retain(|(k, _)| *k != name);
+            stream.properties.push((name, value));
             Ok(OK)
         },
     )?;

@@ -260,6 +260,15 @@ impl Host {
             .clone()
     }
 
+    /// The stream's properties as the filter last set them (`proxy_set_property`).
+    pub fn properties(&self, s: Stream) -> Vec<(String, String)> {
+        self.workers
+            .get(s.worker)
+            .and_then(|w| w.stream(s.id).ok())
+            .map(|st| st.properties.clone())
+            .unwrap_or_default()
+    }
+
     /// How many times the filter resumed the paused request.
     pub fn request_continued(&self, s: Stream) -> u32 {
         self.workers

@@ -121,6 +121,8 @@ pub(crate) struct StreamState {
     pub response_body_paused: bool,
     /// The response phase started (Kong treats a local reply from it differently).
     pub in_response: bool,
+    /// What the filter set with `proxy_set_property`, in order (Envoy: filter state).
+    pub properties: Vec<(String, String)>,
 }
 
 #[derive(Default)]

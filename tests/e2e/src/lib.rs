@@ -249,6 +249,7 @@ pub fn start_envoy(
         ports: ports.clone(),
         wasm_dir: wasm_dir(),
         pipeline,
+        access_log: run_dir.join(format!("{name}-access.log")),
     };
     let template =
         std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).map_err(|e| e.to_string())?;

@@ -45,6 +45,8 @@ pub struct Vars {
     pub wasm_dir: PathBuf,
     /// The pipeline's config document (JSON, schemas inlined).
     pub pipeline: serde_json::Value,
+    /// Where the gateway's access log goes (a file, or `/dev/stdout`).
+    pub access_log: PathBuf,
 }
 
 /// The shipped pipeline config (`envoy/cxgate.json`) with the schema files its transform
@@ -116,6 +118,7 @@ pub fn render_envoy(template: &str, vars: &Vars) -> Result<String, String> {
         ("CXONE_PORT", p.cxone.to_string()),
         ("LLM_PORT", p.llm.to_string()),
         ("WASM_DIR", vars.wasm_dir.display().to_string()),
+        ("ACCESS_LOG", vars.access_log.display().to_string()),
         ("API_KEY_CREDENTIALS", credentials.trim_end().to_string()),
         // Inside a single-quoted YAML scalar: a quote is written twice.
         (

@@ -132,6 +132,7 @@ fn rendered_envoy(root: &Path, path: &Path) -> Result<serde_yaml::Value, String>
         ports: Ports::demo(),
         wasm_dir: crate::wasm_dir(),
         pipeline: shipped_pipeline(root)?,
+        access_log: "/dev/stdout".into(),
     };
     let rendered = render_envoy(&template, &vars)?;
     serde_yaml::from_str(&rendered).map_err(|e| format!("not YAML: {e}"))

@@ -29,6 +29,7 @@ fn every_shipped_envoy_config_validates() {
                 ports: Ports::free(),
                 wasm_dir: wasm_dir(),
                 pipeline: shipped_pipeline(&repo_root()).unwrap(),
+                access_log: "/dev/stdout".into(),
             },
         )
         .unwrap();

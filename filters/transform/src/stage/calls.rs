@@ -211,6 +211,7 @@ impl TransformStream {
     /// A call got no answer (refused, reset, timed out).
     fn unanswered(&mut self, x: &Exchange, io: &mut Io<'_>, step: Step) -> Flow {
         self.give_up_claim(io);
+        self.outcome = "platform_error";
         let _ = io.metrics.increment(self.shared.ids.platform_errors, 1);
         let (platform, method) = self
             .forward
