@@ -4,6 +4,7 @@
 //! until each answers, and kills them all when dropped (also when a test panics). Each
 //! child also gets SIGKILL if the harness process dies, so nothing outlives a run.
 
+pub mod keystore;
 pub mod kong;
 pub mod openapi;
 pub mod process;
@@ -245,11 +246,16 @@ pub fn start_envoy(
     workers: u32,
     pipeline: serde_json::Value,
 ) -> Result<Service, String> {
+    let key_store = run_dir
+        .join("keys")
+        .join(format!("{name}-consumer-keys.json"));
+    keystore::write_key_store(&key_store, &consumers(&repo_root())?)?;
     let vars = Vars {
         ports: ports.clone(),
         wasm_dir: wasm_dir(),
         pipeline,
         access_log: run_dir.join(format!("{name}-access.log")),
+        key_store,
     };
     let template =
         std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).map_err(|e| e.to_string())?;

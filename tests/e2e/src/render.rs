@@ -47,6 +47,8 @@ pub struct Vars {
     pub pipeline: serde_json::Value,
     /// Where the gateway's access log goes (a file, or `/dev/stdout`).
     pub access_log: PathBuf,
+    /// The consumer key store file ([`crate::keystore`]); its directory is watched.
+    pub key_store: PathBuf,
 }
 
 /// The shipped pipeline config (`envoy/cxgate.json`) with the schema files its transform
@@ -77,7 +79,7 @@ pub fn unlimited(mut doc: serde_json::Value) -> serde_json::Value {
     doc
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Consumer {
     pub id: String,
     pub key: String,
@@ -100,15 +102,7 @@ pub fn consumers(repo: &Path) -> Result<Vec<Consumer>, String> {
 /// Fills every placeholder; fails if one is left (a typo would otherwise reach Envoy).
 pub fn render_envoy(template: &str, vars: &Vars) -> Result<String, String> {
     let p = &vars.ports;
-    let credentials: String = consumers(&crate::repo_root())?
-        .iter()
-        .map(|c| {
-            format!(
-                "              - {{ key: {:?}, client: {:?} }}\n",
-                c.key, c.id
-            )
-        })
-        .collect();
+    let key_store_dir = vars.key_store.parent().unwrap_or(Path::new("/"));
     let mut out = template.to_string();
     for (name, value) in [
         ("GATEWAY_PORT", p.gateway.to_string()),
@@ -119,7 +113,8 @@ pub fn render_envoy(template: &str, vars: &Vars) -> Result<String, String> {
         ("LLM_PORT", p.llm.to_string()),
         ("WASM_DIR", vars.wasm_dir.display().to_string()),
         ("ACCESS_LOG", vars.access_log.display().to_string()),
-        ("API_KEY_CREDENTIALS", credentials.trim_end().to_string()),
+        ("KEY_STORE", vars.key_store.display().to_string()),
+        ("KEY_STORE_DIR", key_store_dir.display().to_string()),
         // Inside a single-quoted YAML scalar: a quote is written twice.
         (
             "PIPELINE_CONFIG",

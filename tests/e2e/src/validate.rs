@@ -133,6 +133,7 @@ fn rendered_envoy(root: &Path, path: &Path) -> Result<serde_yaml::Value, String>
         wasm_dir: crate::wasm_dir(),
         pipeline: shipped_pipeline(root)?,
         access_log: "/dev/stdout".into(),
+        key_store: "/etc/cxgate/keys/consumer-keys.json".into(),
     };
     let rendered = render_envoy(&template, &vars)?;
     serde_yaml::from_str(&rendered).map_err(|e| format!("not YAML: {e}"))

@@ -1,8 +1,9 @@
 //! Layer 3: real Envoy 1.40 + the trace filter + mock platforms, over real HTTP.
 
+use cxgate_e2e::keystore::write_key_store;
 use cxgate_e2e::{
-    Ports, Stack, StackOptions, Vars, envoy_bin, render_envoy, repo_root, shipped_pipeline,
-    wasm_dir,
+    Ports, Stack, StackOptions, Vars, consumers, envoy_bin, render_envoy, repo_root,
+    shipped_pipeline, wasm_dir,
 };
 use serde_json::Value;
 use std::process::Command;
@@ -23,6 +24,10 @@ fn every_shipped_envoy_config_validates() {
             continue;
         }
         let template = std::fs::read_to_string(&path).unwrap();
+        let keys =
+            std::env::temp_dir().join(format!("cxgate-validate-keys-{}", std::process::id()));
+        let key_store = keys.join("consumer-keys.json");
+        write_key_store(&key_store, &consumers(&repo_root()).unwrap()).unwrap();
         let rendered = render_envoy(
             &template,
             &Vars {
@@ -30,9 +35,25 @@ fn every_shipped_envoy_config_validates() {
                 wasm_dir: wasm_dir(),
                 pipeline: shipped_pipeline(&repo_root()).unwrap(),
                 access_log: "/dev/stdout".into(),
+                key_store,
             },
         )
         .unwrap();
+        // Nothing secret in the proxy config: no consumer key (they are in the key store).
+        for c in consumers(&repo_root()).unwrap() {
+            assert!(
+                !rendered.contains(&c.key),
+                "{} is in the rendered config",
+                c.id
+            );
+        }
+        // The filters' own keys come from Envoy's environment, never from its config.
+        for secret in [cxgate_e2e::SIDECAR_KEY, cxgate_e2e::CURSOR_KEY] {
+            assert!(
+                !rendered.contains(secret),
+                "a filter key is in the rendered config"
+            );
+        }
         let out_path = std::env::temp_dir().join(format!(
             "cxgate-validate-{}-{}",
             std::process::id(),
@@ -49,6 +70,7 @@ fn every_shipped_envoy_config_validates() {
             .output()
             .unwrap();
         let _ = std::fs::remove_file(&out_path);
+        let _ = std::fs::remove_dir_all(&keys);
         assert!(
             out.status.success(),
             "{} failed validation:\n{}",
