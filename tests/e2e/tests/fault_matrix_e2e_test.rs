@@ -417,6 +417,7 @@ fn server_epoch(s: &Stack) -> Option<u64> {
 #[test]
 fn an_envoy_hot_restart_under_traffic_fails_no_request() {
     let mut s = ready();
+    assert_eq!(send(&s, "GET", "/gateway/v1/whoami", KEY, None).status, 200);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (codes, child) = std::thread::scope(|scope| {
         let traffic: Vec<_> = (0..4)
@@ -451,8 +452,21 @@ fn an_envoy_hot_restart_under_traffic_fails_no_request() {
             })
             .collect();
         std::thread::sleep(Duration::from_secs(2));
-        // The same config, the next epoch: it takes the listeners over and the parent drains.
-        let config = std::fs::read_to_string(s.run_dir.join("envoy.yaml")).unwrap();
+        // The next epoch takes the listeners over and the parent drains. It runs a changed
+        // pipeline document (no whoami route): routes and limits change this way.
+        let mut doc = cxgate_e2e::unlimited_pipeline();
+        if let Some(routes) = doc["model"]["routes"].as_array_mut() {
+            routes.retain(|r| r["id"] != "whoami");
+        }
+        let vars = cxgate_e2e::Vars {
+            ports: s.ports.clone(),
+            wasm_dir: cxgate_e2e::wasm_dir(),
+            pipeline: doc,
+            access_log: s.run_dir.join("envoy-epoch-1-access.log"),
+            key_store: s.run_dir.join("keys/envoy-consumer-keys.json"),
+        };
+        let template = std::fs::read_to_string(cxgate_e2e::repo_root().join("envoy/envoy.yaml"));
+        let config = cxgate_e2e::render_envoy(&template.unwrap(), &vars).unwrap();
         let child = cxgate_e2e::run_envoy_with(
             "envoy-epoch-1",
             &config,
@@ -512,6 +526,9 @@ fn an_envoy_hot_restart_under_traffic_fails_no_request() {
         Some(&seed_update("req-after-restart")),
     );
     assert_eq!(g.status, 200, "{}", g.body);
+    // The new document is in force: its routes are the ones that match.
+    let g = send(&s, "GET", "/gateway/v1/whoami", KEY, None);
+    assert_problem(&g, 404, "no-route");
     eprintln!(
         "figures: hot restart under traffic, {} requests, 0 failed, {} resent",
         codes.len(),
