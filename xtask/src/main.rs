@@ -2,6 +2,7 @@
 //!
 //! - `wasm`: builds every filter for wasm32-wasip1 (release) and prints each .wasm's size.
 //! - `demo`: starts the gateway on the documented ports with the built-in mock platforms.
+//! - `compose-config`: renders what docker-compose.yml mounts into `.run/compose/`.
 //! - `bench [rounds] [seconds]`: the benchmark suite (see `bench.rs`, `micro.rs`, BENCHMARKS.md).
 //! - `bench-micro [--no-callgrind]`: only the per-filter microbenchmarks.
 //! - `bench-sync [rounds]`: sidecar change → gateway propagation.
@@ -11,6 +12,7 @@ mod bench_chain;
 mod bench_coexistence;
 mod bench_config;
 mod bench_guard;
+mod compose;
 mod micro;
 mod soak;
 
@@ -312,6 +314,7 @@ fn main() -> ExitCode {
         "wasm" => build_wasm(),
         "validate" => validate(),
         "kong-config" => kong_config(),
+        "compose-config" => compose::run(),
         "demo" => demo(),
         "bench-sync" => bench_sync(
             std::env::args()
@@ -373,7 +376,7 @@ fn main() -> ExitCode {
             micro::run_one(&filter, n).map(|_| ())
         }
         _ => Err(
-            "usage: xtask wasm|validate|kong-config|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]|bench-guard [requests]|bench-chain [requests]|soak [seconds]"
+            "usage: xtask wasm|validate|kong-config|compose-config|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]|bench-guard [requests]|bench-chain [requests]|soak [seconds]"
                 .into(),
         ),
     };

@@ -4,6 +4,7 @@
 //! until each answers, and kills them all when dropped (also when a test panics). Each
 //! child also gets SIGKILL if the harness process dies, so nothing outlives a run.
 
+pub mod compose;
 pub mod keystore;
 pub mod kong;
 pub mod openapi;
