@@ -25,9 +25,9 @@ pub fn set(name: &str, value: &str) -> Result<(), HostError> {
     })
 }
 
-/// Each field as the property `cxgate_<name>`.
-pub fn set_log_fields(fields: &[(&str, String)]) {
+/// Each (property, value) pair, in order.
+pub fn set_all(fields: &[(&str, String)]) {
     for (name, value) in fields {
-        let _ = set(&format!("cxgate_{name}"), value);
+        let _ = set(name, value);
     }
 }

@@ -115,10 +115,10 @@ impl Request {
         }
         let route = self.x.route(&self.model).map_or("-", |r| r.id.as_str());
         let mut out = vec![
-            ("consumer", self.x.consumer.clone()),
-            ("route", route.to_string()),
+            ("cxgate_consumer", self.x.consumer.clone()),
+            ("cxgate_route", route.to_string()),
             (
-                "platform",
+                "cxgate_platform",
                 self.x.platform.clone().unwrap_or_else(|| "-".into()),
             ),
         ];

@@ -336,7 +336,7 @@ fn with_io<T>(
 /// before `on_log`). Not on Kong: it refuses properties it does not know.
 fn write_log_fields(req: &Request, kong: bool) {
     if !kong {
-        cxgate_kit::property::set_log_fields(&req.log_fields());
+        cxgate_kit::property::set_all(&req.log_fields());
     }
 }
 

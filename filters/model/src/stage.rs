@@ -156,8 +156,8 @@ pub trait StageStream {
     /// A later stage answered the request itself: undo what assumed it would be forwarded
     /// (refunds, claims) and add to the reply (headers).
     fn on_reply(&mut self, _x: &Exchange, _io: &mut Io<'_>, _reply: &mut LocalReply) {}
-    /// This stage's decision for the proxy's access log, once it ran: a field name (the
-    /// runner writes it as the property `cxgate_<name>`) and its value.
+    /// This stage's decision for the proxy's access log, once it ran: the property the
+    /// runner sets (`cxgate_<field>`, which the shipped access log reads) and its value.
     fn log_field(&self, _x: &Exchange) -> Option<(&'static str, String)> {
         None
     }

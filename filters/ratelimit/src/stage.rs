@@ -424,7 +424,7 @@ impl StageStream for LimitStream {
     /// The units this request costs against its budgets (the route's `cost`).
     fn log_field(&self, x: &Exchange) -> Option<(&'static str, String)> {
         let cost = x.route(&self.shared.model).map_or(1, |r| r.cost);
-        Some(("cost", cost.to_string()))
+        Some(("cxgate_cost", cost.to_string()))
     }
 
     fn on_request(&mut self, x: &mut Exchange, io: &mut Io<'_>) -> Flow {

@@ -388,7 +388,7 @@ impl StageStream for TransformStream {
     }
 
     fn log_field(&self, _x: &Exchange) -> Option<(&'static str, String)> {
-        Some(("transform", self.outcome.to_string()))
+        Some(("cxgate_transform", self.outcome.to_string()))
     }
 
     fn on_response(&mut self, x: &mut Exchange, io: &mut Io<'_>) -> Option<LocalReply> {
