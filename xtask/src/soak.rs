@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 const KEY: &str = "demo-key-omnichannel";
 const CONNECTIONS: u64 = 16;
 const WARM_UP: Duration = Duration::from_secs(120);
+const SAMPLE_EVERY: Duration = Duration::from_secs(30);
 
 /// One request in five each: a raw read, a normalized update (a fresh idempotency key every
 /// time, so the store fills and evicts), a normalized listing, a coexistence decision and
@@ -135,6 +136,34 @@ fn spread(values: impl Iterator<Item = u64>) -> f64 {
     }
 }
 
+/// The spread of the medians of consecutive `window_s` windows (a partial last one only if
+/// at least half full): growth, which a single transient peak (a burst allocated and freed
+/// between two samples) does not move.
+fn trend(samples: &[&Sample], window_s: u64, value: impl Fn(&Sample) -> u64) -> f64 {
+    let median = |mut w: Vec<u64>| {
+        w.sort_unstable();
+        w.get(w.len() / 2).copied()
+    };
+    let Some(first) = samples.first().map(|s| s.at_s) else {
+        return 0.0;
+    };
+    let full = (window_s / SAMPLE_EVERY.as_secs()) as usize;
+    let mut medians = Vec::new();
+    let mut window = Vec::new();
+    let mut end = first + window_s;
+    for s in samples {
+        if s.at_s >= end {
+            medians.extend(median(std::mem::take(&mut window)));
+            end += window_s;
+        }
+        window.push(value(s));
+    }
+    if window.len() * 2 >= full {
+        medians.extend(median(window));
+    }
+    spread(medians.into_iter())
+}
+
 pub fn run(seconds: u64) -> Result<(), String> {
     if Command::new("wrk").arg("--version").output().is_err() {
         return Err("wrk is not installed: apt-get install wrk".into());
@@ -196,7 +225,9 @@ pub fn run(seconds: u64) -> Result<(), String> {
         while !load.is_finished() {
             std::thread::sleep(Duration::from_secs(1));
             let at_s = begun.elapsed().as_secs();
-            if at_s.is_multiple_of(30) && samples.last().is_none_or(|s: &Sample| s.at_s != at_s) {
+            if at_s.is_multiple_of(SAMPLE_EVERY.as_secs())
+                && samples.last().is_none_or(|s: &Sample| s.at_s != at_s)
+            {
                 samples.push(Sample {
                     at_s,
                     envoy_kib: rss_kib(envoy_pid),
@@ -230,6 +261,8 @@ pub fn run(seconds: u64) -> Result<(), String> {
     let envoy = spread(warm.iter().map(|s| s.envoy_kib));
     let sidecar = spread(warm.iter().map(|s| s.sidecar_kib));
     let entries = samples.iter().map(|s| s.idem_entries).max().unwrap_or(0);
+    let envoy_trend = trend(&warm, 300, |s| s.envoy_kib);
+    let sidecar_trend = trend(&warm, 300, |s| s.sidecar_kib);
     println!(
         "\nsoak: {:.0} rps for {seconds} s ({:.0} % of max), {} requests, {} non-2xx, {} socket errors",
         load.rps,
@@ -244,5 +277,44 @@ pub fn run(seconds: u64) -> Result<(), String> {
         envoy * 100.0,
         sidecar * 100.0
     );
+    println!(
+        "RSS trend (spread of 5-minute medians after {} s): Envoy {:.1} %, sidecar {:.1} %",
+        WARM_UP.as_secs(),
+        envoy_trend * 100.0,
+        sidecar_trend * 100.0
+    );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(kib: &[u64]) -> Vec<Sample> {
+        kib.iter()
+            .enumerate()
+            .map(|(i, k)| Sample {
+                at_s: 120 + 30 * i as u64,
+                envoy_kib: *k,
+                sidecar_kib: *k,
+                idem_entries: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_transient_peak_is_spread_but_no_trend_and_growth_is_both() {
+        // The sidecar in the 30-minute soak: flat, one sample 7 % up, gone at the next.
+        let mut flat = vec![12_000; 40];
+        flat[20] = 12_900;
+        let s = samples(&flat);
+        let refs: Vec<&Sample> = s.iter().collect();
+        assert!(spread(refs.iter().map(|s| s.sidecar_kib)) > 0.07);
+        assert_eq!(trend(&refs, 300, |s| s.sidecar_kib), 0.0);
+        // A leak: 20 KiB a sample, 1.7 % per 5 minutes.
+        let growing: Vec<u64> = (0..40).map(|i| 12_000 + 20 * i).collect();
+        let s = samples(&growing);
+        let refs: Vec<&Sample> = s.iter().collect();
+        assert!(trend(&refs, 300, |s| s.sidecar_kib) > 0.04);
+    }
 }
