@@ -177,13 +177,15 @@ impl Scanner {
         context: usize,
         cut: usize,
     ) -> (String, Vec<Kind>, usize) {
-        let mut out = text.to_owned();
+        // The text is copied only once something is replaced.
+        let mut out: Option<String> = None;
         let mut cut = cut;
         let mut kinds = Vec::new();
         let mut rounds = 0;
         loop {
+            let cur = out.as_deref().unwrap_or(text);
             let found: Vec<Span> = self
-                .find_from(&out, context)
+                .find_from(cur, context)
                 .into_iter()
                 .take_while(|s| s.start < cut)
                 .collect();
@@ -196,15 +198,15 @@ impl Scanner {
             let found = if rounds < REDACT_ROUNDS {
                 found
             } else {
-                widened(out.as_bytes(), &found, context)
+                widened(cur.as_bytes(), &found, context)
             };
-            let (again, k) = apply(&out, &found);
+            let (again, k) = apply(cur, &found);
             cut = moved(cut, &found);
-            out = again;
+            out = Some(again);
             kinds.extend(k);
             rounds += 1;
         }
-        (out, kinds, cut)
+        (out.unwrap_or_else(|| text.to_owned()), kinds, cut)
     }
 }
 
