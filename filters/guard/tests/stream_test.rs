@@ -252,13 +252,7 @@ fn a_redaction_never_frees_an_address_whose_start_was_already_sent() {
     // (The fuzzer's input had a second address there; names are whole runs since finding 8,
     // so this one has a card.)
     let text = format!("x@L.Y{}-4111111111111111 done", "Z".repeat(240));
-    let mut h = Holdback::default();
-    let bytes = text.as_bytes();
-    let mut released = String::new();
-    for piece in bytes.chunks(7) {
-        released.push_str(&h.push(&s, std::str::from_utf8(piece).unwrap_or("")).text);
-    }
-    released.push_str(&h.finish(&s).text);
+    let released = through_holdback(&text, 7).concat();
     assert!(s.find(&released).is_empty(), "{released:?}");
     assert!(released.ends_with("-[CARD REDACTED] done"), "{released:?}");
     assert_eq!(
@@ -282,12 +276,7 @@ fn where_a_stream_last_released_never_decides_an_address() {
         "q".repeat(70)
     );
     for size in [1, 7, 64, text.len()] {
-        let mut h = Holdback::default();
-        let mut released = String::new();
-        for piece in text.as_bytes().chunks(size) {
-            released.push_str(&h.push(&s, std::str::from_utf8(piece).unwrap_or("")).text);
-        }
-        released.push_str(&h.finish(&s).text);
+        let released = through_holdback(&text, size).concat();
         assert!(s.find(&released).is_empty(), "{size}: {released:?}");
         assert_eq!(
             released,
@@ -311,12 +300,7 @@ fn an_address_never_starts_inside_a_name_so_its_neighbour_stays_refused() {
         "q".repeat(200)
     );
     for size in [1, 7, text.len()] {
-        let mut h = Holdback::default();
-        let mut released = String::new();
-        for piece in text.as_bytes().chunks(size) {
-            released.push_str(&h.push(&s, std::str::from_utf8(piece).unwrap_or("")).text);
-        }
-        released.push_str(&h.finish(&s).text);
+        let released = through_holdback(&text, size).concat();
         assert!(s.find(&released).is_empty(), "{size}: {released:?}");
         assert_eq!(released, s.redact(&text).0, "{size}");
         assert!(

@@ -95,3 +95,13 @@ pub fn start_synced(
     }
     Ok(h)
 }
+
+/// The pipeline module with the shipped config, on one worker, synced.
+pub fn shipped_host(profile: Profile) -> Result<Host, String> {
+    start_synced(
+        &crate::filter_wasm("cxgate-pipeline"),
+        profile,
+        1,
+        &shipped_pipeline(profile),
+    )
+}

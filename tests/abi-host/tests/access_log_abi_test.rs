@@ -3,17 +3,11 @@
 //! leaves, for forwarded requests and for the pipeline's own replies alike; on Kong, which
 //! refuses unknown properties, none is set.
 
-use cxgate_abi_host::fixtures::{shipped_pipeline, start_synced};
-use cxgate_abi_host::{Action, Host, Profile, Stream, filter_wasm};
+use cxgate_abi_host::fixtures::shipped_host;
+use cxgate_abi_host::{Action, Host, Profile, Stream};
 
 fn host(profile: Profile) -> Host {
-    start_synced(
-        &filter_wasm("cxgate-pipeline"),
-        profile,
-        1,
-        &shipped_pipeline(profile),
-    )
-    .unwrap()
+    shipped_host(profile).unwrap()
 }
 
 fn request(h: &mut Host, consumer: &str, method: &str, path: &str, body: Option<&str>) -> Stream {
@@ -39,6 +33,23 @@ fn request(h: &mut Host, consumer: &str, method: &str, path: &str, body: Option<
     s
 }
 
+/// A raw Genesys read, which the pipeline forwards.
+fn raw_read(h: &mut Host) -> Stream {
+    request(
+        h,
+        "omnichannel-app-prod",
+        "GET",
+        "/genesys/api/v2/users",
+        None,
+    )
+}
+
+/// A write by the read-only consumer, which the pipeline answers itself (403).
+fn write_refused_by_scope(h: &mut Host) -> Stream {
+    let path = "/genesys/api/v2/routing/queues/q-1";
+    request(h, "analytics-batch", "DELETE", path, None)
+}
+
 fn fields(h: &Host, s: Stream) -> Vec<(String, String)> {
     let mut f = h.properties(s);
     f.sort();
@@ -58,13 +69,7 @@ fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
 fn envoy_gets_each_requests_decisions_before_the_response_leaves() {
     let mut h = host(Profile::Envoy);
     // Forwarded: written when the response headers pass.
-    let s = request(
-        &mut h,
-        "omnichannel-app-prod",
-        "GET",
-        "/genesys/api/v2/users",
-        None,
-    );
+    let s = raw_read(&mut h);
     assert!(h.local_reply(s).is_none());
     assert!(h.properties(s).is_empty(), "nothing before the response");
     h.response_headers(s, &[(":status", "200")], true).unwrap();
@@ -79,13 +84,7 @@ fn envoy_gets_each_requests_decisions_before_the_response_leaves() {
     h.finish(s).unwrap();
 
     // Refused by scope: written before the pipeline's own reply.
-    let s = request(
-        &mut h,
-        "analytics-batch",
-        "DELETE",
-        "/genesys/api/v2/routing/queues/q-1",
-        None,
-    );
+    let s = write_refused_by_scope(&mut h);
     assert_eq!(h.local_reply(s).map(|r| r.status), Some(403));
     let refused = [
         ("consumer", "analytics-batch"),
@@ -132,22 +131,10 @@ fn envoy_gets_each_requests_decisions_before_the_response_leaves() {
 #[test]
 fn kong_is_never_asked_for_a_property_it_does_not_know() {
     let mut h = host(Profile::Kong);
-    let s = request(
-        &mut h,
-        "omnichannel-app-prod",
-        "GET",
-        "/genesys/api/v2/users",
-        None,
-    );
+    let s = raw_read(&mut h);
     h.response_headers(s, &[(":status", "200")], true).unwrap();
     h.finish(s).unwrap();
-    let s = request(
-        &mut h,
-        "analytics-batch",
-        "DELETE",
-        "/genesys/api/v2/routing/queues/q-1",
-        None,
-    );
+    let s = write_refused_by_scope(&mut h);
     assert_eq!(h.local_reply(s).map(|r| r.status), Some(403));
     assert!(h.properties(s).is_empty());
     h.finish(s).unwrap();

@@ -4,20 +4,14 @@
 //! 5xx becomes the fallback from response headers. (The key swap is the token filter's, a
 //! module of its own.)
 
-use cxgate_abi_host::fixtures::{shipped_pipeline, start_synced};
-use cxgate_abi_host::{Action, Host, Profile, Stream, filter_wasm};
+use cxgate_abi_host::fixtures::shipped_host;
+use cxgate_abi_host::{Action, Host, Profile, Stream};
 use serde_json::{Value, json};
 
 const PROFILES: [Profile; 2] = [Profile::Envoy, Profile::Kong];
 
 fn host(profile: Profile) -> Host {
-    start_synced(
-        &filter_wasm("cxgate-pipeline"),
-        profile,
-        1,
-        &shipped_pipeline(profile),
-    )
-    .unwrap()
+    shipped_host(profile).unwrap()
 }
 
 /// A chat request on `path`, sent through the request phase; the upstream body it left with.
