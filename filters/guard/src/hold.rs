@@ -4,6 +4,7 @@
 //! pieces is caught whole, and nothing released is ever redacted later.
 
 use crate::pii::{self, Kind, MAX_ENTITY, Scanner};
+use std::borrow::Cow;
 
 /// Bytes of released text kept for the scanners' left-boundary checks.
 const CONTEXT: usize = 8;
@@ -76,8 +77,11 @@ impl Holdback {
         // only the left context, so a name that ran into a replaced address stands alone.
         let (window, redacted, end) = scanner.redact_within(window, context, cut - from);
         let text = window.get(context..end).unwrap_or("").to_owned();
-        self.buf.truncate(from);
-        self.buf.push_str(&window);
+        // The buffer keeps what was sent as it was sent: rewritten only if something was.
+        if let Cow::Owned(window) = window {
+            self.buf.truncate(from);
+            self.buf.push_str(&window);
+        }
         self.released = from + end;
         self.trim();
         Release { text, redacted }

@@ -2,6 +2,8 @@
 //! they find is at most [`MAX_ENTITY`] bytes long and made of [`viable`] bytes only: that is
 //! what lets the stream redactor hold back a bounded tail and still never emit a part of one.
 
+use std::borrow::Cow;
+
 /// The longest entity any scanner matches (an email address, RFC 5321's path limit).
 pub const MAX_ENTITY: usize = 254;
 
@@ -163,7 +165,7 @@ impl Scanner {
     /// `text` with every entity replaced by its marker, and the kinds replaced.
     pub fn redact(&self, text: &str) -> (String, Vec<Kind>) {
         let (out, kinds, _) = self.redact_within(text, 0, text.len());
-        (out, kinds)
+        (out.into_owned(), kinds)
     }
 
     /// Replaces the entities that start in `context..cut` by their markers (an entity that
@@ -171,12 +173,12 @@ impl Scanner {
     /// `cut` now is. Replacing can still free a candidate that was refused only because its
     /// extent ran into a later entity, so it scans again while the last scan found something:
     /// what comes out holds nothing the scanner would redact there.
-    pub fn redact_within(
+    pub fn redact_within<'t>(
         &self,
-        text: &str,
+        text: &'t str,
         context: usize,
         cut: usize,
-    ) -> (String, Vec<Kind>, usize) {
+    ) -> (Cow<'t, str>, Vec<Kind>, usize) {
         // The text is copied only once something is replaced.
         let mut out: Option<String> = None;
         let mut cut = cut;
@@ -206,7 +208,7 @@ impl Scanner {
             kinds.extend(k);
             rounds += 1;
         }
-        (out.unwrap_or_else(|| text.to_owned()), kinds, cut)
+        (out.map_or(Cow::Borrowed(text), Cow::Owned), kinds, cut)
     }
 }
 

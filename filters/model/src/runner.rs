@@ -503,7 +503,7 @@ impl HttpContext for Stream {
         let (store, batch) = (&mut self.store, &mut self.batch);
         let reply = with_io(store, batch, 0, |io| req.on_response_headers(load, io));
         let kong = self.store.dialect() == CasDialect::Kong;
-        if reply.is_some() || kong || !req.holds_response_headers() {
+        if reply.is_some() || !req.holds_response_headers() {
             write_log_fields(req, kong);
         }
         if let Some(reply) = reply {

@@ -162,8 +162,30 @@ impl Stage for Transform {
             content_type: None,
             correlation_id: None,
             pending: None,
-            outcome: "none",
+            outcome: None,
         })
+    }
+}
+
+/// What became of a transformed request (its counter, and the access log's `transform`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Transformed,
+    Rejected,
+    Replayed,
+    Error,
+    PlatformError,
+}
+
+impl Ended {
+    fn name(self) -> &'static str {
+        match self {
+            Ended::Transformed => "transformed",
+            Ended::Rejected => "rejected",
+            Ended::Replayed => "replayed",
+            Ended::Error => "error",
+            Ended::PlatformError => "platform_error",
+        }
     }
 }
 
@@ -181,9 +203,8 @@ struct TransformStream {
     correlation_id: Option<String>,
     /// The stage's own call awaited (a merge update's, or the direct call).
     pending: Option<calls::Pending>,
-    /// What became of the request, for the access log: `none` (the route is not
-    /// transformed), `transformed`, `rejected`, `replayed`, `error` or `platform_error`.
-    outcome: &'static str,
+    /// What became of the request, for the access log (`None`: not transformed).
+    outcome: Option<Ended>,
 }
 
 impl TransformStream {
@@ -193,9 +214,22 @@ impl TransformStream {
             .is_some_and(|r| matches!(r.method.as_str(), "POST" | "PUT" | "PATCH"))
     }
 
+    /// What became of the request: counted, and noted for the access log.
+    fn ended(&mut self, io: &mut Io<'_>, outcome: Ended) {
+        let ids = &self.shared.ids;
+        let id = match outcome {
+            Ended::Transformed => ids.forwarded,
+            Ended::Rejected => ids.rejected,
+            Ended::Replayed => ids.replayed,
+            Ended::Error => ids.errors,
+            Ended::PlatformError => ids.platform_errors,
+        };
+        let _ = io.metrics.increment(id, 1);
+        self.outcome = Some(outcome);
+    }
+
     fn answer(&mut self, io: &mut Io<'_>, reply: LocalReply) -> Flow {
-        self.outcome = "rejected";
-        let _ = io.metrics.increment(self.shared.ids.rejected, 1);
+        self.ended(io, Ended::Rejected);
         Flow::Reply(reply)
     }
 
@@ -208,8 +242,7 @@ impl TransformStream {
 
     fn error(&mut self, x: &Exchange, io: &mut Io<'_>, detail: &str) -> Flow {
         self.give_up_claim(io);
-        self.outcome = "error";
-        let _ = io.metrics.increment(self.shared.ids.errors, 1);
+        self.ended(io, Ended::Error);
         Flow::Reply(x.reply(Problem::new(500, "gateway-error", "Gateway error", detail)))
     }
 
@@ -272,8 +305,7 @@ impl TransformStream {
                     return self.answer(io, reply);
                 }
                 Ok(Begin::Replay(stored)) => {
-                    self.outcome = "replayed";
-                    let _ = io.metrics.increment(s.ids.replayed, 1);
+                    self.ended(io, Ended::Replayed);
                     return Flow::Reply(LocalReply {
                         status: u32::from(stored.status),
                         headers: vec![
@@ -301,8 +333,7 @@ impl TransformStream {
         }
         // Nothing is proxied: the stage reads, merges and writes by calls.
         if fwd.merge.is_some() {
-            self.outcome = "transformed";
-            let _ = io.metrics.increment(s.ids.forwarded, 1);
+            self.ended(io, Ended::Transformed);
             self.forward = Some(fwd);
             return self.read(x, io, false);
         }
@@ -312,8 +343,7 @@ impl TransformStream {
             .get(fwd.profile)
             .is_some_and(|p| p.call.is_some())
         {
-            self.outcome = "transformed";
-            let _ = io.metrics.increment(s.ids.forwarded, 1);
+            self.ended(io, Ended::Transformed);
             self.forward = Some(fwd);
             return self.send(x, io);
         }
@@ -336,8 +366,7 @@ impl TransformStream {
         }
         // Envoy picks the platform route again for the new path (Kong keeps its route).
         io.stream.clear_route_cache();
-        self.outcome = "transformed";
-        let _ = io.metrics.increment(s.ids.forwarded, 1);
+        self.ended(io, Ended::Transformed);
         self.forward = Some(fwd);
         Flow::Continue
     }
@@ -388,7 +417,8 @@ impl StageStream for TransformStream {
     }
 
     fn log_field(&self, _x: &Exchange) -> Option<(&'static str, String)> {
-        Some(("cxgate_transform", self.outcome.to_string()))
+        let name = self.outcome.map_or("none", Ended::name);
+        Some(("cxgate_transform", name.to_string()))
     }
 
     fn on_response(&mut self, x: &mut Exchange, io: &mut Io<'_>) -> Option<LocalReply> {
@@ -401,8 +431,7 @@ impl StageStream for TransformStream {
             // have happened, so a retry must not find it claimed.
             self.give_up_claim(io);
             self.forward = None;
-            self.outcome = "platform_error";
-            let _ = io.metrics.increment(self.shared.ids.platform_errors, 1);
+            self.ended(io, Ended::PlatformError);
             return None;
         }
         self.status = response.status;
@@ -411,8 +440,7 @@ impl StageStream for TransformStream {
             .iter()
             .find_map(|h| response.headers.get(h).map(str::to_string));
         let ct = if self.status >= 400 {
-            self.outcome = "platform_error";
-            let _ = io.metrics.increment(self.shared.ids.platform_errors, 1);
+            self.ended(io, Ended::PlatformError);
             cxgate_kit::problem::CONTENT_TYPE
         } else {
             "application/json"
@@ -462,8 +490,7 @@ impl StageStream for TransformStream {
             io.log.event(Level::Warn, event);
         }
         if normalized.status != self.status {
-            self.outcome = "platform_error";
-            let _ = io.metrics.increment(s.ids.platform_errors, 1);
+            self.ended(io, Ended::PlatformError);
             let _ = io
                 .stream
                 .set_response_header(":status", &normalized.status.to_string());

@@ -2,7 +2,7 @@
 //! call that sends the mapped request where the proxy cannot route it again (Kong). The
 //! platform's last answer stands for the proxied response (`Flow::Answered`).
 
-use super::TransformStream;
+use super::{Ended, TransformStream};
 use crate::config::Call;
 use cxgate_kit::credential::Unavailable;
 use cxgate_kit::host::Callout;
@@ -211,8 +211,7 @@ impl TransformStream {
     /// A call got no answer (refused, reset, timed out).
     fn unanswered(&mut self, x: &Exchange, io: &mut Io<'_>, step: Step) -> Flow {
         self.give_up_claim(io);
-        self.outcome = "platform_error";
-        let _ = io.metrics.increment(self.shared.ids.platform_errors, 1);
+        self.ended(io, Ended::PlatformError);
         let (platform, method) = self
             .forward
             .as_ref()
