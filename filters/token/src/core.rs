@@ -26,6 +26,9 @@ struct RawConfig {
     retry_after_s: u32,
     #[serde(default)]
     on_unauthorized: OnUnauthorized,
+    /// Envoy retries: a longer wait than this (Retry-After, s) is not waited out by a retry.
+    #[serde(default)]
+    retry_wait_max_s: Option<u32>,
 }
 
 /// What to do when the platform answers 401 to a request that carried our token.
@@ -87,6 +90,9 @@ pub struct Config {
     pub retry_after_s: u32,
     pub trace_header: String,
     pub on_unauthorized: OnUnauthorized,
+    /// When set: an answer whose `Retry-After` asks for a longer wait goes to the consumer at
+    /// once, never retried by the proxy (see [`waits_too_long`]).
+    pub retry_wait_max_s: Option<u32>,
 }
 
 impl Config {
@@ -152,12 +158,27 @@ impl Config {
             retry_after_s: raw.retry_after_s.max(1),
             trace_header: model.trace_header.clone(),
             on_unauthorized: raw.on_unauthorized,
+            retry_wait_max_s: raw.retry_wait_max_s,
         })
     }
 
     /// The credential route of a platform.
     pub fn route_index(&self, platform: &str) -> Option<usize> {
         self.routes.iter().position(|r| r.platform == platform)
+    }
+}
+
+/// Whether a platform's `Retry-After` asks for a longer wait than `max_s`. Envoy's retry
+/// waits out a Retry-After up to its route's bound, but one past the bound it ignores and
+/// retries after its own short backoff: against the platform's word. Such an answer is marked
+/// (`x-envoy-ratelimited`, which no retry condition of ours retries) and reaches the consumer
+/// with the platform's Retry-After. An HTTP-date counts as too long: nothing here measures it.
+pub fn waits_too_long(retry_after: Option<&str>, max_s: u32) -> bool {
+    match retry_after.map(str::trim) {
+        None | Some("") => false,
+        Some(v) => v
+            .parse::<u64>()
+            .map_or(true, |secs| secs > u64::from(max_s)),
     }
 }
 

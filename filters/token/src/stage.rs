@@ -17,6 +17,16 @@ pub const KIND: StageKind = StageKind {
     build,
 };
 
+/// Envoy retries no answer that carries it (but on `envoy-ratelimited`, which no route of ours
+/// names): set on one whose Retry-After is longer than the route can wait. Stripped before the
+/// client.
+pub const NO_RETRY_HEADER: &str = "x-envoy-ratelimited";
+
+/// Set on a platform 401 that Envoy may replay (the route's `retriable_headers` match it),
+/// never on the replay's own 401: a route that also retries 429s and 5xx still replays a
+/// 401 exactly once. The gateway strips it before the client.
+pub const REPLAY_HEADER: &str = "x-cxgate-token-replay";
+
 /// Metric ids, defined once per worker.
 #[derive(Default)]
 struct Ids {
@@ -327,10 +337,16 @@ impl StageStream for TokenStream {
     fn on_response(&mut self, x: &mut Exchange, io: &mut Io<'_>) -> Option<LocalReply> {
         let sent = self.sent.take()?;
         let response = x.response.as_ref()?;
+        let s = &self.shared;
+        if let Some(max) = s.config.retry_wait_max_s
+            && !response.gateway
+            && core::waits_too_long(response.headers.get("retry-after"), max)
+        {
+            let _ = io.stream.set_response_header(NO_RETRY_HEADER, "true");
+        }
         if response.status != 401 || response.gateway {
             return None;
         }
-        let s = &self.shared;
         let answer = core::on_response(
             &s.config,
             &sent,
@@ -345,6 +361,8 @@ impl StageStream for TokenStream {
             Answer::Replay { event, .. } => {
                 let event = event.str("route", &self.route_id);
                 let _ = io.metrics.increment(s.ids.drift_recoveries, 1);
+                // Without it the 401 is not replayed, as if no retry were configured.
+                let _ = io.stream.set_response_header(REPLAY_HEADER, "1");
                 io.log.event(Level::Warn, &event);
                 None
             }

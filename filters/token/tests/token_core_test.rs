@@ -16,7 +16,7 @@ use cxgate_model::Model;
 use cxgate_state::TokenState;
 use cxgate_token::core::{
     Answer, Config, Decision, RequestInfo, Sent, TokenCache, on_request, on_response,
-    on_wait_answer, wait_call,
+    on_wait_answer, wait_call, waits_too_long,
 };
 use serde_json::{Value, json};
 
@@ -478,4 +478,26 @@ fn where_the_host_cannot_replay_a_401_becomes_a_503_with_retry_after_and_the_tok
 fn on_unauthorized_is_checked_at_configure_time() {
     let e = compile(json!({"on_unauthorized": "ignore"})).unwrap_err();
     assert_eq!(e.field, "/token/on_unauthorized");
+}
+
+#[test]
+fn a_retry_after_longer_than_the_bound_is_not_waited_out_by_a_retry() {
+    assert!(
+        !waits_too_long(None, 4),
+        "no Retry-After: the route's backoff"
+    );
+    assert!(!waits_too_long(Some(""), 4));
+    assert!(
+        !waits_too_long(Some("4"), 4),
+        "exactly the bound still fits"
+    );
+    assert!(!waits_too_long(Some(" 0 "), 0));
+    assert!(waits_too_long(Some("5"), 4));
+    assert!(waits_too_long(Some("30"), 4));
+    assert!(waits_too_long(Some("1"), 0));
+    assert!(
+        waits_too_long(Some("Wed, 21 Oct 2026 07:28:00 GMT"), 4),
+        "a date is not measured: never retried early"
+    );
+    assert!(waits_too_long(Some("-1"), 4), "garbage is not a short wait");
 }

@@ -343,6 +343,11 @@ fn envoy_drift_a_401_marks_the_token_and_the_single_replay_carries_the_fresh_one
             "the 401 goes on to the router, which replays"
         );
         assert!(h.local_reply(s).is_none());
+        assert_eq!(
+            h.response_header(s, "x-cxgate-token-replay").as_deref(),
+            Some("1"),
+            "the route replays a 401 only when the filter marks it"
+        );
     }
     let drift = h.logs_containing("TOKEN_DRIFT_RECOVERY");
     assert_eq!(drift.len(), 2, "one event per refused request");
@@ -416,6 +421,11 @@ fn envoy_drift_a_401_marks_the_token_and_the_single_replay_carries_the_fresh_one
         Action::Continue
     );
     assert!(h.local_reply(again).is_none());
+    assert_eq!(
+        h.response_header(again, "x-cxgate-token-replay"),
+        None,
+        "a replay's 401 is never marked: not replayed twice"
+    );
     assert_eq!(metric(&mut h, "cxgate_token.replays_failed"), Some(1));
     assert_eq!(h.logs_containing("TOKEN_REPLAY_FAILED").len(), 1);
     let s = h.new_stream(2).unwrap();
@@ -532,4 +542,51 @@ fn llm_routes_get_the_api_key_in_their_own_header() {
         assert_eq!(h.request_header(s, "api-key").as_deref(), Some("sk-live"));
         assert_eq!(auth(&h, s), None);
     }
+}
+
+/// Envoy: a platform answer asking for a longer wait than the route can give is marked
+/// `x-envoy-ratelimited`, so Envoy hands it to the consumer rather than retrying early.
+#[test]
+fn envoy_a_retry_after_past_the_bound_is_marked_not_to_be_retried() {
+    let answer = |h: &mut Host, retry_after: Option<&str>| {
+        let s = h.new_stream(0).unwrap();
+        h.request_headers(s, &[(":path", "/genesys/api/v2/users")], true)
+            .unwrap();
+        let mut headers = vec![(":status", "429")];
+        if let Some(v) = retry_after {
+            headers.push(("retry-after", v));
+        }
+        h.response_headers(s, &headers, false).unwrap();
+        h.response_header(s, "x-envoy-ratelimited")
+    };
+    let mut h = host_with(
+        Profile::Envoy,
+        json!({"on_unauthorized": "replay", "retry_wait_max_s": 4}),
+    );
+    let now = h.now_ms();
+    sync_tokens(&mut h, json!({"genesys": token_json("g-1", now, 300, 1)}));
+    assert_eq!(answer(&mut h, Some("30")).as_deref(), Some("true"));
+    assert_eq!(answer(&mut h, Some("4")), None, "fits: Envoy waits it out");
+    assert_eq!(
+        answer(&mut h, None),
+        None,
+        "no Retry-After: the route's backoff"
+    );
+    assert_eq!(
+        answer(&mut h, Some("Wed, 21 Oct 2026 07:28:00 GMT")).as_deref(),
+        Some("true")
+    );
+    assert!(h.violations().is_empty(), "{:?}", h.violations());
+
+    let mut unbound = host_with(Profile::Envoy, json!({"on_unauthorized": "replay"}));
+    let now = unbound.now_ms();
+    sync_tokens(
+        &mut unbound,
+        json!({"genesys": token_json("g-1", now, 300, 1)}),
+    );
+    assert_eq!(
+        answer(&mut unbound, Some("30")),
+        None,
+        "unset: nothing marked"
+    );
 }
