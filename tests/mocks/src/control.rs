@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes, to_bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,12 @@ pub struct Recorded {
     pub body: String,
     pub body_json: Option<Value>,
     pub at_ms: u128,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// Over HTTPS: the server name the client asked for (None without TLS or without SNI).
+    pub sni: Option<String>,
+    /// The request's authority: HTTP/2's `:authority`, else the `Host` header.
+    pub authority: Option<String>,
 }
 
 /// A fault, as posted to `/__mock/faults`.
@@ -83,6 +89,8 @@ pub struct Mock {
     pub tokens: Mutex<HashMap<String, Token>>,
     pub grants: AtomicU64,
     seq: AtomicU64,
+    /// TLS handshakes that failed (the client refused the certificate, say).
+    tls_refused: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,6 +107,7 @@ impl Mock {
             tokens: Mutex::new(HashMap::new()),
             grants: AtomicU64::new(0),
             seq: AtomicU64::new(0),
+            tls_refused: AtomicU64::new(0),
         }
     }
 
@@ -215,6 +224,10 @@ impl Mock {
         Some(out)
     }
 
+    pub fn tls_refused(&self) {
+        self.tls_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn elapsed_ms(&self) -> u128 {
         self.started.elapsed().as_millis()
     }
@@ -244,6 +257,10 @@ async fn recorder(State(mock): State<Arc<Mock>>, req: Request, next: Next) -> Re
     if path.starts_with("/__mock/") {
         return next.run(req).await;
     }
+    let sni = req
+        .extensions()
+        .get::<ConnectInfo<crate::tls::Peer>>()
+        .and_then(|c| c.0.sni.clone());
     let (parts, body) = req.into_parts();
     let bytes: Bytes = to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -265,6 +282,15 @@ async fn recorder(State(mock): State<Arc<Mock>>, req: Request, next: Next) -> Re
         body_json: serde_json::from_slice(&bytes).ok(),
         body: text.clone(),
         at_ms: mock.elapsed_ms(),
+        version: format!("{:?}", parts.version),
+        sni,
+        authority: parts.uri.authority().map(|a| a.to_string()).or_else(|| {
+            parts
+                .headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        }),
     });
     let fault = mock.take_fault(&method, &path, is_token_path(&path), &text);
     if let Some(fault) = fault {
@@ -361,7 +387,8 @@ async fn revoke(State(mock): State<Arc<Mock>>, body: Bytes) -> Json<Value> {
 async fn stats(State(mock): State<Arc<Mock>>) -> Json<Value> {
     let requests = lock(&mock.requests).len();
     Json(
-        json!({"role": mock.role, "grants": mock.grants.load(Ordering::Relaxed), "requests": requests}),
+        json!({"role": mock.role, "grants": mock.grants.load(Ordering::Relaxed), "requests": requests,
+               "tls_handshakes_refused": mock.tls_refused.load(Ordering::Relaxed)}),
     )
 }
 

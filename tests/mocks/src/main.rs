@@ -9,6 +9,7 @@ mod genesys;
 mod llm;
 mod llm_chain;
 mod models;
+mod tls;
 
 use axum::serve::ListenerExt;
 
@@ -83,6 +84,16 @@ pub struct Args {
     /// How long a new model endpoint stays PROVISIONING (ms).
     #[arg(long, default_value_t = 1500)]
     llm_provision_ms: u64,
+    /// Serve HTTPS with this certificate chain (PEM), offering HTTP/2 and HTTP/1.1; with
+    /// `--tls-key`. Every role's listener then speaks TLS only.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// The host name in the URLs the mocks hand out (CXone discovery): the certificate's name.
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
     /// Items per page the mock's data sets hold (queues, skills, users, agents).
     #[arg(long, default_value_t = 60)]
     dataset_size: usize,
@@ -91,6 +102,16 @@ pub struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    let acceptor = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match tls::acceptor(cert, key) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("cxgate-mocks: TLS: {e}");
+                std::process::exit(2);
+            }
+        },
+        _ => None,
+    };
     let mut tasks = Vec::new();
     let roles: [(Option<SocketAddr>, &str); 3] = [
         (args.genesys, "genesys"),
@@ -107,15 +128,30 @@ async fn main() {
             }
         };
         let local = listener.local_addr().unwrap_or(addr);
-        let base = format!("http://{local}");
+        let base = match &acceptor {
+            Some(_) => format!("https://{}:{}", args.tls_name, local.port()),
+            None => format!("http://{local}"),
+        };
         let mock = Arc::new(control::Mock::new(role));
         let app = match role {
             "genesys" => genesys::router(mock.clone(), &args),
             "cxone" => cxone::router(mock.clone(), &args, &base),
             _ => llm::router(mock.clone(), &args),
         };
-        let app = control::wrap(app, mock);
+        let app = control::wrap(app, mock.clone());
         println!("mock {role} listening on {base}");
+        if let Some(acceptor) = acceptor.clone() {
+            let listener = tls::TlsListener {
+                tcp: listener,
+                acceptor,
+                mock,
+            };
+            let app = app.into_make_service_with_connect_info::<tls::Peer>();
+            tasks.push(tokio::spawn(
+                async move { axum::serve(listener, app).await },
+            ));
+            continue;
+        }
         // Like real APIs, no Nagle delay: a stream's small events leave as they are written.
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
