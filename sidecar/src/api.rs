@@ -47,6 +47,8 @@ pub struct Api {
     pub redis_probe: Option<crate::health::Shared>,
     /// A map older than this is stale in `/health`.
     pub sync_bound_ms: u64,
+    /// The CXone API host the gateway was rendered for (config `cxone.gateway_api_endpoint`).
+    pub cxone_rendered: Option<String>,
 }
 
 type S = State<Arc<Api>>;
@@ -314,6 +316,17 @@ async fn health(State(api): S) -> Response {
         api.redis_probe.as_ref(),
         now,
     );
+    let mut checks = checks;
+    if let Some(rendered) = &api.cxone_rendered {
+        let discovered = api
+            .managers
+            .get("cxone")
+            .and_then(|m| m.grantor.api_endpoint());
+        checks.push(crate::health::rendered_endpoint(
+            rendered,
+            discovered.as_deref(),
+        ));
+    }
     let status = crate::health::verdict(&checks);
     let maps: serde_json::Map<String, serde_json::Value> = snap
         .maps

@@ -74,6 +74,8 @@ pub struct Config {
     pub refresh: Refresh,
     #[serde(default)]
     pub metadata: Metadata,
+    #[serde(default)]
+    pub tls: Tls,
     pub genesys: Option<Genesys>,
     pub cxone: Option<Cxone>,
     pub llm: Option<Llm>,
@@ -193,6 +195,37 @@ fn llm_lifetime() -> u64 {
     3600
 }
 
+/// Trust for the calls to the platforms: the built-in web roots, and these.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Further CA certificates (PEM): a private CA, or a TLS-inspecting egress proxy.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Tls {
+    /// A client builder that trusts `ca_file`'s certificates too.
+    pub fn client_builder(&self) -> Result<reqwest::ClientBuilder, String> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("tls.ca_file: cannot read {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "tls.ca_file {}: no certificate in it",
+                    path.display()
+                ));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(builder)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Refresh {
@@ -276,6 +309,9 @@ pub struct Cxone {
     pub client_secret: SecretSource,
     pub access_key_id: SecretSource,
     pub access_key_secret: SecretSource,
+    /// The API host the gateway's cxone cluster was rendered for; discovery must agree.
+    #[serde(default)]
+    pub gateway_api_endpoint: Option<String>,
     #[serde(default = "cxone_rps")]
     pub max_grants_per_second: f64,
 }

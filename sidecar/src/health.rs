@@ -169,6 +169,25 @@ pub fn checks(
     out
 }
 
+/// The gateway sends CXone requests to the host it was rendered for; the sidecar asks
+/// discovery. When they differ (the tenant moved), the gateway must be rendered again.
+pub fn rendered_endpoint(rendered: &str, discovered: Option<&str>) -> Check {
+    let norm = |s: &str| s.trim_end_matches('/').to_ascii_lowercase();
+    let (level, detail) = match discovered {
+        None => (Level::Pass, "not discovered yet"),
+        Some(d) if norm(d) == norm(rendered) => (Level::Pass, "the gateway's host"),
+        Some(_) => (
+            Level::Fail,
+            "discovery answers another host than the gateway was rendered for: run ./cxgate render again",
+        ),
+    };
+    Check {
+        name: "cxone.api_endpoint".into(),
+        level,
+        detail: json!({"detail": detail, "rendered": rendered, "discovered": discovered}),
+    }
+}
+
 /// The verdict: `unhealthy` when every token check fails, `degraded` when any check is not a
 /// pass, `healthy` otherwise.
 pub fn verdict(checks: &[Check]) -> &'static str {
@@ -223,6 +242,14 @@ mod tests {
         let llm = [check("tokens.llm", Pass), check("llm.endpoint", Warn)];
         assert_eq!(verdict(&llm), "degraded");
         assert_eq!(verdict(&[check("redis", Warn)]), "degraded");
+        let moved = rendered_endpoint("https://api-na1.example", Some("https://api-eu1.example"));
+        assert_eq!(
+            (moved.name.as_str(), moved.level),
+            ("cxone.api_endpoint", Fail)
+        );
+        let same = rendered_endpoint("https://api-na1.example/", Some("https://API-na1.example"));
+        assert_eq!(same.level, Pass);
+        assert_eq!(rendered_endpoint("https://a.example", None).level, Pass);
         assert_eq!(llm_level(401).0, Warn);
         assert_eq!(llm_level(503).0, Warn);
         assert_eq!(llm_level(200).0, Pass);

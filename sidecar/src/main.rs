@@ -77,6 +77,9 @@ async fn main() {
             config.listen
         ));
     }
+    if let Err(e) = config.tls.client_builder() {
+        fail(&e);
+    }
     if args.check {
         println!("cxgate-sidecar: config ok");
         return;
@@ -94,7 +97,10 @@ async fn main() {
 
     let hub = Arc::new(hub::Hub::default());
     let metrics = Arc::new(metrics::Metrics::default());
-    let http = reqwest::Client::builder()
+    let http = config
+        .tls
+        .client_builder()
+        .unwrap_or_else(|e| fail(&e))
         .timeout(Duration::from_millis(config.refresh.request_timeout_ms))
         .build()
         .unwrap_or_else(|e| fail(&format!("http client: {e}")));
@@ -320,6 +326,10 @@ async fn main() {
         managers,
         long_poll_max: Duration::from_millis(config.long_poll_max_ms),
         roster,
+        cxone_rendered: config
+            .cxone
+            .as_ref()
+            .and_then(|c| c.gateway_api_endpoint.clone()),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
