@@ -2,6 +2,8 @@
 //!
 //! - `wasm`: builds every filter for wasm32-wasip1 (release) and prints each .wasm's size.
 //! - `demo`: starts the gateway on the documented ports with the built-in mock platforms.
+//! - `demo --real`: the same against the real platforms (credentials from the environment).
+//! - `render <deployment.json> [out]`: the production config from a deployment file.
 //! - `compose-config`: renders what docker-compose.yml mounts into `.run/compose/`.
 //! - `bench [rounds] [seconds]`: the benchmark suite (see `bench.rs`, `micro.rs`, BENCHMARKS.md).
 //! - `bench-micro [--no-callgrind]`: only the per-filter microbenchmarks.
@@ -14,6 +16,7 @@ mod bench_config;
 mod bench_guard;
 mod compose;
 mod micro;
+mod render;
 mod soak;
 
 use cxgate_e2e::{Ports, Stack, StackOptions, repo_root, wasm_dir};
@@ -315,7 +318,9 @@ fn main() -> ExitCode {
         "validate" => validate(),
         "kong-config" => kong_config(),
         "compose-config" => compose::run(),
+        "demo" if std::env::args().any(|a| a == "--real") => render::demo_real(),
         "demo" => demo(),
+        "render" => render::run(),
         "bench-sync" => bench_sync(
             std::env::args()
                 .nth(2)
@@ -376,7 +381,7 @@ fn main() -> ExitCode {
             micro::run_one(&filter, n).map(|_| ())
         }
         _ => Err(
-            "usage: xtask wasm|validate|kong-config|compose-config|demo|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]|bench-guard [requests]|bench-chain [requests]|soak [seconds]"
+            "usage: xtask wasm|validate|kong-config|compose-config|demo [--real]|render <deployment.json> [out]|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]|bench-guard [requests]|bench-chain [requests]|soak [seconds]"
                 .into(),
         ),
     };

@@ -17,43 +17,83 @@ use crate::render::{consumers, shipped_pipeline};
 use serde_json::{Value, json};
 use std::path::Path;
 
-/// Envoy cluster → the demo's `host:port` for Kong.
-pub const UPSTREAMS: [(&str, &str); 5] = [
-    ("sidecar", "127.0.0.1:7070"),
-    ("genesys", "127.0.0.1:7101"),
-    ("cxone", "127.0.0.1:7102"),
-    ("llm", "127.0.0.1:7103"),
-    ("cxgate-timer", "127.0.0.1:7070"),
-];
-
-fn host_port(cluster: &str) -> Option<&'static str> {
-    UPSTREAMS
-        .iter()
-        .find(|(c, _)| *c == cluster)
-        .map(|(_, h)| *h)
+/// Where Kong sends what Envoy sends to a cluster.
+pub struct Targets {
+    /// Envoy cluster → `host:port`.
+    pub upstreams: Vec<(String, String)>,
+    /// The platforms' scheme for the filter's own calls (`https` turns TLS on in Kong).
+    pub scheme: String,
+    /// Kong service → upstream URL (genesys, cxone, llm).
+    pub services: Vec<(String, String)>,
 }
 
-/// Every `upstream` that names an Envoy cluster, as `host:port`.
-fn map_upstreams(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m.iter_mut() {
-                if k == "upstream"
-                    && let Some(h) = child.as_str().and_then(host_port)
-                {
-                    *child = json!(h);
-                } else {
-                    map_upstreams(child);
+impl Targets {
+    /// The demo's: the mock platforms and the sidecar on their demo ports.
+    pub fn demo() -> Targets {
+        let pairs = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        Targets {
+            upstreams: pairs(&[
+                ("sidecar", "127.0.0.1:7070"),
+                ("genesys", "127.0.0.1:7101"),
+                ("cxone", "127.0.0.1:7102"),
+                ("llm", "127.0.0.1:7103"),
+                ("cxgate-timer", "127.0.0.1:7070"),
+            ]),
+            scheme: "http".into(),
+            services: pairs(&[
+                ("genesys", "http://127.0.0.1:7101"),
+                ("cxone", "http://127.0.0.1:7102"),
+                ("llm", "http://127.0.0.1:7103"),
+            ]),
+        }
+    }
+
+    fn host_port(&self, cluster: &str) -> Option<&str> {
+        self.upstreams
+            .iter()
+            .find(|(c, _)| c == cluster)
+            .map(|(_, h)| h.as_str())
+    }
+
+    fn service_url(&self, name: &str) -> &str {
+        self.services
+            .iter()
+            .find(|(s, _)| s == name)
+            .map(|(_, u)| u.as_str())
+            .unwrap_or("http://127.0.0.1:9")
+    }
+
+    /// Every `upstream` that names an Envoy cluster, as `host:port`.
+    fn map_upstreams(&self, v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m.iter_mut() {
+                    if k == "upstream"
+                        && let Some(h) = child.as_str().and_then(|c| self.host_port(c))
+                    {
+                        *child = json!(h);
+                    } else {
+                        self.map_upstreams(child);
+                    }
                 }
             }
+            Value::Array(a) => a.iter_mut().for_each(|c| self.map_upstreams(c)),
+            _ => {}
         }
-        Value::Array(a) => a.iter_mut().for_each(map_upstreams),
-        _ => {}
     }
 }
 
-/// The pipeline document as Kong gets it.
+/// The pipeline document as Kong gets it (the demo's targets).
 pub fn kong_document(envoy: &Value) -> Value {
+    kong_document_for(envoy, &Targets::demo())
+}
+
+/// The pipeline document as Kong gets it, sending to `t`.
+pub fn kong_document_for(envoy: &Value, t: &Targets) -> Value {
     let mut doc = envoy.clone();
     doc["model"]["consumer_header"] = json!("x-consumer-username");
     if let Some(routes) = doc["model"]["routes"].as_array_mut() {
@@ -63,17 +103,23 @@ pub fn kong_document(envoy: &Value) -> Value {
         stages.push(json!("token"));
     }
     doc["token"] = json!({"on_unauthorized": "retry-later", "wait_ms": 2000, "retry_after_s": 1});
-    map_upstreams(&mut doc);
+    t.map_upstreams(&mut doc);
     if let Some(profiles) = doc["transform"]["profiles"].as_object_mut() {
         for p in profiles.values_mut() {
             let platform = p["platform"].as_str().unwrap_or_default().to_string();
             let credential = json!({"platform": platform});
             if p.get("merge").is_some() {
                 p["merge"]["credential"] = credential;
-                p["merge"]["scheme"] = json!("http");
-            } else if let Some(upstream) = host_port(&platform) {
-                p["call"] = json!({"upstream": upstream, "authority": platform,
-                                   "scheme": "http", "credential": credential});
+                p["merge"]["scheme"] = json!(t.scheme);
+            } else if let Some(upstream) = t.host_port(&platform) {
+                let authority = upstream.strip_suffix(":443").unwrap_or(upstream);
+                let authority = if t.scheme == "http" {
+                    platform.as_str()
+                } else {
+                    authority
+                };
+                p["call"] = json!({"upstream": upstream, "authority": authority,
+                                   "scheme": t.scheme, "credential": credential});
             }
         }
     }
@@ -117,15 +163,36 @@ _format_version: \"3.0\"
 
 /// The whole `kong/kong.yml`.
 pub fn render_kong(root: &Path) -> Result<String, String> {
-    let doc = kong_document(&shipped_pipeline(root)?);
-    let yaml = serde_yaml::to_string(&doc).map_err(|e| e.to_string())?;
-    let mut out = String::from(HEADER);
+    let keyed: Vec<(String, Option<String>)> = consumers(root)?
+        .into_iter()
+        .map(|c| (c.id, Some(c.key)))
+        .collect();
+    render_kong_for(
+        HEADER,
+        &kong_document(&shipped_pipeline(root)?),
+        &keyed,
+        &Targets::demo(),
+    )
+}
+
+/// A Kong declarative config: `header`, the consumers (with their key, when given), and the
+/// services with the pipeline filter running `doc`.
+pub fn render_kong_for(
+    header: &str,
+    doc: &Value,
+    consumers: &[(String, Option<String>)],
+    t: &Targets,
+) -> Result<String, String> {
+    let yaml = serde_yaml::to_string(doc).map_err(|e| e.to_string())?;
+    let mut out = String::from(header);
     out.push_str("consumers:\n");
-    for c in consumers(root)? {
-        out.push_str(&format!(
-            "  - username: {}\n    keyauth_credentials: [{{ key: {} }}]\n",
-            c.id, c.key
-        ));
+    for (id, key) in consumers {
+        match key {
+            Some(key) => out.push_str(&format!(
+                "  - username: {id}\n    keyauth_credentials: [{{ key: {key} }}]\n"
+            )),
+            None => out.push_str(&format!("  - username: {id}\n")),
+        }
     }
     out.push_str(
         "\nplugins:\n  - name: key-auth\n    config:\n      key_names: [\"x-api-key\"]\n      hide_credentials: true\n",
@@ -136,17 +203,17 @@ pub fn render_kong(root: &Path) -> Result<String, String> {
     let services: [(&str, &str, &[KongRoute<'_>]); 4] = [
         (
             "genesys",
-            "http://127.0.0.1:7101",
+            t.service_url("genesys"),
             &[("genesys", "/genesys/", true)],
         ),
         (
             "cxone",
-            "http://127.0.0.1:7102",
+            t.service_url("cxone"),
             &[("cxone", "/cxone/", true)],
         ),
         (
             "llm",
-            "http://127.0.0.1:7103",
+            t.service_url("llm"),
             &[("llm", "/llm/", true), ("llm-bot", "/llm-bot/", true)],
         ),
         // Everything here is answered by the pipeline itself (the transform's and the guard's
@@ -161,7 +228,12 @@ pub fn render_kong(root: &Path) -> Result<String, String> {
         ),
     ];
     for (i, (name, url, routes)) in services.iter().enumerate() {
-        out.push_str(&format!("  - name: {name}\n    url: {url}\n    routes:\n"));
+        out.push_str(&format!("  - name: {name}\n    url: {url}\n"));
+        if url.starts_with("https://") {
+            // Kong checks an HTTPS upstream's certificate only when told to.
+            out.push_str("    tls_verify: true\n");
+        }
+        out.push_str("    routes:\n");
         for (route, path, strip) in *routes {
             out.push_str(&format!(
                 "      - name: {route}\n        paths: [\"{path}\"]\n        strip_path: {strip}\n"

@@ -5,9 +5,11 @@
 //! child also gets SIGKILL if the harness process dies, so nothing outlives a run.
 
 pub mod compose;
+pub mod deploy;
 pub mod keystore;
 pub mod kong;
 pub mod openapi;
+pub mod pki;
 pub mod process;
 pub mod render;
 pub mod services;
@@ -17,7 +19,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use process::{Service, wait_ready};
+pub use process::{Service, wait_ready, wait_ready_with};
 pub use render::{Ports, Vars, consumers, render_envoy, shipped_pipeline, unlimited};
 pub use services::{start_redis, start_redis_on};
 

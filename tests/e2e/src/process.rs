@@ -115,6 +115,17 @@ pub fn wait_ready(
         .timeout(Duration::from_secs(2))
         .build()
         .map_err(|e| e.to_string())?;
+    wait_ready_with(service, &client, url, headers, timeout)
+}
+
+/// [`wait_ready`] with a client of the caller's (one that trusts a test CA, say).
+pub fn wait_ready_with(
+    service: &mut Service,
+    client: &reqwest::blocking::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
         if !service.alive() {
