@@ -91,7 +91,8 @@ pub struct Args {
     /// The certificate's private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
-    /// The host name in the URLs the mocks hand out (CXone discovery): the certificate's name.
+    /// The certificate's name: the host in the URLs the mocks hand out (CXone discovery), and
+    /// the only SNI served (a connection asking for no or another name is closed).
     #[arg(long, default_value = "localhost")]
     tls_name: String,
     /// Items per page the mock's data sets hold (queues, skills, users, agents).
@@ -145,6 +146,7 @@ async fn main() {
                 tcp: listener,
                 acceptor,
                 mock,
+                name: args.tls_name.clone(),
             };
             let app = app.into_make_service_with_connect_info::<tls::Peer>();
             tasks.push(tokio::spawn(

@@ -1,6 +1,8 @@
 //! HTTPS for the mocks (`--tls-cert`/`--tls-key`): what the gateway's TLS upstreams are tested
-//! against. Each connection's SNI and ALPN protocol are kept for the recorder, and a refused
-//! handshake (the client did not trust the certificate) is counted in `/__mock/stats`.
+//! against. Like the platforms' fronts, a connection that does not ask for the mock's name by
+//! SNI gets no answer. Each connection's SNI is kept for the recorder, and a refused
+//! handshake (the client did not trust the certificate, or sent no or another SNI) is counted
+//! in `/__mock/stats`.
 
 use crate::control::Mock;
 use axum::extract::connect_info::Connected;
@@ -50,6 +52,8 @@ pub struct TlsListener {
     pub tcp: TcpListener,
     pub acceptor: TlsAcceptor,
     pub mock: Arc<Mock>,
+    /// The only server name served (the certificate's).
+    pub name: String,
 }
 
 impl Listener for TlsListener {
@@ -71,7 +75,14 @@ impl Listener for TlsListener {
             match tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
                     let sni = tls.get_ref().1.server_name().map(str::to_string);
-                    return (tls, Peer { sni });
+                    if sni.as_deref() == Some(self.name.as_str()) {
+                        return (tls, Peer { sni });
+                    }
+                    self.mock.tls_refused();
+                    eprintln!(
+                        "mock {}: TLS from {addr} asked for {sni:?}, not {:?}: closed",
+                        self.mock.role, self.name
+                    );
                 }
                 Ok(Err(e)) => {
                     self.mock.tls_refused();
