@@ -192,7 +192,8 @@ pub fn cxone_api_endpoint(d: &DeployFile) -> Result<String, String> {
         .and_then(|r| r.json())
         .map_err(|e| {
             format!(
-                "CXone discovery at {url} failed: {e}. Pin the host with cxone.api_endpoint to render without it."
+                "CXone discovery at {url} failed: {}. Pin the host with cxone.api_endpoint to render without it.",
+                crate::error_chain(&e)
             )
         })?;
     answer["api_endpoint"]
