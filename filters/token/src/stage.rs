@@ -336,15 +336,15 @@ impl StageStream for TokenStream {
     /// Envoy's retry needs none; retry-later answers instead.
     fn on_response(&mut self, x: &mut Exchange, io: &mut Io<'_>) -> Option<LocalReply> {
         let sent = self.sent.take()?;
-        let response = x.response.as_ref()?;
+        // The gateway's own replies are nobody's answer to our token.
+        let response = x.response.as_ref().filter(|r| !r.gateway)?;
         let s = &self.shared;
         if let Some(max) = s.config.retry_wait_max_s
-            && !response.gateway
             && core::waits_too_long(response.headers.get("retry-after"), max)
         {
             let _ = io.stream.set_response_header(NO_RETRY_HEADER, "true");
         }
-        if response.status != 401 || response.gateway {
+        if response.status != 401 {
             return None;
         }
         let answer = core::on_response(

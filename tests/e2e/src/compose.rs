@@ -4,7 +4,7 @@
 
 use crate::demo_sidecar_config;
 use crate::keystore::write_key_store;
-use crate::render::{Ports, Vars, consumers, render_envoy, shipped_pipeline};
+use crate::render::{Ports, Vars, consumers, render_envoy, shipped_pipeline, write_file as write};
 use std::path::Path;
 
 /// Paths inside the containers (docker-compose.yml mounts them).
@@ -34,8 +34,4 @@ pub fn render(root: &Path, out: &Path) -> Result<(), String> {
     let mut sidecar = demo_sidecar_config(&ports, None);
     sidecar["coexistence"]["legacy_roster"] = serde_json::json!({ "file": ROSTER });
     write(&out.join("sidecar.json"), &sidecar.to_string())
-}
-
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -54,16 +54,27 @@ pub struct Vars {
 /// The shipped pipeline config (`envoy/cxgate.json`) with the schema files its transform
 /// section names (under `schemas/`) inlined: the document Envoy gets.
 pub fn shipped_pipeline(repo: &Path) -> Result<serde_json::Value, String> {
-    let path = repo.join("envoy/cxgate.json");
+    pipeline_document(repo, Path::new("envoy/cxgate.json"))
+}
+
+/// A pipeline config document at `base/path`, with the schema files its transform section
+/// names (relative to `base`) inlined.
+pub fn pipeline_document(base: &Path, path: &Path) -> Result<serde_json::Value, String> {
+    let path = base.join(path);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut doc: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     if let Some(transform) = doc.get_mut("transform") {
         cxgate_transform::config::inline_schema_files(transform, &|p| {
-            std::fs::read_to_string(repo.join(p)).map_err(|e| format!("{p}: {e}"))
+            std::fs::read_to_string(base.join(p)).map_err(|e| format!("{p}: {e}"))
         })?;
     }
     Ok(doc)
+}
+
+/// Writes a rendered file; the error names it.
+pub fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// A pipeline config whose budgets never limit: for tests about other things that send a lot.

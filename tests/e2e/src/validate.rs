@@ -68,7 +68,7 @@ fn read_json(path: &Path) -> Result<Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
 }
 
-fn schema_of(root: &Path, rel: &str) -> Result<jsonschema::Validator, String> {
+pub fn schema_of(root: &Path, rel: &str) -> Result<jsonschema::Validator, String> {
     let v = read_json(&root.join(rel)).map_err(|e| format!("{rel}: {e}"))?;
     jsonschema::validator_for(&v).map_err(|e| format!("{rel}: {e}"))
 }

@@ -68,12 +68,10 @@ pub fn render(
                 .to_string();
             match upstreams.iter().find(|(c, _)| *c == cluster) {
                 Some((c, up)) => {
-                    for pr in platform_routes(d, &pipeline, r, up)? {
-                        let ms = template_ms(&pr["route"]["timeout"]);
-                        let entry = shortest.entry(c).or_insert(ms);
-                        *entry = (*entry).min(ms);
-                        out.push(pr);
-                    }
+                    let (made, ms) = platform_routes(d, &pipeline, r, up)?;
+                    let entry = shortest.entry(c).or_insert(ms);
+                    *entry = (*entry).min(ms);
+                    out.extend(made);
                 }
                 None => out.push(r),
             }
@@ -186,17 +184,19 @@ fn duration(ms: u64) -> String {
 /// The template's route for one platform prefix becomes one route per pipeline route under
 /// that prefix (and method set), then the template's own route for what none of them takes
 /// (the pipeline refuses those before the router, so it only keeps the table complete).
+/// With them, the shortest timeout among them.
 fn platform_routes(
     d: &DeployFile,
     pipeline: &Value,
     template: Value,
     up: &Upstream,
-) -> Result<Vec<Value>, String> {
+) -> Result<(Vec<Value>, u64), String> {
     let prefix = template["match"]["prefix"]
         .as_str()
         .ok_or("envoy template: a platform route without a prefix")?
         .to_string();
     let template_timeout = template_ms(&template["route"]["timeout"]);
+    let mut shortest = template_timeout;
     let mut out = Vec::new();
     let model_routes = pipeline["model"]["routes"]
         .as_array()
@@ -212,6 +212,7 @@ fn platform_routes(
             .map(|m| m.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         let (timeout, retry) = d.policy(id, template_timeout);
+        shortest = shortest.min(timeout);
         let (unsafe_m, safe_m): (Vec<&str>, Vec<&str>) =
             methods.iter().partition(|m| UNSAFE.contains(m));
         let route = |name: String, methods: &[&str], keyed: bool, full: bool| {
@@ -239,7 +240,7 @@ fn platform_routes(
     let mut fallback = template;
     fallback["route"]["host_rewrite_literal"] = json!(up.authority);
     out.push(fallback);
-    Ok(out)
+    Ok((out, shortest))
 }
 
 /// `full`: the route's retries on its status codes; else only what is always safe: the

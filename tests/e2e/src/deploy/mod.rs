@@ -15,6 +15,7 @@ pub mod sidecar;
 
 pub use model::{DeployFile, RoutePolicy, Upstream};
 
+use crate::render::write_file as write;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -31,12 +32,7 @@ pub fn load(repo: &Path, path: &Path) -> Result<DeployFile, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let doc: Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
-    let schema_path = repo.join("schemas/deployment.schema.json");
-    let schema: Value = std::fs::read_to_string(&schema_path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-        .map_err(|e| format!("{}: {e}", schema_path.display()))?;
-    let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+    let validator = crate::validate::schema_of(repo, "schemas/deployment.schema.json")?;
     let errors: Vec<String> = validator
         .iter_errors(&doc)
         .map(|e| format!("{}: {e}", display_pointer(e.instance_path().as_str())))
@@ -66,15 +62,7 @@ fn display_pointer(p: &str) -> &str {
 /// The pipeline document the deployment names, with its schema files inlined, its platform
 /// budgets from the tiers, and its own calls addressed to the platforms' real hosts.
 pub fn pipeline(d: &DeployFile, upstreams: &[(&str, Upstream)]) -> Result<Value, String> {
-    let path = d.base.join(&d.pipeline);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut doc: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    if let Some(transform) = doc.get_mut("transform") {
-        cxgate_transform::config::inline_schema_files(transform, &|p| {
-            std::fs::read_to_string(d.base.join(p)).map_err(|e| format!("{p}: {e}"))
-        })?;
-    }
+    let mut doc = crate::render::pipeline_document(&d.base, &d.pipeline)?;
     let ids: Vec<String> = doc["model"]["routes"]
         .as_array()
         .map(|rs| {
@@ -86,7 +74,7 @@ pub fn pipeline(d: &DeployFile, upstreams: &[(&str, Upstream)]) -> Result<Value,
     if let Some(unknown) = d.routes.keys().find(|id| !ids.contains(id)) {
         return Err(format!(
             "routes.{unknown}: no route of that id in {} (its ids: {})",
-            path.display(),
+            d.pipeline.display(),
             ids.join(", ")
         ));
     }
@@ -220,7 +208,7 @@ pub fn render(repo: &Path, d: &DeployFile, out: &Path) -> Result<Rendered, Strin
     let sidecar = sidecar::config(d, &upstreams)?;
     let sidecar_text = serde_json::to_string_pretty(&sidecar).map_err(|e| e.to_string())?;
     write(&rendered.sidecar, &sidecar_text)?;
-    write(&rendered.kong, &kong::render(repo, d, &doc, &upstreams)?)?;
+    write(&rendered.kong, &kong::render(d, &doc, &upstreams)?)?;
     let shipped =
         std::fs::read_to_string(repo.join("kong/kong.conf")).map_err(|e| e.to_string())?;
     let conf: String = shipped
@@ -230,8 +218,4 @@ pub fn render(repo: &Path, d: &DeployFile, out: &Path) -> Result<Rendered, Strin
         .collect();
     write(&rendered.kong_conf, &(conf + &kong::conf_lines(d)))?;
     Ok(rendered)
-}
-
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
