@@ -79,6 +79,9 @@ pub struct Config {
     pub genesys: Option<Genesys>,
     pub cxone: Option<Cxone>,
     pub llm: Option<Llm>,
+    /// Anthropic's API key (the `anthropic` platform), published like `llm`'s; the token stage
+    /// puts it in `x-api-key`.
+    pub anthropic: Option<Llm>,
     /// The shared rate-limit budget of the filters' distributed mode.
     pub redis: Option<Redis>,
     /// The coexistence roster (cloud directory + legacy roster) for call routing.
@@ -363,6 +366,9 @@ impl Config {
         }
         if self.llm.as_ref().is_some_and(|l| l.reread_s < 10) {
             return Err("config llm.reread_s must be >= 10".into());
+        }
+        if self.anthropic.as_ref().is_some_and(|l| l.reread_s < 10) {
+            return Err("config anthropic.reread_s must be >= 10".into());
         }
         if let Some(c) = &self.coexistence {
             if c.poll_s == 0 || c.reconcile_s == 0 {

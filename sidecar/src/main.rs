@@ -164,18 +164,22 @@ async fn main() {
         );
         managers.insert("cxone", Arc::new(m));
     }
-    if let Some(l) = &config.llm {
+    for (platform, key, l) in [
+        ("llm", "llm.api_key", &config.llm),
+        ("anthropic", "anthropic.api_key", &config.anthropic),
+    ] {
+        let Some(l) = l else {
+            continue;
+        };
         // Fail at start on a missing key, like the other platforms' secrets.
-        l.api_key
-            .resolve("llm.api_key")
-            .unwrap_or_else(|e| fail(&e));
+        l.api_key.resolve(key).unwrap_or_else(|e| fail(&e));
         let grantor = Grantor::StaticKey {
             source: l.api_key.clone(),
-            field: "llm.api_key",
+            field: key,
             lifetime_s: l.reread_s,
         };
         let m = TokenManager::new(
-            "llm",
+            platform,
             grantor,
             1.0,
             config.refresh.clone(),
@@ -183,7 +187,7 @@ async fn main() {
             metrics.clone(),
             http.clone(),
         );
-        managers.insert("llm", Arc::new(m));
+        managers.insert(platform, Arc::new(m));
     }
     for m in managers.values() {
         tokio::spawn(m.clone().run());

@@ -205,7 +205,7 @@ pub const OUTPUT_EXCERPT: usize = 500;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChainError {
     pub status: u16,
-    /// `invalid_request`, `prompt_rejected`, `malformed_json`, `missing_fields`,
+    /// `invalid_request`, `prompt_rejected`, `malformed_json`, `missing_fields`, `unsafe_output`,
     /// `upstream_error`, `upstream_rejected`, `invalid_response`, `timeout`.
     pub code: &'static str,
     pub message: String,

@@ -2,6 +2,7 @@
 
 use crate::bot::BotConfig;
 use crate::chain::ChainConfig;
+use crate::detect::Thresholds;
 use crate::meter::Price;
 use crate::pii::{Kind, Scanner};
 use crate::safety::{self, Safety};
@@ -46,6 +47,23 @@ pub struct RouteOptions {
     /// Upstream timeouts, 429s and 5xx become the fallback reply (bot routes).
     pub fallback: bool,
     pub kind: RouteKind,
+    /// PII in what is sent to the LLM is redacted too, in every text field (not only in
+    /// what comes back).
+    pub redact_prompts: bool,
+    /// With `redact_prompts`: each entity becomes a token for this request (`[EMAIL_A]`) that
+    /// the answer gets back as the original value (proxied routes).
+    pub placeholders: bool,
+    /// Media parts (images, audio, files) are forwarded unread instead of refused (proxied
+    /// routes). The guard cannot screen them: a route that sets this says so.
+    pub pass_media: bool,
+    /// Paths below the route's prefix forwarded without the guard (exact, or a prefix ending
+    /// in `*`); every use is logged. Anything else the guard does not understand is refused.
+    pub unguarded: Vec<String>,
+    /// The injection detector's thresholds here (`None`: off), the screen's unless the route
+    /// sets its own.
+    pub detector: Option<Thresholds>,
+    /// The route's own `detector` setting, until [`Config::compile`] resolves `detector`.
+    detector_override: Option<Option<Thresholds>>,
 }
 
 /// Where a call the gateway makes itself goes: an Envoy cluster or a Kong `host:port`.
@@ -136,12 +154,16 @@ impl Config {
             ));
         }
         let mut f = Fields::of(&section, AT)?;
-        let routes = f.entries("routes", route)?.unwrap_or_default();
+        let mut routes = f.entries("routes", route)?.unwrap_or_default();
         if routes.is_empty() {
             return Err(ConfigError::new(f.at("routes"), "name at least one route"));
         }
+        let mut detector = Some(Thresholds::default());
         let (mode, roles, rules) = match f.object("screen")? {
             Some(mut sc) => {
+                if let Some(v) = sc.get("detector") {
+                    detector = thresholds(v, &sc.at("detector"))?;
+                }
                 let mode = match sc.str("mode")? {
                     None | Some("filter") => Mode::Filter,
                     Some("block") => Mode::Block,
@@ -172,12 +194,15 @@ impl Config {
                     Kind::parse(n).ok_or_else(|| {
                         ConfigError::new(
                             format!("{AT}/redact/{i}"),
-                            format!("unknown type {n:?}: use ssn, card, phone, email or iban"),
+                            format!(
+                                "unknown type {n:?}: use ssn, card, phone, email, iban, passport, \
+                                 driver_license, birth_date or ipv4"
+                            ),
                         )
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
-            None => vec![Kind::Ssn, Kind::Card, Kind::Phone, Kind::Email],
+            None => Kind::DEFAULT.to_vec(),
         };
         let keywords = f.strings("safety_keywords")?.unwrap_or_else(|| {
             safety::DEFAULT_KEYWORDS
@@ -205,6 +230,13 @@ impl Config {
             })?
             .unwrap_or_default();
         let calls = f.object("calls")?.map(compile_calls).transpose()?;
+        for (_, r) in routes.iter_mut() {
+            if let Some(own) = r.detector_override.take() {
+                r.detector = own;
+            } else {
+                r.detector = detector;
+            }
+        }
         for (id, r) in &routes {
             let retries = match &r.kind {
                 RouteKind::Proxy => continue,
@@ -230,7 +262,7 @@ impl Config {
         Ok(Config {
             routes,
             mode,
-            roles: roles.unwrap_or_else(|| vec!["user".into()]),
+            roles: roles.unwrap_or_else(|| vec!["user".into(), "tool".into()]),
             screen,
             scanner: Scanner::new(&kinds),
             safety,
@@ -241,9 +273,30 @@ impl Config {
     }
 }
 
-/// One entry of `routes`: `{fallback?}`, `{chain: {...}}` or `{bot: {...}}`.
+/// One entry of `routes`: `{fallback?, redact_prompts?, pass_media?, unguarded?}`,
+/// `{chain: {...}}` or `{bot: {...}}`.
 fn route(_id: &str, mut r: Fields<'_>) -> Result<RouteOptions, ConfigError> {
     let fallback = r.bool("fallback")?.unwrap_or(false);
+    let redact_prompts = r.bool("redact_prompts")?.unwrap_or(false);
+    let placeholders = r.bool("placeholders")?.unwrap_or(false);
+    if placeholders && !redact_prompts {
+        return Err(ConfigError::new(
+            r.at("placeholders"),
+            "placeholders stand in for what redact_prompts takes out: set redact_prompts too",
+        ));
+    }
+    let pass_media = r.bool("pass_media")?.unwrap_or(false);
+    let unguarded = r.strings("unguarded")?.unwrap_or_default();
+    let detector_override = match r.get("detector") {
+        Some(v) => Some(thresholds(v, &r.at("detector"))?),
+        None => None,
+    };
+    if let Some(i) = unguarded.iter().position(|u| !u.starts_with('/')) {
+        return Err(ConfigError::new(
+            format!("{}/{i}", r.at("unguarded")),
+            "must start with / (a path below the route's prefix)",
+        ));
+    }
     let chain = r.object("chain")?.map(ChainConfig::compile).transpose()?;
     let bot = r.object("bot")?.map(BotConfig::compile).transpose()?;
     let kind = match (chain, bot) {
@@ -257,14 +310,58 @@ fn route(_id: &str, mut r: Fields<'_>) -> Result<RouteOptions, ConfigError> {
             ));
         }
     };
-    if fallback && !matches!(kind, RouteKind::Proxy) {
+    let proxied = matches!(kind, RouteKind::Proxy);
+    if fallback && !proxied {
         return Err(ConfigError::new(
             r.at("fallback"),
             "only for proxied routes (a bot route always falls back)",
         ));
     }
+    if !proxied && (pass_media || placeholders || !unguarded.is_empty()) {
+        let key = match (pass_media, placeholders) {
+            (true, _) => "pass_media",
+            (_, true) => "placeholders",
+            _ => "unguarded",
+        };
+        return Err(ConfigError::new(
+            r.at(key),
+            "only for proxied routes (the gateway builds a chain's or a bot's calls itself)",
+        ));
+    }
     r.done()?;
-    Ok(RouteOptions { fallback, kind })
+    Ok(RouteOptions {
+        fallback,
+        kind,
+        redact_prompts,
+        placeholders,
+        pass_media,
+        unguarded,
+        detector: None,
+        detector_override,
+    })
+}
+
+/// `false` (off), `true` (the defaults) or `{filter_at?, block_at?}` (0..=100, filter below
+/// block).
+fn thresholds(v: &Value, at: &str) -> Result<Option<Thresholds>, ConfigError> {
+    if let Some(on) = v.as_bool() {
+        return Ok(on.then(Thresholds::default));
+    }
+    let mut f = Fields::of(v, at)?;
+    let d = Thresholds::default();
+    let filter_at = f.u64("filter_at")?.unwrap_or(u64::from(d.filter_at));
+    let block_at = f.u64("block_at")?.unwrap_or(u64::from(d.block_at));
+    if filter_at == 0 || filter_at > block_at || block_at > 101 {
+        return Err(ConfigError::new(
+            at,
+            "thresholds are 1..=101 with filter_at <= block_at (101: never block)",
+        ));
+    }
+    f.done()?;
+    Ok(Some(Thresholds {
+        filter_at: filter_at as u32,
+        block_at: block_at as u32,
+    }))
 }
 
 /// `calls: {llm: {upstream, authority, scheme?, path?}, timer?: {...}}`.

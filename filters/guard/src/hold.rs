@@ -6,7 +6,8 @@
 use crate::pii::{self, Kind, MAX_ENTITY, Scanner};
 use std::borrow::Cow;
 
-/// Bytes of released text kept for the scanners' left-boundary checks.
+/// Bytes of released text kept for the scanners' left-boundary checks, beside the context
+/// words' [`Scanner::lookback`].
 const CONTEXT: usize = 8;
 
 #[derive(Debug, Default)]
@@ -14,6 +15,8 @@ pub struct Holdback {
     buf: String,
     /// `buf[..released]` has been sent (kept only as context).
     released: usize,
+    /// Bytes of sent text kept as context: [`CONTEXT`] and the scanner's lookback.
+    context: usize,
 }
 
 /// Text safe to send now, and the kinds redacted in it.
@@ -52,7 +55,8 @@ impl Holdback {
                 && (b
                     .get(at.wrapping_sub(2))
                     .is_some_and(|p| p.is_ascii_digit() || *p == b')')
-                    || b.get(at).is_some_and(|n| n.is_ascii_digit() || *n == b'('));
+                    || b.get(at).is_some_and(|n| n.is_ascii_digit() || *n == b'(')
+                    || pii::extension_marker_before(b, at - 1));
             if !(pii::viable(c) || spaced) {
                 break;
             }
@@ -66,7 +70,8 @@ impl Holdback {
     }
 
     fn release(&mut self, scanner: &Scanner, cut: usize) -> Release {
-        let from = self.released.saturating_sub(CONTEXT);
+        self.context = CONTEXT + scanner.lookback();
+        let from = self.released.saturating_sub(self.context);
         let from = (0..=from)
             .rev()
             .find(|i| self.buf.is_char_boundary(*i))
@@ -89,7 +94,7 @@ impl Holdback {
 
     /// Drops released text beyond the context the scanners need.
     fn trim(&mut self) {
-        let mut keep_from = self.released.saturating_sub(CONTEXT);
+        let mut keep_from = self.released.saturating_sub(self.context);
         while !self.buf.is_char_boundary(keep_from) {
             keep_from -= 1;
         }

@@ -10,20 +10,28 @@
 //! the model said, [`extract`] takes JSON out of its text and [`retry`] decides the retries.
 //! [`stage`] puts it all behind the stage contract.
 
+pub mod answer;
+pub mod api;
 pub mod bot;
 pub mod chain;
 pub mod chat;
 pub mod completion;
 pub mod config;
+pub mod detect;
 pub mod extract;
 pub mod fold;
 pub mod hold;
 pub mod meter;
 pub mod pii;
+pub mod placeholder;
+pub mod prompt;
 pub(crate) mod proxied;
 pub mod retry;
 pub mod run;
 pub mod safety;
 pub mod screen;
+pub mod slots;
 pub mod sse;
 pub mod stage;
+pub mod stream;
+pub mod verdict;

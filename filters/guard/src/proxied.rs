@@ -2,11 +2,15 @@
 //! the answer (whole or streamed), turns upstream failures into the fallback on routes that
 //! ask for it, and meters usage.
 
-use crate::chat::{self, Screened};
+use crate::answer::{self, Fallback};
+use crate::api::Api;
 use crate::meter::Usage;
 use crate::pii::Kind;
+use crate::placeholder::Placeholders;
+use crate::prompt::{self, Screened};
 use crate::sse::{Policy, SseGuard};
-use crate::stage::{Shared, part};
+use crate::stage::Shared;
+use crate::verdict;
 use cxgate_kit::log::{Event, Level};
 use cxgate_kit::problem::LocalReply;
 use cxgate_model::{Exchange, Flow, Io};
@@ -20,6 +24,9 @@ enum Answer {
 
 pub(crate) struct ProxiedStream {
     shared: Rc<Shared>,
+    api: Api,
+    /// The route's index in the guard's `routes`.
+    route: usize,
     /// Upstream timeouts, 429s and 5xx become the fallback reply.
     fallback_route: bool,
     started_ms: u64,
@@ -35,9 +42,17 @@ pub(crate) struct ProxiedStream {
 }
 
 impl ProxiedStream {
-    pub(crate) fn new(shared: Rc<Shared>, fallback_route: bool, now_ms: u64) -> Self {
+    pub(crate) fn new(
+        shared: Rc<Shared>,
+        api: Api,
+        route: usize,
+        fallback_route: bool,
+        now_ms: u64,
+    ) -> Self {
         ProxiedStream {
             shared,
+            api,
+            route,
             fallback_route,
             started_ms: now_ms,
             req: None,
@@ -61,30 +76,32 @@ impl ProxiedStream {
         matches!(self.answer, Answer::Json)
     }
 
-    fn fallback_reply(&mut self, reason: &'static str, io: &mut Io<'_>) -> LocalReply {
+    /// The fallback in the operation's shape; `None` where it has none (embeddings).
+    fn fallback_reply(&mut self, reason: &'static str, io: &mut Io<'_>) -> Option<LocalReply> {
         let cfg = &self.shared.config;
         let (model, stream) = self
             .req
             .as_ref()
             .map_or(("unknown", false), |r| (r.model.as_str(), r.stream));
-        let now_s = io.now.ms() / 1000;
-        let id = format!("chatcmpl-fallback-{}", io.now.ms());
-        let (ct, body) = if stream {
-            let b = chat::fallback_sse(model, &cfg.fallback_text, reason, &id, now_s);
-            ("text/event-stream", b)
-        } else {
-            let b = chat::fallback_json(model, &cfg.fallback_text, reason, &id, now_s);
-            ("application/json", b)
+        let id = format!("fallback-{}", io.now.ms());
+        let f = Fallback {
+            api: self.api,
+            model,
+            text: &cfg.fallback_text,
+            reason,
+            id: &id,
+            now_s: io.now.ms() / 1000,
         };
+        let (ct, body) = f.body(stream)?;
         self.fallback = Some(reason);
-        LocalReply {
+        Some(LocalReply {
             status: 200,
             headers: vec![
                 ("content-type".into(), ct.into()),
                 ("x-cxgate-fallback".into(), reason.into()),
             ],
             body,
-        }
+        })
     }
 
     fn note_first(&mut self, io: &mut Io<'_>) {
@@ -96,31 +113,20 @@ impl ProxiedStream {
     pub(crate) fn on_body(&mut self, x: &mut Exchange, io: &mut Io<'_>) -> Flow {
         let s = self.shared.clone();
         let cfg = &s.config;
-        let screened = match chat::screen_request(cfg, &x.body) {
+        let Some((_, route)) = cfg.routes.get(self.route) else {
+            return Flow::Continue;
+        };
+        let screened = match prompt::screen_request(cfg, self.api, route, &x.body) {
             Ok(v) => v,
-            Err((problem, rule)) => {
-                if let Some(rule) = rule {
-                    let event = Event::new("PROMPT_INJECTION_BLOCKED")
-                        .str("rule", &rule)
-                        .str("consumer", &x.consumer);
-                    io.log.event(Level::Warn, &event);
-                    let name = format!("cxgate_llm.injections.rule_{}.mode_block", part(&rule));
-                    s.count(io, &name, 1);
+            Err((problem, verdict)) => {
+                if let Some(v) = verdict {
+                    verdict::record(&s, &v, &x.consumer, io);
                 }
                 return Flow::Reply(x.reply(*problem));
             }
         };
-        if !screened.filtered.is_empty() {
-            let rules = screened.filtered.join(",");
-            let event = Event::new("PROMPT_INJECTION_FILTERED")
-                .str("rules", &rules)
-                .num("matches", screened.filtered.len() as u64)
-                .str("consumer", &x.consumer);
-            io.log.event(Level::Warn, &event);
-            for r in &screened.filtered {
-                let name = format!("cxgate_llm.injections.rule_{}.mode_filter", part(r));
-                s.count(io, &name, 1);
-            }
+        for v in &screened.filtered {
+            verdict::record(&s, v, &x.consumer, io);
         }
         if let Some(body) = &screened.body {
             let replaced = io.stream.replace_request_body(body).is_ok()
@@ -154,7 +160,10 @@ impl ProxiedStream {
                 504 => "timeout",
                 _ => "upstream_error",
             };
-            return Some(self.fallback_reply(reason, io));
+            if let Some(reply) = self.fallback_reply(reason, io) {
+                return Some(reply);
+            }
+            return None;
         }
         if !(200..300).contains(&status) {
             return None;
@@ -164,8 +173,11 @@ impl ProxiedStream {
             .get("content-type")
             .unwrap_or_default()
             .to_ascii_lowercase();
-        if ct.starts_with("text/event-stream") {
-            self.answer = Answer::Sse(Box::default());
+        if self.api == Api::Embeddings {
+            // No text comes back: the usage is all the guard reads.
+            self.answer = Answer::Json;
+        } else if ct.starts_with("text/event-stream") {
+            self.answer = Answer::Sse(Box::new(SseGuard::new(self.api)));
         } else if ct.contains("json") {
             self.answer = Answer::Json;
         } else {
@@ -185,6 +197,11 @@ impl ProxiedStream {
         let s = self.shared.clone();
         let cfg = &s.config;
         let strip_usage = self.req.as_ref().is_some_and(|r| !r.consumer_usage);
+        let placeholders = self
+            .req
+            .as_ref()
+            .map(|r| &r.placeholders)
+            .filter(|p| !p.is_empty());
         let Answer::Sse(sse) = &mut self.answer else {
             return None;
         };
@@ -193,6 +210,7 @@ impl ProxiedStream {
             safety: &cfg.safety,
             fallback_text: &cfg.fallback_text,
             strip_usage,
+            placeholders,
         };
         let mut out = sse.push(&policy, chunk);
         if end {
@@ -211,14 +229,15 @@ impl ProxiedStream {
 
     pub(crate) fn on_response_body(&mut self, io: &mut Io<'_>, body: &[u8]) -> Option<Vec<u8>> {
         let s = self.shared.clone();
-        let g = chat::guard_json(&s.config, body);
+        let none = Placeholders::default();
+        let restore = self.req.as_ref().map_or(&none, |r| &r.placeholders);
+        let g = answer::guard(&s.config, self.api, body, restore);
         self.note_first(io);
         self.usage = g.usage;
         self.completion_chars = g.completion_chars;
-        self.redacted = g.redacted;
+        self.redacted.extend(g.redacted);
         if g.unsafe_hit.is_some() {
-            let reply = self.fallback_reply("unsafe_output", io);
-            return Some(reply.body);
+            return self.fallback_reply("unsafe_output", io).map(|r| r.body);
         }
         g.body
     }
@@ -244,6 +263,10 @@ impl ProxiedStream {
         for k in &self.redacted {
             s.count(io, &format!("cxgate_llm.redactions.type_{}", k.name()), 1);
         }
+        for k in &req.redacted {
+            let name = format!("cxgate_llm.prompt_redactions.type_{}", k.name());
+            s.count(io, &name, 1);
+        }
         if let Some(reason) = self.fallback {
             s.count(io, &format!("cxgate_llm.fallbacks.reason_{reason}"), 1);
         }
@@ -259,6 +282,7 @@ impl ProxiedStream {
             }
         }
         let mut event = Event::new("LLM_REQUEST")
+            .str("api", self.api.name())
             .str("model", &req.model)
             .str("consumer", &x.consumer)
             .num("status", u64::from(self.status))
@@ -268,6 +292,7 @@ impl ProxiedStream {
             .num("cost_micros", cost)
             .num("latency_ms", latency)
             .num("redactions", self.redacted.len() as u64)
+            .num("prompt_redactions", req.redacted.len() as u64)
             .flag("stream", req.stream);
         if let Some(t) = ttft {
             event = event.num("ttft_ms", t);

@@ -42,9 +42,9 @@ pub struct Screen {
 }
 
 /// Text folded for matching, with each folded byte's source range in the original.
-struct Folded {
-    text: String,
-    from: Vec<(usize, usize)>,
+pub(crate) struct Folded {
+    pub(crate) text: String,
+    pub(crate) from: Vec<(usize, usize)>,
 }
 
 fn zero_width(c: char) -> bool {
@@ -54,7 +54,7 @@ fn zero_width(c: char) -> bool {
     )
 }
 
-fn fold(original: &str) -> Folded {
+pub(crate) fn fold(original: &str) -> Folded {
     let mut text = String::with_capacity(original.len());
     let mut from = Vec::with_capacity(original.len());
     let mut space = false;
@@ -142,15 +142,32 @@ impl Screen {
 
     /// `text` with each hit replaced by the marker, and `<`, `>` and NUL stripped.
     pub fn filter(&self, text: &str, hits: &[Hit]) -> String {
+        self.filter_spans(text, hits.iter().map(|h| (h.start, h.end)).collect())
+    }
+
+    /// `text` with each byte range replaced by the marker (overlapping ranges merged), and
+    /// `<`, `>` and NUL stripped.
+    pub fn filter_spans(&self, text: &str, mut spans: Vec<(usize, usize)>) -> String {
+        spans.sort_unstable();
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
-        for h in hits {
-            if h.start < at {
-                continue;
+        let mut open: Option<(usize, usize)> = None;
+        for (start, end) in spans {
+            match &mut open {
+                Some((_, e)) if start <= *e => *e = (*e).max(end),
+                _ => {
+                    if let Some((s, e)) = open.replace((start, end)) {
+                        out.push_str(text.get(at..s).unwrap_or(""));
+                        out.push_str(MARKER);
+                        at = e;
+                    }
+                }
             }
-            out.push_str(text.get(at..h.start).unwrap_or(""));
+        }
+        if let Some((s, e)) = open {
+            out.push_str(text.get(at..s).unwrap_or(""));
             out.push_str(MARKER);
-            at = h.end;
+            at = e;
         }
         out.push_str(text.get(at..).unwrap_or(""));
         out.retain(|c| !matches!(c, '<' | '>' | '\0'));

@@ -1,12 +1,17 @@
-//! An OpenAI chat-completion SSE stream, guarded as it passes: events are parsed across any
-//! chunk boundary, each choice's `delta.content` goes through its own [`Holdback`], the
-//! safety check sees every released piece, and the usage chunk is read (and dropped when the
-//! consumer did not ask for it). Held text is flushed on `finish_reason`, `[DONE]` or the end.
+//! A streamed LLM answer, guarded as it passes, for every streaming API the guard knows:
+//! events are parsed across any chunk boundary, each text (a choice, a content part, a
+//! content block) goes through its own [`Holdback`], the safety check sees every released
+//! piece, and the usage is read. Held text is released when its text ends, at the stream's
+//! terminal event, or when the body ends.
+//!
+//! The dialects ([`crate::stream`]) say where the text and usage are in each API's events;
+//! this file holds the framing and the per-text state they share.
 
-use crate::chat::{chunk_event, field, quoted};
+use crate::api::Api;
 use crate::hold::Holdback;
 use crate::meter::Usage;
 use crate::pii::{Kind, Scanner};
+use crate::placeholder::{Placeholders, Restorer};
 use crate::safety::Safety;
 use serde_json::Value;
 
@@ -15,23 +20,45 @@ pub struct Policy<'a> {
     pub scanner: &'a Scanner,
     pub safety: &'a Safety,
     pub fallback_text: &'a str,
-    /// Drop the usage chunk: the gateway asked for it, the consumer did not.
+    /// Drop the usage chunk: the gateway asked for it, the consumer did not (chat and
+    /// completions only: the other APIs always send usage).
     pub strip_usage: bool,
+    /// The prompt's placeholders, put back in what is released.
+    pub placeholders: Option<&'a Placeholders>,
 }
 
+/// One text of the answer as it streams.
 #[derive(Default)]
-struct Choice {
-    hold: Holdback,
+pub(crate) struct Text {
+    pub(crate) hold: Holdback,
+    /// The safety check's tail.
     tail: String,
+    /// Everything released so far (kept where a later event repeats the whole text).
+    pub(crate) sent: String,
+    /// The Responses API's item id.
+    pub(crate) item: Option<String>,
+    /// Puts placeholders back across piece boundaries.
+    restorer: Restorer,
 }
 
-#[derive(Default)]
+/// The safety check found this keyword in what was about to be released.
+pub(crate) struct Unsafe(pub(crate) String);
+
 pub struct SseGuard {
+    pub(crate) api: Api,
     pending: Vec<u8>,
-    /// By choice index, in order of arrival (usually one).
-    choices: Vec<(u64, Choice)>,
-    /// `"id":..,"created":..,"model":..` of the first chunk, for the events the guard adds.
-    header: Option<String>,
+    /// By key (choice index, output/content index, block index), in order of arrival.
+    pub(crate) texts: Vec<(u64, Text)>,
+    /// Chat and completions: `"id":..,"created":..,"model":..` of the first chunk.
+    pub(crate) header: Option<String>,
+    /// Responses: the response object of `response.created`, for the events the guard adds.
+    pub(crate) template: Option<Value>,
+    /// Responses: events the guard added so far (later sequence numbers move by this), and
+    /// the last sequence number sent.
+    pub(crate) seq_shift: u64,
+    pub(crate) last_seq: u64,
+    /// Messages: the input tokens `message_start` reported.
+    pub(crate) input_tokens: Option<u64>,
     pub usage: Option<Usage>,
     /// Characters of content released, for the estimator.
     pub released_chars: u64,
@@ -40,11 +67,42 @@ pub struct SseGuard {
     pub unsafe_hit: Option<String>,
     /// Content was released at least once (time to first token).
     pub first_content: bool,
-    /// `[DONE]` was seen or sent; later bytes are dropped.
+    /// The stream's end was seen or sent; later bytes are dropped.
     pub done: bool,
 }
 
+impl Default for SseGuard {
+    /// A chat-completions stream.
+    fn default() -> Self {
+        SseGuard::new(Api::Chat)
+    }
+}
+
+/// One parsed event's `event:` name (its data is parsed by the caller).
+pub(crate) struct Event {
+    pub(crate) name: Option<String>,
+}
+
 impl SseGuard {
+    pub fn new(api: Api) -> SseGuard {
+        SseGuard {
+            api,
+            pending: Vec::new(),
+            texts: Vec::new(),
+            header: None,
+            template: None,
+            seq_shift: 0,
+            last_seq: 0,
+            input_tokens: None,
+            usage: None,
+            released_chars: 0,
+            redacted: Vec::new(),
+            unsafe_hit: None,
+            first_content: false,
+            done: false,
+        }
+    }
+
     /// A piece of the body; returns the bytes to send instead.
     pub fn push(&mut self, p: &Policy<'_>, chunk: &[u8]) -> Vec<u8> {
         if self.done {
@@ -63,7 +121,7 @@ impl SseGuard {
         out
     }
 
-    /// The body ended (with or without `[DONE]`): releases whatever is held.
+    /// The body ended (with or without its terminal event): releases whatever is held.
     pub fn finish(&mut self, p: &Policy<'_>) -> Vec<u8> {
         let mut out = Vec::new();
         if self.done {
@@ -76,163 +134,162 @@ impl SseGuard {
             self.event(p, &event, &mut out);
         }
         if !self.done {
-            self.flush_all(p, &mut out);
+            let _ = self.flush_all(p, &mut out);
         }
         out
     }
 
     fn event(&mut self, p: &Policy<'_>, raw: &[u8], out: &mut Vec<u8>) {
         let text = String::from_utf8_lossy(raw);
-        let data: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            .collect();
+        let mut name = None;
+        let mut data: Vec<&str> = Vec::new();
+        for line in text.lines() {
+            if let Some(d) = line.strip_prefix("data:") {
+                data.push(d.strip_prefix(' ').unwrap_or(d));
+            } else if let Some(n) = line.strip_prefix("event:") {
+                name = Some(n.trim().to_string());
+            }
+        }
         if data.is_empty() {
             out.extend_from_slice(raw);
             return;
         }
         let data = data.join("\n");
         if data.trim() == "[DONE]" {
-            self.flush_all(p, out);
+            let _ = self.flush_all(p, out);
             if !self.done {
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 self.done = true;
             }
             return;
         }
-        let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
+        let Ok(v) = serde_json::from_str::<Value>(&data) else {
             out.extend_from_slice(raw);
             return;
         };
-        // The first chunk names the stream; later ones repeat it.
-        if self.header.is_none() {
-            self.header = Some(format!(
-                r#""id":{},"created":{},"model":{}"#,
-                field(&v, &["id"]),
-                field(&v, &["created"]),
-                field(&v, &["model"])
-            ));
+        let e = Event { name };
+        let handled = match self.api {
+            Api::Chat | Api::Completions => self.choices_event(p, v, &e, out),
+            Api::Responses => self.responses_event(p, v, &e, out),
+            Api::Messages => self.messages_event(p, v, &e, out),
+            Api::Embeddings => Ok(()),
+        };
+        if let Err(Unsafe(kw)) = handled {
+            self.unsafe_hit = Some(kw);
         }
-        if let Some(u) = Usage::from_json(field(&v, &["usage"])) {
-            self.usage = Some(u);
-            let empty = field(&v, &["choices"]).as_array().is_none_or(Vec::is_empty);
-            if p.strip_usage && empty {
-                return;
-            }
-            if p.strip_usage
-                && let Some(o) = v.as_object_mut()
-            {
-                o.remove("usage");
-            }
-        }
-        if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
-            for c in choices.iter_mut() {
-                let index = field(c, &["index"]).as_u64().unwrap_or(0);
-                let piece = field(c, &["delta", "content"]).as_str().map(str::to_string);
-                let finishing = !field(c, &["finish_reason"]).is_null();
-                let mut released = match (&piece, self.choice(index)) {
-                    (Some(t), Some(c)) => c.hold.push(p.scanner, t),
-                    _ => Default::default(),
-                };
-                if finishing && let Some(c) = self.choice(index) {
-                    let rest = c.hold.finish(p.scanner);
-                    released.text.push_str(&rest.text);
-                    released.redacted.extend(rest.redacted);
-                }
-                if let Some(kw) = self.check(p, index, &released.text) {
-                    self.unsafe_hit = Some(kw);
-                    self.fallback(p, index, out);
-                    return;
-                }
-                self.account(&released.text, released.redacted);
-                if piece.is_some() || !released.text.is_empty() {
-                    set_content(c, released.text);
-                }
-            }
-        }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(v.to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
     }
 
-    /// The choice's state, made on first sight (so never `None` in practice).
-    fn choice(&mut self, index: u64) -> Option<&mut Choice> {
-        if !self.choices.iter().any(|(i, _)| *i == index) {
-            self.choices.push((index, Choice::default()));
+    /// The text's state, made on first sight (so never `None` in practice).
+    pub(crate) fn text(&mut self, key: u64) -> Option<&mut Text> {
+        if !self.texts.iter().any(|(k, _)| *k == key) {
+            self.texts.push((key, Text::default()));
         }
-        self.choices
+        self.texts
             .iter_mut()
-            .find(|(i, _)| *i == index)
-            .map(|(_, c)| c)
+            .find(|(k, _)| *k == key)
+            .map(|(_, t)| t)
     }
 
-    fn check(&mut self, p: &Policy<'_>, index: u64, text: &str) -> Option<String> {
-        let c = self.choice(index)?;
-        p.safety.check_piece(&mut c.tail, text).map(str::to_string)
-    }
-
-    fn account(&mut self, text: &str, redacted: Vec<Kind>) {
-        if !text.is_empty() {
+    /// Adds `piece` to the text at `key` (and releases all of it when `finishing`); returns
+    /// what may be sent, or the keyword when the safety check refuses it (the caller then
+    /// ends the stream with the fallback).
+    pub(crate) fn piece(
+        &mut self,
+        p: &Policy<'_>,
+        key: u64,
+        piece: &str,
+        finishing: bool,
+    ) -> Result<String, Unsafe> {
+        let keep = self.api == Api::Responses;
+        let Some(t) = self.text(key) else {
+            return Ok(String::new());
+        };
+        let mut r = t.hold.push(p.scanner, piece);
+        if finishing {
+            let rest = t.hold.finish(p.scanner);
+            r.text.push_str(&rest.text);
+            r.redacted.extend(rest.redacted);
+        }
+        if let Some(kw) = p.safety.check_piece(&mut t.tail, &r.text) {
+            return Err(Unsafe(kw.to_string()));
+        }
+        if let Some(ph) = p.placeholders {
+            let mut text = t.restorer.push(ph, &r.text);
+            if finishing {
+                text.push_str(&t.restorer.finish(ph));
+            }
+            r.text = text;
+        }
+        if keep {
+            t.sent.push_str(&r.text);
+        }
+        if !r.text.is_empty() {
             self.first_content = true;
-            self.released_chars += text.chars().count() as u64;
+            self.released_chars += r.text.chars().count() as u64;
         }
-        self.redacted.extend(redacted);
+        self.redacted.extend(r.redacted);
+        Ok(r.text)
     }
 
-    /// Releases every choice's held text in one added event.
-    fn flush_all(&mut self, p: &Policy<'_>, out: &mut Vec<u8>) {
-        let mut pieces = Vec::new();
-        for (index, c) in self.choices.iter_mut() {
-            let r = c.hold.finish(p.scanner);
-            if !r.text.is_empty() || !r.redacted.is_empty() {
-                pieces.push((*index, r));
+    /// Releases what every text holds, each in an event the dialect adds; on an unsafe
+    /// piece, ends the stream with the fallback instead.
+    pub(crate) fn flush_all(&mut self, p: &Policy<'_>, out: &mut Vec<u8>) -> Result<(), Unsafe> {
+        let keys: Vec<u64> = self.texts.iter().map(|(k, _)| *k).collect();
+        for key in keys {
+            match self.piece(p, key, "", true) {
+                Ok(text) if text.is_empty() => {}
+                Ok(text) => self.added_text(key, &text, out),
+                Err(u) => {
+                    self.fallback(p, key, out);
+                    return Err(u);
+                }
             }
         }
-        for (index, r) in pieces {
-            if let Some(kw) = self.check(p, index, &r.text) {
-                self.unsafe_hit = Some(kw);
-                self.fallback(p, index, out);
-                return;
+        Ok(())
+    }
+
+    /// An event the guard adds, carrying `text` for the text at `key`.
+    pub(crate) fn added_text(&mut self, key: u64, text: &str, out: &mut Vec<u8>) {
+        match self.api {
+            Api::Chat | Api::Completions => {
+                let e = self.added_choice(key, text, "null", "");
+                out.extend_from_slice(e.as_bytes());
             }
-            self.account(&r.text, r.redacted);
-            let delta = format!(r#"{{"content":{}}}"#, quoted(&r.text));
-            out.extend_from_slice(self.added(index, &delta, "null", "").as_bytes());
+            Api::Responses => self.added_delta(key, text, out),
+            Api::Messages => crate::stream::block_delta(key, text, out),
+            Api::Embeddings => {}
         }
     }
 
     /// Ends the stream with the fallback text in place of what was not sent.
-    fn fallback(&mut self, p: &Policy<'_>, index: u64, out: &mut Vec<u8>) {
-        let delta = format!(r#"{{"content":{}}}"#, quoted(p.fallback_text));
-        let tail = r#","source":"fallback","reason":"unsafe_output""#;
-        let event = self.added(index, &delta, r#""content_filter""#, tail);
-        out.extend_from_slice(event.as_bytes());
-        out.extend_from_slice(b"data: [DONE]\n\n");
+    pub(crate) fn fallback(&mut self, p: &Policy<'_>, key: u64, out: &mut Vec<u8>) {
+        match self.api {
+            Api::Chat | Api::Completions => {
+                let tail = r#","source":"fallback","reason":"unsafe_output""#;
+                let e = self.added_choice(key, p.fallback_text, r#""content_filter""#, tail);
+                out.extend_from_slice(e.as_bytes());
+                out.extend_from_slice(b"data: [DONE]\n\n");
+            }
+            Api::Responses => self.responses_fallback(p, key, out),
+            Api::Messages => crate::stream::messages_fallback(p, key, out),
+            Api::Embeddings => {}
+        }
         self.done = true;
-    }
-
-    fn added(&self, index: u64, delta: &str, finish: &str, tail: &str) -> String {
-        let head = self
-            .header
-            .as_deref()
-            .unwrap_or(r#""id":null,"created":null,"model":null"#);
-        chunk_event(head, index, delta, finish, tail)
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Sets `choice.delta.content` without ever indexing into a non-object (which would panic).
-fn set_content(choice: &mut Value, text: String) {
-    let Some(c) = choice.as_object_mut() else {
-        return;
-    };
-    let delta = c
-        .entry("delta")
-        .or_insert_with(|| Value::Object(Default::default()));
-    if let Some(d) = delta.as_object_mut() {
-        d.insert("content".into(), Value::String(text));
+/// One SSE event: `event: name` (when given) and its data.
+pub(crate) fn emit(out: &mut Vec<u8>, name: Option<&str>, data: &Value) {
+    if let Some(n) = name {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(n.as_bytes());
+        out.push(b'\n');
     }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
 }

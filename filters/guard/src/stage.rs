@@ -3,13 +3,16 @@
 //! meters usage ([`crate::proxied`]); on a chain or bot route it answers the request itself
 //! with calls to the LLM ([`crate::run`]). This file picks which, and holds what they share.
 
-use crate::config::{Config, RouteKind};
+use crate::api::{self, Api, Operation};
+use crate::config::{Config, RouteKind, RouteOptions};
 use crate::meter::Usage;
 use crate::proxied::ProxiedStream;
 use crate::run::bot::BotRun;
 use crate::run::chain::ChainRun;
 use cxgate_kit::ConfigError;
+use cxgate_kit::log::{Event, Level};
 use cxgate_kit::problem::LocalReply;
+use cxgate_model::model::Match;
 use cxgate_model::{Build, CallAnswer, Exchange, Flow, Io, Model, Stage, StageKind, StageStream};
 use serde_json::Value;
 use std::cell::RefCell;
@@ -89,6 +92,46 @@ enum Mode {
 struct GuardStream {
     shared: Rc<Shared>,
     mode: Mode,
+}
+
+/// What the guard does with a request on a proxied route, from its method and the path below
+/// the route's prefix: guard it as `api` (`Some`), let it pass (`None`: listing models, or a
+/// path the route lists as `unguarded`, logged), or refuse it (404, nothing forwarded).
+fn proxied_operation(
+    s: &Shared,
+    options: &RouteOptions,
+    method: &str,
+    rest: &str,
+    x: &Exchange,
+    io: &mut Io<'_>,
+) -> Result<Option<Api>, LocalReply> {
+    if api::listed(&options.unguarded, rest) {
+        let event = Event::new("LLM_UNGUARDED")
+            .str("method", method)
+            .str("path", rest)
+            .str("consumer", &x.consumer);
+        io.log.event(Level::Warn, &event);
+        s.count(io, "cxgate_llm.unguarded", 1);
+        return Ok(None);
+    }
+    match api::classify(method, rest) {
+        Some(Operation::Guarded(a)) => Ok(Some(a)),
+        Some(Operation::Models) => Ok(None),
+        None => {
+            s.count(io, "cxgate_llm.unsupported", 1);
+            let p = x.problem(
+                404,
+                "unsupported-llm-operation",
+                "Unsupported LLM operation",
+                format!(
+                    "The LLM guard forwards only the operations it can screen and redact \
+                     (chat completions, responses, completions, embeddings, messages, and \
+                     listing models); {method} {rest} is not one of them."
+                ),
+            );
+            Err(x.reply(p))
+        }
+    }
 }
 
 /// A metric name part: letters, digits, `-` and `_` only (Envoy splits names at dots).
@@ -197,19 +240,33 @@ impl Shared {
 impl StageStream for GuardStream {
     fn on_request(&mut self, x: &mut Exchange, io: &mut Io<'_>) -> Flow {
         let s = &self.shared;
-        let Some((index, options)) = x.route(&s.model).and_then(|r| {
+        let Some((index, options, prefix)) = x.route(&s.model).and_then(|r| {
             let i = s.config.routes.iter().position(|(id, _)| *id == r.id)?;
-            Some((i, &s.config.routes.get(i)?.1))
+            let prefix = match &r.matcher {
+                Match::Prefix(p) => p.len().saturating_sub(1),
+                Match::Exact(_) => 0,
+            };
+            Some((i, &s.config.routes.get(i)?.1, prefix))
         }) else {
             return Flow::Continue;
         };
         let now = io.now.ms();
         self.mode = match &options.kind {
-            RouteKind::Proxy => Mode::Proxied(Box::new(ProxiedStream::new(
-                s.clone(),
-                options.fallback,
-                now,
-            ))),
+            RouteKind::Proxy => {
+                let path = x.path.split('?').next().unwrap_or_default();
+                let rest = path.get(prefix..).unwrap_or(path);
+                match proxied_operation(s, options, &x.method, rest, x, io) {
+                    Ok(Some(api)) => Mode::Proxied(Box::new(ProxiedStream::new(
+                        s.clone(),
+                        api,
+                        index,
+                        options.fallback,
+                        now,
+                    ))),
+                    Ok(None) => return Flow::Continue,
+                    Err(reply) => return Flow::Reply(reply),
+                }
+            }
             RouteKind::Chain(_) => Mode::Chain(Box::new(ChainRun::new(s.clone(), index, now))),
             RouteKind::Bot(_) => Mode::Bot(Box::new(BotRun::new(s.clone(), index, now))),
         };

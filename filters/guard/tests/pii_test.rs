@@ -197,3 +197,156 @@ fn redaction_is_a_fixpoint_a_marker_never_frees_a_neighbour() {
     let (clean, _) = all.redact(include_str!("fixtures/redact-chain.txt"));
     assert!(all.find(&clean).is_empty(), "{clean:?}");
 }
+
+#[test]
+fn phones_as_real_data_writes_them() {
+    for phone in [
+        "4155552671",
+        "14155552671",
+        "+1 4155552671",
+        "+14155552671",
+        "001 415 555 2671",
+        "001-415-555-2671",
+        "1 (415) 555-2671",
+        "(415)555-2671",
+        "415-555-2671 x123",
+        "415-555-2671x123",
+        "415.555.2671 ext. 12",
+        "(415) 555-2671 ext 4567",
+        "415 555 2671 extension 89",
+        "4155552671 X 7",
+        "+1 415-555-2671 ext.9",
+        "(415)-555-2671",
+        "415/555-2671",
+        "+1-415-555-2671",
+    ] {
+        assert_eq!(
+            redact(&format!("call {phone} today")),
+            "call [PHONE REDACTED] today",
+            "{phone}"
+        );
+    }
+    // Benign lookalikes stay as written.
+    for benign in [
+        "order #2125551234",
+        "order # 2125551234",
+        "ref 1701964800",
+        "id 9115551234",
+        "code 4115551234",
+        "n 2129111234",
+        "zip 94105-1234",
+        "ISBN 0306406152",
+        "build 2.10.3",
+        "total $1,234.56",
+        "flight 415-555 at 2671",
+        "415-555-2671-1",
+        "41555526712",
+    ] {
+        assert_eq!(redact(benign), benign, "{benign}");
+    }
+    // An extension marker without digits is not part of the number.
+    assert_eq!(
+        redact("call 415-555-2671 x then"),
+        "call [PHONE REDACTED] x then"
+    );
+}
+
+#[test]
+fn identifiers_beside_the_words_that_say_what_they_are() {
+    for (text, want) in [
+        (
+            "My passport number is 123456789.",
+            "My passport number is [PASSPORT REDACTED].",
+        ),
+        (
+            "passport: C12345678 thanks",
+            "passport: [PASSPORT REDACTED] thanks",
+        ),
+        (
+            "Driver's license D1234567, CA",
+            "Driver's license [DRIVER_LICENSE REDACTED], CA",
+        ),
+        (
+            "DL# 123-456-789 please",
+            "DL# [DRIVER_LICENSE REDACTED] please",
+        ),
+        (
+            "licence number AB12CD3456 ok",
+            "licence number [DRIVER_LICENSE REDACTED] ok",
+        ),
+        (
+            "I was born 04/12/1985.",
+            "I was born [BIRTH_DATE REDACTED].",
+        ),
+        ("DOB: 1985-04-12", "DOB: [BIRTH_DATE REDACTED]"),
+        (
+            "date of birth 12.04.1985",
+            "date of birth [BIRTH_DATE REDACTED]",
+        ),
+        (
+            "Birthday is 4/1/1990 ok",
+            "Birthday is [BIRTH_DATE REDACTED] ok",
+        ),
+        (
+            "server at 192.168.10.254 down",
+            "server at [IP REDACTED] down",
+        ),
+    ] {
+        assert_eq!(redact(text), want, "{text}");
+    }
+    // The same numbers without their words, and near misses, stay.
+    for benign in [
+        "Order 123456789 shipped.",
+        "Delivery on 04/12/2025 between 9 and 5.",
+        "Invoice date 2024-03-01",
+        "Code D1234567 applied",
+        "born in 1985 in Ohio",
+        "DOB: 13/45/1985",
+        "version 1.2.3.4.5",
+        "ip 256.1.1.1",
+        "[PASSPORT REDACTED] 123456789",
+        "the passportal ref 123456789",
+    ] {
+        assert_eq!(redact(benign), benign, "{benign}");
+    }
+}
+
+#[test]
+fn a_stream_finds_context_words_it_has_already_sent() {
+    use cxgate_guard::hold::Holdback;
+    let s = all();
+    let text = "Sure, the passport on file is 123456789 and your DOB is 04/12/1985, driver's license D1234567.";
+    let whole = s.redact(text).0;
+    assert!(!whole.contains("123456789") && !whole.contains("1985") && !whole.contains("D1234567"));
+    for n in [1, 2, 5, 9] {
+        let mut h = Holdback::default();
+        let chars: Vec<char> = text.chars().collect();
+        let mut out: String = chars
+            .chunks(n)
+            .map(|c| h.push(&s, &c.iter().collect::<String>()).text)
+            .collect();
+        out.push_str(&h.finish(&s).text);
+        assert_eq!(out, whole, "pieces of {n}");
+    }
+}
+
+#[test]
+fn ssns_spaced_or_bare_beside_their_word() {
+    assert_eq!(redact("SSN 123 45 6789."), "SSN [SSN REDACTED].");
+    assert_eq!(redact("my ssn is 123456789"), "my ssn is [SSN REDACTED]");
+    assert_eq!(
+        redact("Social security: 123456789 ok"),
+        "Social security: [SSN REDACTED] ok"
+    );
+    assert_eq!(
+        redact("ref 123456789"),
+        "ref 123456789",
+        "nine digits alone"
+    );
+    assert_eq!(
+        redact("SSN 123-45 6789"),
+        "SSN 123-45 6789",
+        "one separator throughout"
+    );
+    assert_eq!(redact("ssn 666 12 3456"), "ssn 666 12 3456");
+}

@@ -135,6 +135,7 @@ fn policy<'a>(s: &'a Scanner, safety: &'a Safety, strip_usage: bool) -> Policy<'
         safety,
         fallback_text: "FALLBACK",
         strip_usage,
+        placeholders: None,
     }
 }
 

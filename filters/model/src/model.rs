@@ -253,7 +253,7 @@ fn d_max_body() -> usize {
     64 << 10
 }
 fn d_platforms() -> Vec<String> {
-    cxgate_state::PLATFORMS
+    cxgate_state::DEFAULT_PLATFORMS
         .iter()
         .map(|p| p.to_string())
         .collect()

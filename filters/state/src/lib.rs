@@ -13,8 +13,11 @@ pub use roster::{Agent, CloudAgent, LegacyAgent, Migration, Roster, Site, Suspen
 /// Bumped when the snapshot format changes incompatibly.
 pub const FORMAT: u32 = 1;
 
-/// Platforms the gateway knows.
-pub const PLATFORMS: [&str; 3] = ["genesys", "cxone", "llm"];
+/// Platforms the gateway knows (the sidecar can issue a credential for each).
+pub const PLATFORMS: [&str; 4] = ["genesys", "cxone", "llm", "anthropic"];
+
+/// The model's platforms when a document names none (Anthropic is opted into).
+pub const DEFAULT_PLATFORMS: [&str; 3] = ["genesys", "cxone", "llm"];
 
 /// Shared-data keys (contract: `cxgate/<area>/<name>`).
 pub mod keys {

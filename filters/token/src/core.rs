@@ -55,6 +55,10 @@ struct RawPlatform {
     header: String,
     #[serde(default = "default_scheme")]
     scheme: String,
+    /// Headers the platform requires beside the credential, set when the request lacks
+    /// them (Anthropic's `anthropic-version`).
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
 }
 
 fn default_wait() -> u32 {
@@ -78,6 +82,8 @@ pub struct Route {
     pub header: String,
     /// `Bearer` → `Authorization: Bearer <token>`; empty → the raw token (API-key headers).
     pub scheme: String,
+    /// Set when the request lacks them (lowercase names).
+    pub headers: Vec<(String, String)>,
 }
 
 /// The compiled config.
@@ -122,6 +128,7 @@ impl Config {
             let p = raw.platforms.remove(platform).unwrap_or(RawPlatform {
                 header: default_header(),
                 scheme: default_scheme(),
+                headers: BTreeMap::new(),
             });
             let header = p.header.trim().to_ascii_lowercase();
             if header.is_empty() || header.starts_with(':') || header.contains(' ') {
@@ -130,10 +137,23 @@ impl Config {
                     "not a usable header name",
                 ));
             }
+            let mut headers = Vec::with_capacity(p.headers.len());
+            for (name, value) in p.headers {
+                let name = name.trim().to_ascii_lowercase();
+                if name.is_empty() || name.starts_with(':') || name.contains(' ') || name == header
+                {
+                    return Err(ConfigError::new(
+                        format!("/token/platforms/{platform}/headers/{name}"),
+                        "not a usable header name (nor the credential's own)",
+                    ));
+                }
+                headers.push((name, value));
+            }
             routes.push(Route {
                 platform: platform.clone(),
                 header,
                 scheme: p.scheme.trim().to_string(),
+                headers,
             });
         }
         if let Some(p) = raw.platforms.keys().next() {
@@ -326,6 +346,11 @@ fn inject<H: Headers + ?Sized>(
     } else {
         format!("{} {}", route.scheme, token.access_token)
     };
+    for (name, v) in &route.headers {
+        if headers.get(name)?.is_none() {
+            headers.set(name, v)?;
+        }
+    }
     headers.set(&route.header, &value)
 }
 

@@ -501,3 +501,40 @@ fn a_retry_after_longer_than_the_bound_is_not_waited_out_by_a_retry() {
     );
     assert!(waits_too_long(Some("-1"), 4), "garbage is not a short wait");
 }
+
+#[test]
+fn anthropic_gets_its_raw_key_and_the_version_header_only_when_missing() {
+    let model = Model::compile(json!({"platforms": ["anthropic"],
+        "routes": [{"id": "all", "prefix": "/", "platform": "anthropic"}]}))
+    .unwrap();
+    let section = json!({"platforms": {"anthropic": {"header": "x-api-key", "scheme": "",
+        "headers": {"anthropic-version": "2023-06-01"}}}});
+    let c = Config::compile(section, &model, Some(&sync())).unwrap();
+    let mut w = world();
+    w.token("anthropic", "sk-ant", 1_000_000, 300, 1);
+    let token = TokenCache::default().read(&w.store, "anthropic").unwrap();
+    for (sent, want) in [(None, "2023-06-01"), (Some("2026-10-21"), "2026-10-21")] {
+        let mut h = FakeHeaders::from(&[(":path", "/v1/messages"), ("x-api-key", "consumer-key")]);
+        if let Some(v) = sent {
+            h.set("anthropic-version", v).unwrap();
+        }
+        let mut info = RequestInfo::default();
+        let d = on_request(
+            &c,
+            0,
+            &mut h,
+            token.as_ref(),
+            w.clock.now_ms(),
+            &mut w.entropy,
+            &mut info,
+        );
+        assert!(matches!(d, Ok(Decision::Injected { .. })), "{d:?}");
+        assert_eq!(h.all("x-api-key"), vec!["sk-ant"]);
+        assert_eq!(h.all("anthropic-version"), vec![want]);
+    }
+    // A required header may not be the credential's own, nor a pseudo-header.
+    let bad =
+        json!({"platforms": {"anthropic": {"header": "x-api-key", "headers": {"X-Api-Key": "x"}}}});
+    let e = Config::compile(bad, &model, Some(&sync())).unwrap_err();
+    assert_eq!(e.field, "/token/platforms/anthropic/headers/x-api-key");
+}

@@ -24,7 +24,10 @@ pub fn render_key_store(consumers: &[Consumer]) -> String {
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
                 "credentials": credentials,
-                "key_sources": [{ "header": "x-api-key" }],
+                // `x-api-key` first; else `Authorization: Bearer <key>`, which is what the
+                // official OpenAI and Anthropic SDKs send for their `api_key` (Envoy strips
+                // the scheme). Both are hidden from the platform.
+                "key_sources": [{ "header": "x-api-key" }, { "header": "authorization" }],
                 "forwarding": { "header": "x-cxgate-consumer", "hide_credentials": true }
             }
         }]

@@ -48,6 +48,7 @@ impl Targets {
                 ("genesys", "http://127.0.0.1:7101"),
                 ("cxone", "http://127.0.0.1:7102"),
                 ("llm", "http://127.0.0.1:7103"),
+                ("anthropic", "http://127.0.0.1:7103"),
             ]),
         }
     }
@@ -103,6 +104,11 @@ pub fn kong_document_for(envoy: &Value, t: &Targets) -> Value {
         stages.push(json!("token"));
     }
     doc["token"] = json!({"on_unauthorized": "retry-later", "wait_ms": 2000, "retry_after_s": 1});
+    let platforms = doc["model"]["platforms"].as_array();
+    if platforms.is_some_and(|ps| ps.iter().any(|p| p == "anthropic")) {
+        doc["token"]["platforms"] = json!({"anthropic": {"header": "x-api-key", "scheme": "",
+            "headers": {"anthropic-version": "2023-06-01"}}});
+    }
     t.map_upstreams(&mut doc);
     if let Some(profiles) = doc["transform"]["profiles"].as_object_mut() {
         for p in profiles.values_mut() {
@@ -200,7 +206,7 @@ pub fn render_kong_for(
     out.push_str("\nservices:\n");
     // (service, upstream url, routes: (name, path, strip_path)).
     type KongRoute<'a> = (&'a str, &'a str, bool);
-    let services: [(&str, &str, &[KongRoute<'_>]); 4] = [
+    let services: [(&str, &str, &[KongRoute<'_>]); 5] = [
         (
             "genesys",
             t.service_url("genesys"),
@@ -215,6 +221,11 @@ pub fn render_kong_for(
             "llm",
             t.service_url("llm"),
             &[("llm", "/llm/", true), ("llm-bot", "/llm-bot/", true)],
+        ),
+        (
+            "anthropic",
+            t.service_url("anthropic"),
+            &[("anthropic", "/anthropic/", true)],
         ),
         // Everything here is answered by the pipeline itself (the transform's and the guard's
         // own calls, the coexistence decision): nothing is ever proxied to this upstream.

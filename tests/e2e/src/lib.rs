@@ -190,6 +190,8 @@ pub fn demo_sidecar_config(ports: &Ports, refresh: Option<serde_json::Value>) ->
                   "client_id": {"env": "CXONE_CLIENT_ID"}, "client_secret": {"env": "CXONE_CLIENT_SECRET"},
                   "access_key_id": {"env": "CXONE_ACCESS_KEY_ID"}, "access_key_secret": {"env": "CXONE_ACCESS_KEY_SECRET"}},
         "llm": {"api_key": {"env": "LLM_API_KEY"}, "health_url": llm_models},
+        // The mock LLM speaks Anthropic's Messages API too, with the same key.
+        "anthropic": {"api_key": {"env": "LLM_API_KEY"}},
         "coexistence": {
             "legacy_roster": {"file": repo_root().join("sip/legacy-roster.csv")},
             "poll_s": 60,

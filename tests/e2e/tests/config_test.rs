@@ -55,7 +55,7 @@ fn every_shipped_document_passes_the_schema_and_the_pipelines_own_parser() {
             .iter()
             .filter(|n| n.starts_with("kong/kong.yml"))
             .count(),
-        4,
+        5,
         "{names:?}"
     );
     for (name, doc) in &docs {

@@ -238,8 +238,18 @@ fn is_token_path(path: &str) -> bool {
 }
 
 /// Platform-shaped error body for an injected status.
-fn fault_body(role: &str, status: u16, ctx: &str) -> Value {
+fn fault_body(role: &str, path: &str, status: u16, ctx: &str) -> Value {
     match role {
+        "llm" if path.ends_with("/v1/messages") => {
+            let kind = match status {
+                429 => "rate_limit_error",
+                529 => "overloaded_error",
+                401 => "authentication_error",
+                400..=499 => "invalid_request_error",
+                _ => "api_error",
+            };
+            json!({"type": "error", "error": {"type": kind, "message": format!("Injected fault {status}")}})
+        }
         "genesys" => {
             json!({"message": format!("Injected fault {status}"), "code": "mock.fault", "status": status, "contextId": ctx, "details": [], "errors": []})
         }
@@ -310,7 +320,7 @@ async fn recorder(State(mock): State<Arc<Mock>>, req: Request, next: Next) -> Re
         if let Some(status) = fault.status {
             let ctx = mock.next_id("ctx-");
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut resp = (code, Json(fault_body(mock.role, status, &ctx))).into_response();
+            let mut resp = (code, Json(fault_body(mock.role, &path, status, &ctx))).into_response();
             if let Some(ra) = fault.retry_after {
                 resp.headers_mut()
                     .insert("retry-after", HeaderValue::from(ra));

@@ -1,8 +1,12 @@
-//! Mock OpenAI-compatible LLM: `/v1/chat/completions` (plain and SSE streaming, with
-//! `stream_options.include_usage`) and `/v1/models`, behind an API key.
+//! Mock LLM: OpenAI's `/v1/chat/completions` (plain and SSE streaming, with
+//! `stream_options.include_usage`), `/v1/models`, and (in [`crate::llm_apis`]) the Responses
+//! API, legacy completions, embeddings and Anthropic's `/v1/messages`, behind an API key
+//! (`Authorization: Bearer`, `api-key`, or Anthropic's `x-api-key`).
 //!
 //! What it answers is steerable per request, so tests can put PII or unsafe words in an
 //! answer and break a stream where they like:
+//! - `x-mock-say: <text>` answers with that text verbatim (a prompt may arrive redacted, so
+//!   the answer's own PII comes this way);
 //! - a user message containing `say:` is answered with the text after it, verbatim;
 //! - `x-mock-delta-chars: N` streams the answer in deltas of N characters (default: words);
 //! - `x-mock-split-bytes: N` writes each SSE event in pieces of N bytes, 1 ms apart;
@@ -26,15 +30,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Llm {
-    mock: Arc<Mock>,
+    pub(crate) mock: Arc<Mock>,
     /// Answer formats for the next chat calls, one each (`/__mock/llm/script`).
-    script: std::sync::Mutex<std::collections::VecDeque<String>>,
+    pub(crate) script: std::sync::Mutex<std::collections::VecDeque<String>>,
     api_key: String,
     pub models: crate::models::Models,
     pub provision_ms: u64,
 }
 
-type S = State<Arc<Llm>>;
+pub type S = State<Arc<Llm>>;
 
 pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
     let state = Arc::new(Llm {
@@ -46,14 +50,19 @@ pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
     });
     Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/responses", post(crate::llm_apis::responses))
+        .route("/v1/completions", post(crate::llm_apis::completions))
+        .route("/v1/embeddings", post(crate::llm_apis::embeddings))
+        .route("/v1/messages", post(crate::llm_apis::messages))
         .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
         .route("/api/v2/ai/models", post(crate::models::create))
         .route("/api/v2/ai/models/{id}", get(crate::models::get))
         .route("/__mock/llm/script", post(set_script).delete(clear_script))
         .with_state(state)
 }
 
-fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+pub fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     (
         status,
         Json(json!({"error": {"message": message, "type": kind, "code": Value::Null}})),
@@ -61,14 +70,39 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// Accepts `Authorization: Bearer <key>` or `api-key: <key>`.
+/// Accepts `Authorization: Bearer <key>`, `api-key: <key>` or `x-api-key: <key>`.
 pub fn authorized(llm: &Llm, headers: &HeaderMap) -> bool {
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let api_key = headers.get("api-key").and_then(|v| v.to_str().ok());
+    let api_key = headers
+        .get("api-key")
+        .or_else(|| headers.get("x-api-key"))
+        .and_then(|v| v.to_str().ok());
     bearer.or(api_key) == Some(llm.api_key.as_str())
+}
+
+async fn model(
+    State(l): S,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if !authorized(&l, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Incorrect API key provided",
+        );
+    }
+    if id != "mock-gpt" {
+        return error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "The model does not exist",
+        );
+    }
+    Json(json!({"id": "mock-gpt", "object": "model", "owned_by": "cxgate-mocks"})).into_response()
 }
 
 async fn models(State(l): S, headers: HeaderMap) -> Response {
@@ -105,8 +139,131 @@ async fn clear_script(State(l): S) -> StatusCode {
 }
 
 /// Word-ish token count, good enough for usage figures.
-fn count_tokens(text: &str) -> u64 {
+pub fn count_tokens(text: &str) -> u64 {
     text.split_whitespace().count() as u64
+}
+
+/// How a test steers the answer: `x-mock-delta-chars`, `x-mock-split-bytes`,
+/// `x-mock-abort-after`.
+#[derive(Clone, Copy, Default)]
+pub struct Knobs {
+    pub delta_chars: Option<usize>,
+    pub split_bytes: Option<usize>,
+    pub abort_after: Option<usize>,
+}
+
+impl Knobs {
+    pub fn of(headers: &HeaderMap) -> Knobs {
+        let knob = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|n| *n > 0)
+        };
+        Knobs {
+            delta_chars: knob("x-mock-delta-chars"),
+            split_bytes: knob("x-mock-split-bytes"),
+            abort_after: knob("x-mock-abort-after"),
+        }
+    }
+
+    /// The answer in deltas: N characters each, or words.
+    pub fn pieces(&self, content: &str) -> Vec<String> {
+        match self.delta_chars {
+            Some(n) => {
+                let chars: Vec<char> = content.chars().collect();
+                chars.chunks(n).map(|c| c.iter().collect()).collect()
+            }
+            None => content
+                .split(' ')
+                .enumerate()
+                .map(|(i, w)| {
+                    if i == 0 {
+                        w.to_string()
+                    } else {
+                        format!(" {w}")
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What the model answers: `x-mock-say`, a chain prompt's JSON, the text after `say:` in the
+/// last user text, or an echo of it.
+pub fn answer_text(l: &Llm, headers: &HeaderMap, messages: &[Value], last_user: &str) -> String {
+    if let Some(said) = headers.get("x-mock-say").and_then(|v| v.to_str().ok()) {
+        return said.to_string();
+    }
+    let scripted = l
+        .script
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop_front();
+    let format = headers
+        .get("x-mock-format")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(scripted)
+        .unwrap_or_else(|| "json".into());
+    match (
+        crate::llm_chain::answer(messages),
+        last_user.split_once("say:"),
+    ) {
+        (Some(json), _) => crate::llm_chain::shape(&format, &json),
+        (None, Some((_, said))) => said.trim_start().to_string(),
+        (None, None) => format!("Mock reply to: {last_user}"),
+    }
+}
+
+/// An SSE response of `events` (each a whole event, blank line included), written as the
+/// knobs say: in pieces, or cut off after N events.
+pub fn sse_response(events: Vec<String>, knobs: Knobs, done: bool) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    tokio::spawn(async move {
+        for (i, e) in events.iter().enumerate() {
+            if knobs.abort_after.is_some_and(|n| i > n) {
+                let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock abort");
+                let _ = tx.send(Err(reset)).await;
+                return;
+            }
+            let bytes = e.as_bytes();
+            let step = knobs.split_bytes.unwrap_or(bytes.len()).max(1);
+            for piece in bytes.chunks(step) {
+                if tx.send(Ok(Bytes::copy_from_slice(piece))).await.is_err() {
+                    return;
+                }
+                if knobs.split_bytes.is_some() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if done {
+            let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A message's text: `content` as a string, or its text parts joined.
+pub fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
 }
 
 async fn chat(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
@@ -136,44 +293,14 @@ async fn chat(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
         .iter()
         .rev()
         .find(|m| m["role"] == "user")
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("");
+        .map(|m| text_of(&m["content"]))
+        .unwrap_or_default();
     let prompt_tokens: u64 = messages
         .iter()
-        .filter_map(|m| m["content"].as_str())
-        .map(count_tokens)
+        .map(|m| count_tokens(&text_of(&m["content"])))
         .sum();
-    let scripted = l
-        .script
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop_front();
-    let format = headers
-        .get("x-mock-format")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(scripted)
-        .unwrap_or_else(|| "json".into());
-    let content = match (
-        crate::llm_chain::answer(messages),
-        last_user.split_once("say:"),
-    ) {
-        (Some(json), _) => crate::llm_chain::shape(&format, &json),
-        (None, Some((_, said))) => said.trim_start().to_string(),
-        (None, None) => format!("Mock reply to: {last_user}"),
-    };
-    let knob = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| *n > 0)
-    };
-    let (delta_chars, split_bytes, abort_after) = (
-        knob("x-mock-delta-chars"),
-        knob("x-mock-split-bytes"),
-        knob("x-mock-abort-after"),
-    );
+    let content = answer_text(&l, &headers, messages, &last_user);
+    let knobs = Knobs::of(&headers);
     let completion_tokens = count_tokens(&content);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
     let id = l.mock.next_id("chatcmpl-");
@@ -193,57 +320,13 @@ async fn chat(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
         json!({"role": "assistant", "content": ""}),
         Value::Null,
     )];
-    let pieces: Vec<String> = match delta_chars {
-        Some(n) => {
-            let chars: Vec<char> = content.chars().collect();
-            chars.chunks(n).map(|c| c.iter().collect()).collect()
-        }
-        None => content
-            .split(' ')
-            .enumerate()
-            .map(|(i, w)| {
-                if i == 0 {
-                    w.to_string()
-                } else {
-                    format!(" {w}")
-                }
-            })
-            .collect(),
-    };
-    for piece in pieces {
+    for piece in knobs.pieces(&content) {
         events.push(chunk(json!({"content": piece}), Value::Null));
     }
     events.push(chunk(json!({}), json!("stop")));
     if include_usage {
         events.push(json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}));
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    tokio::spawn(async move {
-        for (i, e) in events.iter().enumerate() {
-            if abort_after.is_some_and(|n| i > n) {
-                let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock abort");
-                let _ = tx.send(Err(reset)).await;
-                return;
-            }
-            let bytes = format!("data: {e}\n\n").into_bytes();
-            let step = split_bytes.unwrap_or(bytes.len());
-            for piece in bytes.chunks(step) {
-                if tx.send(Ok(Bytes::copy_from_slice(piece))).await.is_err() {
-                    return;
-                }
-                if split_bytes.is_some() {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    let events = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+    sse_response(events, knobs, true)
 }

@@ -7,6 +7,7 @@ mod control;
 mod cxone;
 mod genesys;
 mod llm;
+mod llm_apis;
 mod llm_chain;
 mod models;
 mod tls;

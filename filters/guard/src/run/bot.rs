@@ -7,7 +7,7 @@
 use super::{Caller, Pending, after_failure, begin_wait, timer_answered};
 use crate::bot::{self, BotConfig, Exchange as Cx, Metrics, Turn, Webhook};
 use crate::completion::{self, Message};
-use crate::config::{Mode, RouteKind};
+use crate::config::RouteKind;
 use crate::meter::Usage;
 use crate::pii::Kind;
 use crate::retry::{self, Spent};
@@ -134,7 +134,7 @@ impl BotRun {
                 if quiet {
                     return self.reprompt();
                 }
-                match screen(&s, &text, x, io) {
+                match screen(&s, self.route, &text, x, io) {
                     Some(clean) => self.turns.push(Turn {
                         user: true,
                         text: clean,
@@ -186,7 +186,20 @@ impl BotRun {
         if left == 0 {
             return self.fallback("timeout", None, io);
         }
-        let messages: Vec<Message> = bot::messages(&cfg.system, &self.turns, cfg.max_turns);
+        let mut messages: Vec<Message> = bot::messages(&cfg.system, &self.turns, cfg.max_turns);
+        let redact_prompts = s
+            .config
+            .routes
+            .get(self.route)
+            .is_some_and(|(_, r)| r.redact_prompts);
+        if redact_prompts {
+            // The caller's words and the history go to the model redacted; the session state
+            // the platform keeps is left as the platform sent it.
+            for m in messages.iter_mut().filter(|m| m.role != "system") {
+                let (clean, _) = s.config.scanner.redact(&m.content);
+                m.content = clean;
+            }
+        }
         let model = cfg.call.clone();
         self.prompt_chars = completion::prompt_chars(&messages);
         self.tries += 1;
@@ -254,7 +267,7 @@ impl BotRun {
         // The newest thing the caller said is screened like any prompt.
         let s = self.shared.clone();
         if let Some(last) = self.turns.iter_mut().rev().find(|t| t.user) {
-            match screen(&s, &last.text, x, io) {
+            match screen(&s, self.route, &last.text, x, io) {
                 Some(clean) => last.text = clean,
                 None => return self.fallback("prompt_rejected", None, io),
             }
@@ -491,10 +504,6 @@ fn answered_with(status: u16, extra: &[(String, String)], body: Vec<u8>) -> Flow
 }
 
 /// The caller's words through prompt screening; `None` when block mode refuses them.
-fn screen(s: &Shared, text: &str, x: &Exchange, io: &mut Io<'_>) -> Option<String> {
-    match super::chain::screen(s, text, x, io) {
-        Ok(t) => Some(t),
-        Err(_) if s.config.mode == Mode::Block => None,
-        Err(_) => Some(text.to_string()),
-    }
+fn screen(s: &Shared, route: usize, text: &str, x: &Exchange, io: &mut Io<'_>) -> Option<String> {
+    super::chain::screen(s, route, text, x, io).ok()
 }

@@ -6,11 +6,13 @@
 use super::{Caller, Pending, after_failure, begin_wait, retry_after_s, timer_answered};
 use crate::chain::{self, ChainConfig, ChainError, EXTRACTION, INPUT, Meta, Phase, StageUsage};
 use crate::completion;
-use crate::config::{Mode, RouteKind};
+use crate::config::RouteKind;
 use crate::extract;
 use crate::meter::Usage;
+use crate::pii::Kind;
 use crate::retry::{self, GiveUp, Spent};
 use crate::stage::{Shared, part};
+use crate::verdict::{self, Verdict, judge};
 use cxgate_kit::log::{Event, Level};
 use cxgate_kit::problem::LocalReply;
 use cxgate_model::{CallAnswer, Exchange, Flow, Io};
@@ -38,6 +40,9 @@ pub(crate) struct ChainRun {
     /// `success` or the error code, once decided.
     outcome: Option<&'static str>,
     status: u16,
+    /// PII replaced in what the models wrote, and in the input (`redact_prompts`).
+    redacted: Vec<Kind>,
+    prompt_redacted: Vec<Kind>,
 }
 
 impl ChainRun {
@@ -60,6 +65,8 @@ impl ChainRun {
             usage: Vec::new(),
             outcome: None,
             status: 0,
+            redacted: Vec::new(),
+            prompt_redacted: Vec::new(),
         }
     }
 
@@ -110,9 +117,19 @@ impl ChainRun {
             return self.fail(e, x, io, None);
         };
         self.pipeline = index;
-        match screen(&s, &input.input, x, io) {
+        match screen(&s, self.route, &input.input, x, io) {
             Ok(text) => self.input = text,
             Err(e) => return self.fail(*e, x, io, None),
+        }
+        let redact_prompts = s
+            .config
+            .routes
+            .get(self.route)
+            .is_some_and(|(_, r)| r.redact_prompts);
+        if redact_prompts {
+            let (clean, kinds) = s.config.scanner.redact(&self.input);
+            self.input = clean;
+            self.prompt_redacted = kinds;
         }
         self.call(x, io)
     }
@@ -218,7 +235,7 @@ impl ChainRun {
             }
         }
         let read = completion::read_answer(&answer.body);
-        let Ok(a) = read else {
+        let Ok(mut a) = read else {
             let e = ChainError::new(
                 502,
                 "invalid_response",
@@ -231,6 +248,20 @@ impl ChainRun {
             .usage
             .unwrap_or_else(|| Usage::estimate(self.prompt_chars, a.text.chars().count() as u64));
         self.record(usage);
+        // What a model wrote is redacted and checked before anything reads it: the
+        // specialist never sees PII the extraction echoed, and the consumer never gets it.
+        let (clean, kinds) = self.shared.config.scanner.redact(&a.text);
+        self.redacted.extend(kinds);
+        if let Some(kw) = self.shared.config.safety.check(&clean) {
+            let e = ChainError::new(
+                502,
+                "unsafe_output",
+                stage,
+                format!("the {stage} model's answer failed the safety check ({kw:?})"),
+            );
+            return self.fail(e, x, io, None);
+        }
+        a.text = clean;
         let required: Vec<String> = match self.phase {
             Phase::Extraction => Vec::new(),
             Phase::Specialization => self
@@ -242,13 +273,10 @@ impl ChainRun {
         match chain::stage_output(self.phase, &a.text, &required) {
             Err(e) => {
                 let mut e = *e;
-                // What the model wrote goes back redacted, then cut (a cut first could split an
-                // entity the scanner would then miss); it is never logged.
-                let scanner = &self.shared.config.scanner;
-                e.output = e.output.map(|o| {
-                    let clean = scanner.redact(extract::cut(&o, extract::MAX_TEXT)).0;
-                    extract::cut(&clean, chain::OUTPUT_EXCERPT).to_string()
-                });
+                // What the model wrote (redacted above) goes back cut; it is never logged.
+                e.output = e
+                    .output
+                    .map(|o| extract::cut(&o, chain::OUTPUT_EXCERPT).to_string());
                 self.fail(e, x, io, None)
             }
             Ok(obj) if self.phase == Phase::Extraction => {
@@ -470,6 +498,16 @@ impl ChainRun {
             &format!("cxgate_llm.chains.outcome_{}", part(outcome)),
             1,
         );
+        for k in &self.redacted {
+            s.count(io, &format!("cxgate_llm.redactions.type_{}", k.name()), 1);
+        }
+        for k in &self.prompt_redacted {
+            let name = format!("cxgate_llm.prompt_redactions.type_{}", k.name());
+            s.count(io, &name, 1);
+        }
+        if !self.redacted.is_empty() {
+            event = event.num("redactions", self.redacted.len() as u64);
+        }
         if self.retries > 0 {
             s.count(io, "cxgate_llm.retries", self.retries);
         }
@@ -482,50 +520,30 @@ impl ChainRun {
     }
 }
 
-/// The consumer's input through prompt screening: filtered (marker in place of each match)
-/// or refused, as the guard's `screen` says.
+/// The consumer's input through prompt screening (the deny phrases and the detector, with
+/// the route's thresholds): filtered (marker in place of each match) or refused.
 pub(crate) fn screen(
     s: &Shared,
+    route: usize,
     text: &str,
     x: &Exchange,
     io: &mut Io<'_>,
 ) -> Result<String, Box<ChainError>> {
-    let cfg = &s.config;
-    let hits = cfg.screen.hits(text);
-    let Some(first) = hits.first() else {
-        return Ok(text.to_string());
-    };
-    let rule = cfg.screen.rule_id(first).to_string();
-    if cfg.mode == Mode::Block {
-        let event = Event::new("PROMPT_INJECTION_BLOCKED")
-            .str("rule", &rule)
-            .str("consumer", &x.consumer);
-        io.log.event(Level::Warn, &event);
-        s.count(
-            io,
-            &format!("cxgate_llm.injections.rule_{}.mode_block", part(&rule)),
-            1,
-        );
-        let mut e = ChainError::bad_input("/input", &format!("matches deny rule {rule}"));
-        e.code = "prompt_rejected";
-        e.message = format!("the input matches the deny rule {rule:?}");
-        return Err(Box::new(e));
+    let detector = s.config.routes.get(route).and_then(|(_, r)| r.detector);
+    let v = judge(&s.config, detector, text);
+    verdict::record(s, &v, &x.consumer, io);
+    match v {
+        Verdict::Clean => Ok(text.to_string()),
+        Verdict::Filtered { text, .. } => Ok(text),
+        Verdict::Blocked { rule, .. } => {
+            let mut e = ChainError::bad_input("/input", &format!("matches deny rule {rule}"));
+            e.code = "prompt_rejected";
+            e.message = if rule == "detector" {
+                "the input reads as an injection attempt".into()
+            } else {
+                format!("the input matches the deny rule {rule:?}")
+            };
+            Err(Box::new(e))
+        }
     }
-    let rules: Vec<String> = hits
-        .iter()
-        .map(|h| cfg.screen.rule_id(h).to_string())
-        .collect();
-    let event = Event::new("PROMPT_INJECTION_FILTERED")
-        .str("rules", &rules.join(","))
-        .num("matches", rules.len() as u64)
-        .str("consumer", &x.consumer);
-    io.log.event(Level::Warn, &event);
-    for r in &rules {
-        s.count(
-            io,
-            &format!("cxgate_llm.injections.rule_{}.mode_filter", part(r)),
-            1,
-        );
-    }
-    Ok(cfg.screen.filter(text, &hits))
 }

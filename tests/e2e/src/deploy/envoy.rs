@@ -17,6 +17,9 @@ use crate::render::{Ports, Vars, render_envoy};
 use serde_json::{Value, json};
 use std::path::Path;
 
+/// Platform clusters a deployment may leave out.
+const OPTIONAL: [&str; 1] = ["anthropic"];
+
 /// Methods that are not idempotent: never retried without an idempotency key.
 const UNSAFE: [&str; 2] = ["POST", "PATCH"];
 
@@ -67,6 +70,8 @@ pub fn render(
                 .unwrap_or_default()
                 .to_string();
             match upstreams.iter().find(|(c, _)| *c == cluster) {
+                // A platform the deployment does not name (anthropic): no route to it.
+                None if OPTIONAL.contains(&cluster.as_str()) => {}
                 Some((c, up)) => {
                     let (made, ms) = platform_routes(d, &pipeline, r, up)?;
                     let entry = shortest.entry(c).or_insert(ms);
@@ -83,6 +88,10 @@ pub fn render(
         return Err("envoy template: no listener named gateway".into());
     }
     let ca = d.tls.envoy_ca().display().to_string();
+    array(&mut resources["clusters"])?.retain(|c| {
+        let name = c["name"].as_str().unwrap_or_default();
+        !OPTIONAL.contains(&name) || upstreams.iter().any(|(u, _)| *u == name)
+    });
     for cluster in array(&mut resources["clusters"])? {
         let name = cluster["name"].as_str().unwrap_or_default().to_string();
         if name == "sidecar" {

@@ -81,6 +81,9 @@ pub fn pipeline(d: &DeployFile, upstreams: &[(&str, Upstream)]) -> Result<Value,
     if !d.seed_shapes {
         real_profiles(&mut doc);
     }
+    if d.anthropic.is_none() {
+        without_platform(&mut doc, "anthropic");
+    }
     doc["ratelimit"]["platforms"]["genesys"] = budget(d.genesys.per_minute()?);
     doc["ratelimit"]["platforms"]["cxone"] = budget(d.cxone.per_minute()?);
     for (cluster, upstream) in upstreams {
@@ -120,6 +123,27 @@ fn real_profiles(doc: &mut Value) {
         .collect();
     if let Some(all) = doc["transform"]["profiles"].as_object_mut() {
         all.retain(|name, _| !name.ends_with("-seed") || used.contains(name));
+    }
+}
+
+/// A platform the deployment does not name goes from the document: its routes (model and
+/// guard) and its place in the model's platforms, so no route is left without an upstream.
+fn without_platform(doc: &mut Value, platform: &str) {
+    let mut gone = Vec::new();
+    if let Some(routes) = doc["model"]["routes"].as_array_mut() {
+        routes.retain(|r| {
+            let keep = r["platform"] != platform;
+            if !keep && let Some(id) = r["id"].as_str() {
+                gone.push(id.to_string());
+            }
+            keep
+        });
+    }
+    if let Some(ps) = doc["model"]["platforms"].as_array_mut() {
+        ps.retain(|p| p != platform);
+    }
+    if let Some(g) = doc["guard"]["routes"].as_object_mut() {
+        g.retain(|id, _| !gone.contains(id));
     }
 }
 

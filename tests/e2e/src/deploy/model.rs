@@ -33,6 +33,10 @@ pub struct DeployFile {
     pub genesys: Genesys,
     pub cxone: Cxone,
     pub llm: Llm,
+    /// Anthropic's Messages API (its own route, `/anthropic/`); absent, the rendered gateway
+    /// has no `anthropic` route, cluster or key.
+    #[serde(default)]
+    pub anthropic: Option<Llm>,
     /// Timeouts and retries for every platform route the `routes` map does not name.
     #[serde(default)]
     pub route_defaults: RoutePolicy,
@@ -231,17 +235,21 @@ impl DeployFile {
         (timeout, retry)
     }
 
-    /// The three platform clusters and where they go.
+    /// The platform clusters and where they go.
     pub fn upstreams(&self, cxone_api: &str) -> Result<Vec<(&'static str, Upstream)>, String> {
         let genesys = match &self.genesys.api_url {
             Some(url) => url.clone(),
             None => format!("https://api.{}", self.genesys.region),
         };
-        Ok(vec![
+        let mut out = vec![
             ("genesys", Upstream::parse("genesys", &genesys)?),
             ("cxone", Upstream::parse("cxone", cxone_api)?),
             ("llm", Upstream::parse("llm", &self.llm.url)?),
-        ])
+        ];
+        if let Some(a) = &self.anthropic {
+            out.push(("anthropic", Upstream::parse("anthropic", &a.url)?));
+        }
+        Ok(out)
     }
 }
 

@@ -47,6 +47,9 @@ pub fn config(d: &DeployFile, upstreams: &[(&str, Upstream)]) -> Result<Value, S
             "health_url": format!("{}/v1/models", url("llm")?),
         },
     });
+    if let Some(a) = &d.anthropic {
+        out["anthropic"] = json!({"api_key": a.api_key});
+    }
     if let Some(ca) = &d.tls.ca_file {
         out["tls"] = json!({"ca_file": ca});
     }

@@ -14,10 +14,39 @@ pub enum Kind {
     Phone,
     Email,
     Iban,
+    Passport,
+    DriverLicense,
+    BirthDate,
+    Ipv4,
 }
 
+/// How many kinds there are.
+const KINDS: usize = 9;
+
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Ssn, Kind::Card, Kind::Phone, Kind::Email, Kind::Iban];
+    pub const ALL: [Kind; KINDS] = [
+        Kind::Ssn,
+        Kind::Card,
+        Kind::Phone,
+        Kind::Email,
+        Kind::Iban,
+        Kind::Passport,
+        Kind::DriverLicense,
+        Kind::BirthDate,
+        Kind::Ipv4,
+    ];
+
+    /// What the guard redacts when the config names nothing (IBANs and IP addresses are
+    /// configured where they matter).
+    pub const DEFAULT: [Kind; 7] = [
+        Kind::Ssn,
+        Kind::Card,
+        Kind::Phone,
+        Kind::Email,
+        Kind::Passport,
+        Kind::DriverLicense,
+        Kind::BirthDate,
+    ];
 
     /// The config and metric name.
     pub fn name(self) -> &'static str {
@@ -27,6 +56,10 @@ impl Kind {
             Kind::Phone => "phone",
             Kind::Email => "email",
             Kind::Iban => "iban",
+            Kind::Passport => "passport",
+            Kind::DriverLicense => "driver_license",
+            Kind::BirthDate => "birth_date",
+            Kind::Ipv4 => "ipv4",
         }
     }
     pub fn parse(s: &str) -> Option<Kind> {
@@ -40,6 +73,10 @@ impl Kind {
             Kind::Phone => "[PHONE REDACTED]",
             Kind::Email => "[EMAIL REDACTED]",
             Kind::Iban => "[IBAN REDACTED]",
+            Kind::Passport => "[PASSPORT REDACTED]",
+            Kind::DriverLicense => "[DRIVER_LICENSE REDACTED]",
+            Kind::BirthDate => "[BIRTH_DATE REDACTED]",
+            Kind::Ipv4 => "[IP REDACTED]",
         }
     }
 }
@@ -53,18 +90,18 @@ pub struct Span {
 
 /// Can this byte be part of some entity? (Spaces only next to a digit or parenthesis.)
 pub fn viable(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"._%+-@()".contains(&b)
+    b.is_ascii_alphanumeric() || b"._%+-@()/".contains(&b)
 }
 
 /// The enabled scanners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scanner {
-    on: [bool; 5],
+    on: [bool; KINDS],
 }
 
 impl Scanner {
     pub fn new(kinds: &[Kind]) -> Self {
-        let mut on = [false; 5];
+        let mut on = [false; KINDS];
         for k in kinds {
             if let Some(slot) = on.get_mut(*k as usize) {
                 *slot = true;
@@ -72,6 +109,21 @@ impl Scanner {
         }
         Scanner { on }
     }
+    /// Bytes before an entity its recognizers read (context words need [`LOOKBACK`]).
+    pub fn lookback(&self) -> usize {
+        let words = [
+            Kind::Passport,
+            Kind::DriverLicense,
+            Kind::BirthDate,
+            Kind::Ssn,
+        ];
+        if words.iter().any(|k| self.has(*k)) {
+            LOOKBACK
+        } else {
+            0
+        }
+    }
+
     fn has(&self, k: Kind) -> bool {
         self.on.get(k as usize).copied().unwrap_or(false)
     }
@@ -136,6 +188,22 @@ impl Scanner {
             end,
             kind,
         };
+        // Beside their context words first: those words say what the number is.
+        if self.has(Kind::BirthDate)
+            && let Some(e) = birth_date(b, i)
+        {
+            return Some(span(e, Kind::BirthDate));
+        }
+        if self.has(Kind::Passport)
+            && let Some(e) = passport(b, i)
+        {
+            return Some(span(e, Kind::Passport));
+        }
+        if self.has(Kind::DriverLicense)
+            && let Some(e) = license(b, i)
+        {
+            return Some(span(e, Kind::DriverLicense));
+        }
         if c.is_ascii_digit() {
             if self.has(Kind::Card)
                 && let Some(e) = card(b, i)
@@ -153,6 +221,12 @@ impl Scanner {
             && let Some(e) = iban(b, i)
         {
             return Some(span(e, Kind::Iban));
+        }
+        if c.is_ascii_digit()
+            && self.has(Kind::Ipv4)
+            && let Some(e) = ipv4(b, i)
+        {
+            return Some(span(e, Kind::Ipv4));
         }
         if self.has(Kind::Phone)
             && let Some(e) = phone(b, i)
@@ -281,42 +355,41 @@ fn memchr_all(b: &[u8], needle: u8) -> impl Iterator<Item = usize> + '_ {
         .map(|(i, _)| i)
 }
 
-fn digit(b: &[u8], i: usize) -> bool {
+mod context;
+mod email;
+mod numbers;
+mod phone;
+
+pub use phone::extension_marker_before;
+
+pub use context::LOOKBACK;
+
+use context::{birth_date, ipv4, license, passport};
+use email::email;
+use numbers::{card, iban, ssn};
+use phone::phone;
+
+pub(crate) fn digit(b: &[u8], i: usize) -> bool {
     b.get(i).is_some_and(u8::is_ascii_digit)
 }
 
 /// No letter or digit right after `end` (a word boundary).
-fn ends_clean(b: &[u8], end: usize) -> bool {
+pub(crate) fn ends_clean(b: &[u8], end: usize) -> bool {
     !b.get(end).is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
-fn digits_at(b: &[u8], i: usize, n: usize) -> Option<&[u8]> {
+pub(crate) fn digits_at(b: &[u8], i: usize, n: usize) -> Option<&[u8]> {
     let s = b.get(i..i + n)?;
     s.iter().all(u8::is_ascii_digit).then_some(s)
 }
 
-fn num(d: &[u8]) -> u32 {
+pub(crate) fn num(d: &[u8]) -> u32 {
     d.iter().fold(0, |n, c| n * 10 + u32::from(c - b'0'))
-}
-
-/// `ddd-dd-dddd`, without area 000, 666 or 9xx, group 00 or serial 0000.
-fn ssn(b: &[u8], i: usize) -> Option<usize> {
-    let area = digits_at(b, i, 3)?;
-    (b.get(i + 3) == Some(&b'-')).then_some(())?;
-    let group = digits_at(b, i + 4, 2)?;
-    (b.get(i + 6) == Some(&b'-')).then_some(())?;
-    let serial = digits_at(b, i + 7, 4)?;
-    let end = i + 11;
-    if !ends_clean(b, end) || (b.get(end) == Some(&b'-') && digit(b, end + 1)) {
-        return None;
-    }
-    let a = num(area);
-    (a != 0 && a != 666 && a < 900 && num(group) != 0 && num(serial) != 0).then_some(end)
 }
 
 /// Digit groups split by single spaces or dashes from `i`: the digits and where each group
 /// ends (at most 40 bytes are read, so the answer never depends on text further away).
-fn digit_groups(b: &[u8], i: usize, seps: &[u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
+pub(crate) fn digit_groups(b: &[u8], i: usize, seps: &[u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
     let mut digits = Vec::new();
     let mut ends = Vec::new();
     let mut j = i;
@@ -335,223 +408,4 @@ fn digit_groups(b: &[u8], i: usize, seps: &[u8]) -> (Vec<u8>, Vec<(usize, usize)
     }
     ends.push((j, digits.len()));
     (digits, ends)
-}
-
-fn luhn(d: &[u8]) -> bool {
-    let sum: u32 = d
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(k, &x)| {
-            let x = u32::from(x);
-            if k % 2 == 1 {
-                let y = x * 2;
-                if y > 9 { y - 9 } else { y }
-            } else {
-                x
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
-}
-
-/// Known issuer prefixes and their lengths (`d` holds digit values, not ASCII).
-fn brand(d: &[u8]) -> bool {
-    let p = |n: usize| d.iter().take(n).fold(0u32, |a, x| a * 10 + u32::from(*x));
-    let len = d.len();
-    let visa = p(1) == 4 && matches!(len, 13 | 16 | 19);
-    let mastercard = ((51..=55).contains(&p(2)) || (2221..=2720).contains(&p(4))) && len == 16;
-    let amex = matches!(p(2), 34 | 37) && len == 15;
-    let discover =
-        (p(4) == 6011 || p(2) == 65 || (644..=649).contains(&p(3))) && (16..=19).contains(&len);
-    let diners =
-        ((300..=305).contains(&p(3)) || matches!(p(2), 36 | 38 | 39)) && (14..=19).contains(&len);
-    let jcb = (3528..=3589).contains(&p(4)) && (16..=19).contains(&len);
-    let unionpay = p(2) == 62 && (16..=19).contains(&len);
-    visa || mastercard || amex || discover || diners || jcb || unionpay
-}
-
-/// 13–19 digits, spaced or dashed, Luhn-valid, with a known brand prefix. The longest such
-/// run of whole groups wins.
-fn card(b: &[u8], i: usize) -> Option<usize> {
-    let (digits, ends) = digit_groups(b, i, b" -");
-    ends.iter().rev().find_map(|&(end, n)| {
-        let d = digits.get(..n)?;
-        ((13..=19).contains(&n) && ends_clean(b, end) && luhn(d) && brand(d)).then_some(end)
-    })
-}
-
-/// NANP (`(415) 555-2671`, `415-555-2671`, `415.555.2671`, `+1 415 555 2671`) or E.164
-/// (`+442079460958`, `+44 20 7946 0958`).
-fn phone(b: &[u8], i: usize) -> Option<usize> {
-    if b.get(i) == Some(&b'+') {
-        if b.get(i + 1) == Some(&b'1')
-            && let Some(e) = b
-                .get(i + 2)
-                .filter(|c| b" -.".contains(c))
-                .and_then(|_| nanp(b, i + 3))
-        {
-            return Some(e);
-        }
-        let (digits, ends) = digit_groups(b, i + 1, b" -");
-        return ends.iter().rev().find_map(|&(end, n)| {
-            let first = digits.first().copied().unwrap_or(0);
-            ((8..=15).contains(&n) && first != 0 && ends_clean(b, end)).then_some(end)
-        });
-    }
-    if b.get(i) == Some(&b'1')
-        && b.get(i + 1).is_some_and(|c| b" -.".contains(c))
-        && let Some(e) = nanp(b, i + 2)
-    {
-        return Some(e);
-    }
-    nanp(b, i)
-}
-
-fn nxx(b: &[u8], i: usize) -> bool {
-    digits_at(b, i, 3).is_some_and(|d| d.first().is_some_and(|c| *c >= b'2'))
-}
-
-fn nanp(b: &[u8], i: usize) -> Option<usize> {
-    let mut j = i;
-    if b.get(j) == Some(&b'(') {
-        nxx(b, j + 1).then_some(())?;
-        (b.get(j + 4) == Some(&b')')).then_some(())?;
-        j += 5;
-        if b.get(j) == Some(&b' ') {
-            j += 1;
-        }
-    } else {
-        nxx(b, j).then_some(())?;
-        let sep = *b.get(j + 3)?;
-        b" -.".contains(&sep).then_some(())?;
-        j += 4;
-    }
-    nxx(b, j).then_some(())?;
-    let sep = *b.get(j + 3)?;
-    b" -.".contains(&sep).then_some(())?;
-    digits_at(b, j + 4, 4)?;
-    let end = j + 8;
-    (ends_clean(b, end) && !(b.get(end) == Some(&b'-') && digit(b, end + 1))).then_some(end)
-}
-
-/// Country code, check digits, then 11–30 letters or digits (spaced in groups of four or
-/// not), mod-97 valid.
-fn iban(b: &[u8], i: usize) -> Option<usize> {
-    let head = b.get(i..i + 4)?;
-    let ok = head.first().is_some_and(u8::is_ascii_uppercase)
-        && head.get(1).is_some_and(u8::is_ascii_uppercase)
-        && head.get(2).is_some_and(u8::is_ascii_digit)
-        && head.get(3).is_some_and(u8::is_ascii_digit);
-    ok.then_some(())?;
-    let alnum = |c: &u8| c.is_ascii_digit() || c.is_ascii_uppercase();
-    let mut chars = head.to_vec();
-    let mut ends = Vec::new();
-    let mut j = i + 4;
-    while j < b.len() && j - i < 42 {
-        match b.get(j) {
-            Some(c) if alnum(c) => {
-                chars.push(*c);
-                j += 1;
-            }
-            Some(b' ') if b.get(j + 1).is_some_and(alnum) => {
-                ends.push((j, chars.len()));
-                j += 1;
-            }
-            _ => break,
-        }
-    }
-    ends.push((j, chars.len()));
-    ends.iter().rev().find_map(|&(end, n)| {
-        let c = chars.get(..n)?;
-        ((15..=34).contains(&n) && ends_clean(b, end) && mod97(c)).then_some(end)
-    })
-}
-
-fn mod97(c: &[u8]) -> bool {
-    let (head, rest) = c.split_at(4.min(c.len()));
-    let mut r: u32 = 0;
-    for &ch in rest.iter().chain(head) {
-        let v = if ch.is_ascii_digit() {
-            u32::from(ch - b'0')
-        } else {
-            u32::from(ch - b'A') + 10
-        };
-        r = if v >= 10 {
-            (r * 100 + v) % 97
-        } else {
-            (r * 10 + v) % 97
-        };
-    }
-    r == 1
-}
-
-fn marker_at(b: &[u8]) -> bool {
-    Kind::ALL
-        .into_iter()
-        .any(|k| b.starts_with(k.marker().as_bytes()))
-}
-
-fn local_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"._%+-".contains(&c)
-}
-
-/// `local@domain.tld` around the `@` at `at`, not reaching back before `from`. The name is
-/// its whole run and the domain runs to where it must end, so the answer depends on neither
-/// where a scan began nor what comes past the address: a stream scans from where it last
-/// released and decides before it has seen the rest (FUZZING.md, findings 7 and 8). One past
-/// [`MAX_ENTITY`] is no address.
-fn email(b: &[u8], at: usize, from: usize) -> Option<Span> {
-    let mut start = at;
-    while start > from && b.get(start - 1).is_some_and(|c| local_char(*c)) {
-        start -= 1;
-    }
-    while b.get(start) == Some(&b'.') {
-        start += 1;
-    }
-    if start >= at || at - start >= MAX_ENTITY {
-        return None;
-    }
-    // Labels are letters, digits and hyphens; a dot goes on only into the next label.
-    let mut end = at + 1;
-    loop {
-        let c = b.get(end).copied().unwrap_or(0);
-        let next = b.get(end + 1).copied().unwrap_or(0);
-        if !(c.is_ascii_alphanumeric() || c == b'-' || (c == b'.' && next.is_ascii_alphanumeric()))
-        {
-            break;
-        }
-        if end - start >= MAX_ENTITY {
-            return None;
-        }
-        end += 1;
-    }
-    // A domain that runs into a marker (past any dots or hyphens) was cut short by a
-    // redaction to its right, and was no address before it: what a later replacement
-    // shortens must stay refused, or a stream that already sent its start could never catch
-    // it (FUZZING.md, finding 6).
-    let rest = b.get(end..).unwrap_or(&[]);
-    let tail = rest
-        .iter()
-        .take_while(|c| **c == b'.' || **c == b'-')
-        .count();
-    if rest.get(tail..).is_some_and(marker_at) {
-        return None;
-    }
-    while end > at + 1 && b.get(end - 1) == Some(&b'-') {
-        end -= 1;
-    }
-    let domain = b.get(at + 1..end)?;
-    let labels: Vec<&[u8]> = domain.split(|c| *c == b'.').collect();
-    let tld = labels.last()?;
-    let ok = labels.len() >= 2
-        && labels.iter().all(|l| !l.is_empty())
-        && tld.len() >= 2
-        && tld.iter().all(u8::is_ascii_alphabetic)
-        && ends_clean(b, end);
-    ok.then_some(Span {
-        start,
-        end,
-        kind: Kind::Email,
-    })
 }
