@@ -53,15 +53,7 @@ pub struct Api {
 
 type S = State<Arc<Api>>;
 
-pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Response {
-    let body = json!({"type": format!("urn:cxgate:problem:{slug}"), "title": title, "status": status.as_u16(), "detail": detail});
-    (
-        status,
-        [("content-type", "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response()
-}
+pub use crate::problem::problem;
 
 pub fn router(api: Arc<Api>) -> Router {
     let app = Router::new()

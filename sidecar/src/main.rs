@@ -12,6 +12,7 @@ mod health;
 mod hub;
 mod metrics;
 mod models;
+mod problem;
 mod roster;
 mod sync;
 mod tokens;

@@ -1,4 +1,4 @@
-//! cxgate coexistence stage (seed 001): during a migration from a legacy PBX to the cloud, a
+//! cxgate coexistence stage: during a migration from a legacy PBX to the cloud, a
 //! SIP proxy asks `POST /coexistence/v1/decision` where each inbound call goes. The stage
 //! answers as a local reply from the roster the sidecar syncs into shared data: no callout,
 //! no platform call per call. [`config`] is its section, [`decide`] the pure decision (loop

@@ -9,7 +9,7 @@ use crate::meter::Usage;
 use crate::pii::Kind;
 use crate::placeholder::Placeholders;
 use crate::slots;
-use crate::stream::usage_of;
+use crate::sse::usage_of;
 use serde_json::{Value, json};
 
 /// A whole answer, guarded.

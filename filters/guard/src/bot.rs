@@ -1,4 +1,4 @@
-//! CXone bot webhooks answered by an LLM (seed 004), as config and pure shapes. Two request
+//! CXone bot webhooks answered by an LLM, as config and pure shapes. Two request
 //! shapes are accepted: the seed's `{botId, sessionId}` (the history is read from CXone) and
 //! CXone's Custom Exchange Endpoint (the conversation travels in `botSessionState`, which
 //! CXone round-trips, so the gateway keeps none). The calls are made by [`crate::run`].
@@ -6,7 +6,7 @@
 use crate::chain::usd;
 use crate::chat::{field, quoted};
 use crate::completion::{Message, ModelCall};
-use crate::config::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::meter::Usage;
 use crate::retry::RetryPolicy;
 use cxgate_kit::ConfigError;

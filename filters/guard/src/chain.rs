@@ -1,4 +1,4 @@
-//! The two-stage chain of seed 002 as config and pure shapes: an extraction model turns the
+//! The two-stage chain as config and pure shapes: an extraction model turns the
 //! consumer's input into JSON, a specialist model gets that JSON in its prompt and answers
 //! JSON with the configured fields, and the consumer gets one aggregated document. The calls
 //! themselves are made by [`crate::run`].

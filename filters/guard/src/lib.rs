@@ -1,4 +1,4 @@
-//! cxgate guard stage (seeds 002, 003 and 004): the LLM stage of the pipeline.
+//! cxgate guard stage: the LLM stage of the pipeline.
 //!
 //! On a proxied LLM route: [`screen`] finds deny phrases in the prompt (after [`fold`]),
 //! [`pii`] and [`hold`] redact entities in the answer (also when it streams, across any chunk
@@ -18,6 +18,7 @@ pub mod chat;
 pub mod completion;
 pub mod config;
 pub mod detect;
+pub mod endpoint;
 pub mod extract;
 pub mod fold;
 pub mod hold;
@@ -33,5 +34,5 @@ pub mod screen;
 pub mod slots;
 pub mod sse;
 pub mod stage;
-pub mod stream;
 pub mod verdict;
+pub(crate) mod worker;

@@ -5,7 +5,7 @@
 
 use crate::config::{Config, Mode};
 use crate::detect::{self, Thresholds};
-use crate::stage::{Shared, part};
+use crate::worker::{Shared, part};
 use cxgate_kit::log::{Event, Level};
 use cxgate_model::Io;
 

@@ -4,7 +4,7 @@
 
 use crate::body::parse_json;
 use crate::model::{Consumer, Model, Route};
-use crate::stage::StreamHost;
+use crate::stream_host::StreamHost;
 use cxgate_kit::HostError;
 use cxgate_kit::host::Headers;
 use cxgate_kit::problem::{LocalReply, MARKER_HEADER, Problem};

@@ -16,6 +16,7 @@ pub mod fakes;
 pub mod flow;
 pub mod model;
 pub mod stage;
+pub mod stream_host;
 
 #[cfg(feature = "proxy")]
 pub mod runner;

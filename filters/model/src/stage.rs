@@ -4,7 +4,6 @@
 
 use crate::exchange::Exchange;
 use crate::model::Model;
-use cxgate_kit::HostError;
 use cxgate_kit::host::{Clock, Entropy, HttpCallout, Metrics, SharedStore};
 use cxgate_kit::log::Log;
 use cxgate_kit::problem::LocalReply;
@@ -13,18 +12,7 @@ use serde_json::Value;
 use std::cell::Cell;
 use std::rc::Rc;
 
-/// What a stage does to the current stream besides reading it.
-pub trait StreamHost {
-    fn set_request_header(&mut self, name: &str, value: &str) -> Result<(), HostError>;
-    fn remove_request_header(&mut self, name: &str) -> Result<(), HostError>;
-    fn set_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError>;
-    fn remove_response_header(&mut self, name: &str) -> Result<(), HostError>;
-    /// Replaces the whole buffered request body.
-    fn replace_request_body(&mut self, body: &[u8]) -> Result<(), HostError>;
-    /// Envoy re-selects the route after `:path` changed only when asked; false where the host
-    /// cannot (the stage then relies on the proxy's own route).
-    fn clear_route_cache(&mut self) -> bool;
-}
+pub use crate::stream_host::StreamHost;
 
 /// The clock read at most once per hook, and only if a stage asks (each read is a host call).
 pub struct NowOnce<'a> {

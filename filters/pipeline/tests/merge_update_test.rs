@@ -1,4 +1,4 @@
-//! The real Genesys queue update (issue 14, defect 6) through the whole pipeline on the shipped
+//! The real Genesys queue update through the whole pipeline on the shipped
 //! config: a GET of the queue, the consumer's fields merged over it, a PUT of the whole queue
 //! with the version read, one re-read and retry on a 409, all by callouts; the platform's last
 //! answer is normalized and sent as the reply.

@@ -11,19 +11,7 @@ use cxgate_kit::problem::{LocalReply, Problem};
 use cxgate_kit::shared::{Update, UpdateError, update};
 use cxgate_state::AllotItem;
 
-pub mod keys {
-    pub fn consumer(id: &str) -> String {
-        format!("cxgate/rl/{id}/default")
-    }
-    pub fn platform(p: &str) -> String {
-        format!("cxgate/rl/platform/{p}")
-    }
-    /// Newline-separated distributed bucket keys (what the sync tops up).
-    pub const INDEX: &str = "cxgate/rl/index";
-    /// `distributed` or `fallback`, written by the syncing worker, read by every worker's tick.
-    pub const MODE: &str = "cxgate/rl/mode";
-    pub const SYNC_LEASE: &str = "cxgate/lease/rl-sync";
-}
+pub use crate::keys;
 
 /// How buckets behave right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

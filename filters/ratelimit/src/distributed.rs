@@ -3,7 +3,7 @@
 
 use crate::bucket::Bucket;
 use crate::config::Config;
-use crate::core::keys;
+use crate::keys;
 use cxgate_kit::host::SharedStore;
 use cxgate_kit::shared::{Update, UpdateError, update};
 use cxgate_model::Limit;

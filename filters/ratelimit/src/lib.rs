@@ -9,6 +9,7 @@ pub mod bucket;
 pub mod config;
 pub mod core;
 pub mod distributed;
+pub mod keys;
 pub mod stage;
 
 #[cfg(feature = "standalone")]

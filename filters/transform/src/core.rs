@@ -1,84 +1,16 @@
 //! The transform filter's pure core: a consumer request in, the platform request (or the
 //! problem to answer) out; the platform response in, the normalized response out.
 
-use crate::config::{Config, Paging, PathPiece, Profile, Route, Schema};
+use crate::config::{Config, Paging, Profile, Schema};
 use crate::idem;
-use crate::page::{self, Cursor};
+pub use crate::outcome::{Forward, Incoming, MergeCall, Normalized, Outcome, Returned};
+use crate::outcome::{problem, reply, set};
+use crate::page;
+use crate::paths::{platform_path, route_headers};
 use crate::template::{ApplyError, Found, Lookup, fill_default};
 use cxgate_kit::log::Event;
-use cxgate_kit::problem::{LocalReply, Problem};
+use cxgate_kit::problem::Problem;
 use serde_json::{Map, Value, json};
-
-/// The consumer's request, as far as the core needs it (the body already parsed and the
-/// platform already resolved by the request model).
-pub struct Incoming<'a> {
-    /// Index into `Config::routes`.
-    pub route: usize,
-    /// The path with its query.
-    pub path: &'a str,
-    /// `Null` for a route without a body.
-    pub body: &'a Value,
-    /// The platform id the model resolved (`genesys`, `cxone`).
-    pub platform: &'a str,
-    pub consumer: &'a str,
-    pub trace_id: Option<&'a str>,
-    /// The cursor signing key.
-    pub cursor_key: &'a [u8],
-    /// The `Idempotency-Key` request header.
-    pub idempotency_key: Option<&'a str>,
-    pub now_ms: u64,
-}
-
-/// What to send the platform.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Forward {
-    pub method: String,
-    /// The gateway path of the platform route, e.g. `/genesys/api/v2/routing/queues/q-1`.
-    pub path: String,
-    pub body: Option<Vec<u8>>,
-    /// Extra request headers (Envoy timeout / retry hints).
-    pub headers: Vec<(String, String)>,
-    pub profile: usize,
-    /// The consumer's platform name (GENESYS, CXONE).
-    pub platform: String,
-    /// For listings: the page being fetched.
-    pub cursor: Option<Cursor>,
-    /// A keyed request on an idempotent route: what the shell claims before forwarding.
-    pub idempotency: Option<crate::idem::Keyed>,
-    /// A merge profile's update: the stage reads, merges and writes by callouts instead.
-    pub merge: Option<MergeCall>,
-}
-
-/// A read-modify-write: the object at `path` is read, `patch` merged into it, and written back.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MergeCall {
-    /// The platform's own path (no gateway prefix): the callouts go straight to its upstream.
-    pub path: String,
-    /// The consumer's mapped fields alone; defaults fill only what the object lacks.
-    pub patch: Value,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-// One per request, returned once: boxing the larger variant would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-pub enum Outcome {
-    Forward(Forward),
-    Reply(LocalReply),
-}
-
-pub(crate) fn problem(
-    status: u16,
-    slug: &str,
-    title: &str,
-    detail: impl Into<String>,
-    trace: Option<&str>,
-) -> Problem {
-    Problem::new(status, slug, title, detail).with_trace_id(trace)
-}
-
-pub(crate) fn reply(p: Problem) -> Outcome {
-    Outcome::Reply(p.into_reply())
-}
 
 /// Runs a schema; every failing field becomes one `{pointer, message}`.
 pub fn schema_errors(schema: &Schema, doc: &Value) -> Vec<(String, String)> {
@@ -135,48 +67,6 @@ fn apply_error(e: ApplyError, trace: Option<&str>) -> Outcome {
             .with_error(pointer, reason),
         ),
     }
-}
-
-/// Builds the platform path from a profile's pieces and resolved parameters.
-pub(crate) fn platform_path(p: &Profile, params: &[(String, String)]) -> String {
-    let mut out = format!("/{}", p.platform);
-    for piece in &p.path {
-        match piece {
-            PathPiece::Text(t) => out.push_str(t),
-            PathPiece::Param(name) => {
-                let v = params
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_str())
-                    .unwrap_or_default();
-                out.push_str(&encode_segment(v));
-            }
-        }
-    }
-    out
-}
-
-fn encode_segment(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-pub(crate) fn route_headers(r: &Route) -> Vec<(String, String)> {
-    let mut h = Vec::new();
-    if let Some(ms) = r.timeout_ms {
-        h.push(("x-envoy-upstream-rq-timeout-ms".into(), ms.to_string()));
-    }
-    if let Some((on, n)) = &r.retry {
-        h.push(("x-envoy-retry-on".into(), on.clone()));
-        h.push(("x-envoy-max-retries".into(), n.to_string()));
-    }
-    h
 }
 
 /// The whole request pipeline. `lookup` resolves names through the synced ID maps.
@@ -364,30 +254,6 @@ pub(crate) fn check_platform(
     Err(Box::new(p))
 }
 
-/// The platform's answer.
-pub struct Returned<'a> {
-    pub status: u16,
-    pub body: &'a [u8],
-    /// The platform's `content-type`, if it sent one.
-    pub content_type: Option<&'a str>,
-    /// `ININ-Correlation-Id` or the like.
-    pub correlation_id: Option<&'a str>,
-    /// The consumer asked for platform metadata (the documented header).
-    pub include_metadata: bool,
-    pub trace_id: Option<&'a str>,
-    pub cursor_key: &'a [u8],
-    pub now_ms: u64,
-}
-
-/// The normalized response for the consumer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Normalized {
-    pub status: u16,
-    pub content_type: String,
-    pub body: Vec<u8>,
-    pub event: Option<Event>,
-}
-
 fn platform_message(v: &Value) -> Option<String> {
     [
         "/message",
@@ -532,12 +398,6 @@ pub fn on_response(cfg: &Config, fwd: &Forward, ret: &Returned<'_>) -> Normalize
         content_type: "application/json".into(),
         body: out.to_string().into_bytes(),
         event: None,
-    }
-}
-
-pub(crate) fn set(doc: &mut Value, key: &str, v: Value) {
-    if let Some(o) = doc.as_object_mut() {
-        o.insert(key.to_string(), v);
     }
 }
 

@@ -2,8 +2,9 @@
 //! from `page_size` when the listing starts.
 
 use crate::config::{Config, Paging, Profile, Route};
-use crate::core::{Forward, Incoming, Outcome, platform_path, problem, reply, route_headers};
+use crate::outcome::{Forward, Incoming, Outcome, problem, reply};
 use crate::page::{self, Cursor};
+use crate::paths::{platform_path, route_headers};
 use cxgate_model::model::query_param;
 
 #[allow(clippy::too_many_arguments)]

@@ -5,7 +5,8 @@
 //! with the version read, so a concurrent change makes the platform refuse the write (409).
 
 use crate::config::Profile;
-use crate::core::{check_platform, problem};
+use crate::core::check_platform;
+use crate::outcome::problem;
 use crate::template::fill_default;
 use cxgate_kit::problem::Problem;
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! object the profile reads) is the platform's failure: a 502 problem, never a "success".
 //! Problems about a platform's answer are built here.
 
-use crate::core::{Forward, Normalized, Returned, problem, set};
+use crate::outcome::{Forward, Normalized, Returned, problem, set};
 use cxgate_kit::log::Event;
 use serde_json::{Value, json};
 

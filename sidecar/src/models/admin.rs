@@ -7,7 +7,7 @@
 use super::definition::Finding;
 use super::provision::{HttpPlatform, Outcome, Progress};
 use super::{Created, Provisioner};
-use crate::api::problem;
+use crate::problem::problem;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

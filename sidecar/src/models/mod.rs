@@ -1,4 +1,4 @@
-//! LLM model provisioning (seed 003), control-plane work kept off the request path: validate a
+//! LLM model provisioning, control-plane work kept off the request path: validate a
 //! definition, create it on the LLM platform's admin API, poll it until ACTIVE or FAILED,
 //! audit every step, export a snapshot. The CLI (`cxgate-sidecar models ...`) and the admin
 //! API (`/v1/models`) both drive [`Provisioner`].

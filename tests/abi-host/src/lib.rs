@@ -12,19 +12,17 @@
 //! Envoy's behaviour fails its test under that profile.
 
 mod abi;
-mod abi_calls;
-mod abi_state;
 pub mod fixtures;
+mod guest;
 mod host;
 mod memory;
 mod state;
 mod types;
-mod worker;
 
 pub use host::Host;
+pub use host::HostBuilder;
 pub use state::SharedHandle;
 pub use types::{Action, CallInfo, CallReply, LocalReply, LogRecord, Profile, Stream};
-pub use worker::HostBuilder;
 
 /// The path of a filter built by `./cxgate build` (`target/wasm32-wasip1/release/<name>.wasm`).
 pub fn filter_wasm(crate_name: &str) -> std::path::PathBuf {

@@ -2,29 +2,8 @@
 
 use crate::state::State;
 use wasmtime::error::Context;
-use wasmtime::{AsContextMut, Caller, Instance, Memory, TypedFunc};
+use wasmtime::{Caller, Memory};
 use wasmtime::{Result, format_err as anyhow};
-
-/// The exports every host call needs: the guest's memory and its allocator.
-#[derive(Clone)]
-pub(crate) struct Guest {
-    memory: Option<Memory>,
-    alloc: Option<TypedFunc<i32, i32>>,
-}
-
-impl Guest {
-    pub(crate) fn of(instance: &Instance, mut store: impl AsContextMut) -> Option<Guest> {
-        let memory = instance.get_memory(&mut store, "memory");
-        let alloc = instance
-            .get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
-            .ok();
-        Some(Guest { memory, alloc })
-    }
-
-    pub(crate) fn memory(&self) -> Option<Memory> {
-        self.memory
-    }
-}
 
 fn memory(caller: &mut Caller<'_, State>) -> Result<Memory> {
     caller

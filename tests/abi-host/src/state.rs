@@ -152,7 +152,7 @@ pub(crate) struct State {
     pub log_level: u32,
     /// The guest's memory and allocator, looked up once after instantiation (as a proxy does),
     /// so that a host call's cost is the call's, not an export lookup by name.
-    pub guest: Option<crate::memory::Guest>,
+    pub guest: Option<crate::guest::Guest>,
 }
 
 impl State {

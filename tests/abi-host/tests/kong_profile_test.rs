@@ -1,5 +1,5 @@
-//! Layer 2: the kong profile does what Kong's host was measured to do (PLATFORM-FACTS.md,
-//! "Kong's Proxy-Wasm host, measured"), and the envoy profile keeps Envoy's behaviour. Each
+//! Layer 2: the kong profile does what Kong's host was measured to do (ngx_wasm_module inside
+//! nginx; docs/architecture.md lists it), and the envoy profile keeps Envoy's behaviour. Each
 //! point runs in both directions through the probe filter (or a module written for it).
 
 use cxgate_abi_host::{Host, Profile, Stream, filter_wasm};

@@ -254,7 +254,7 @@ fn document(
     out
 }
 
-/// Kong dispatches to `host:port` (PLATFORM-FACTS.md); an Envoy cluster name there fails every
+/// Kong dispatches to `host:port`; an Envoy cluster name there fails every
 /// call at run time, which the parser cannot tell (it does not know the proxy).
 fn kong_upstreams(file: &str, doc: &Value) -> Vec<Finding> {
     let mut out = Vec::new();

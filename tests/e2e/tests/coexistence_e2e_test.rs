@@ -1,4 +1,4 @@
-//! Layer 3: coexistence routing (seed 001) with the shipped configs: real Envoy running the
+//! Layer 3: coexistence routing with the shipped configs: real Envoy running the
 //! pipeline, the sidecar syncing the roster from the mock Genesys users and the shipped legacy
 //! roster, and for calls a real Kamailio (`sip/kamailio.cfg`) between a sipp carrier and two
 //! sipp platforms that refuse calls without the coexistence headers.

@@ -1,4 +1,4 @@
-//! Layer 3: the real Genesys queue update (issue 14, defect 6) through real Envoy 1.40: the
+//! Layer 3: the real Genesys queue update through real Envoy 1.40: the
 //! transform reads the queue, merges the consumer's fields, and writes the whole queue back
 //! with its version, by callouts the platform cluster's token filter authenticates. The mock
 //! keeps every field and refuses a stale version with 409, as the real API does.

@@ -10,7 +10,7 @@ const KEY: &str = "demo-key-omnichannel";
 const UPDATE: &str = "/gateway/v1/routing/queues/update";
 const PREMIUM_GENESYS: &str = "00009e0e-0000-4000-8000-000000000000";
 
-/// The seed document's example request (seed 000, section 2).
+/// The normalized API's example request (the normalized queue update's reference example).
 const SEED: &str = include_str!("../../fixtures/queue-update.seed.json");
 
 fn stack() -> Stack {

@@ -1,4 +1,4 @@
-//! Mock CXone bot session history, the shape seed 004 reads before it asks the LLM:
+//! Mock CXone bot session history, the shape the example bot reads before it asks the LLM:
 //! `GET /api/v2/bot/bots/{botId}/sessions/{sessionId}/messages?pageSize=&pageNumber=` answers
 //! `{entities: [{id, from, text, timestamp}], pageSize, pageNumber, total, pageCount}`, oldest
 //! first, behind the CXone bearer token.

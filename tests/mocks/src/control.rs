@@ -15,6 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// Who connected, as the recorder sees it (over TLS: `crate::tls` fills it in).
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The server name the client asked for (None: it sent no SNI).
+    pub sni: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Recorded {
     pub method: String,
@@ -269,7 +276,7 @@ async fn recorder(State(mock): State<Arc<Mock>>, req: Request, next: Next) -> Re
     }
     let sni = req
         .extensions()
-        .get::<ConnectInfo<crate::tls::Peer>>()
+        .get::<ConnectInfo<Peer>>()
         .and_then(|c| c.0.sni.clone());
     let (parts, body) = req.into_parts();
     let bytes: Bytes = to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default();

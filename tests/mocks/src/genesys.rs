@@ -1,5 +1,5 @@
 //! Mock Genesys Cloud: login (`/oauth/token`) and `/api/v2` on one port.
-//! Shapes: PLATFORM-FACTS.md (real) and seed 000 (reference profile).
+//! Shapes: the real API's, and the example shape (the `*-seed` profiles).
 
 use crate::Args;
 use crate::control::{Mock, basic_auth, form, name_matches};

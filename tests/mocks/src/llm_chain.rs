@@ -1,4 +1,4 @@
-//! What the mock LLM answers the chain of seed 002, deterministically: an extraction prompt
+//! What the mock LLM answers the chain, deterministically: an extraction prompt
 //! (a system message asking to extract) gets the request as JSON, a specialist prompt (one
 //! holding `Extracted request: {...}`) gets a verdict with `isValid`, `reason` and
 //! `nextSteps`. Real models wrap JSON in fences and prose, or stop half way: the format of an

@@ -1,15 +1,13 @@
 //! `cxgate-mocks`: stand-ins for Genesys Cloud, NICE CXone and an OpenAI-compatible LLM, one
 //! listener per role. They speak the seed shapes and the real API shapes (see
-//! `shared/PLATFORM-FACTS.md`), enforce tokens, and take faults through `/__mock/*`.
+//! the platforms' API references), enforce tokens, and take faults through `/__mock/*`.
 
 mod bots;
 mod control;
 mod cxone;
 mod genesys;
 mod llm;
-mod llm_apis;
 mod llm_chain;
-mod models;
 mod tls;
 
 use axum::serve::ListenerExt;
@@ -149,7 +147,7 @@ async fn main() {
                 mock,
                 name: args.tls_name.clone(),
             };
-            let app = app.into_make_service_with_connect_info::<tls::Peer>();
+            let app = app.into_make_service_with_connect_info::<control::Peer>();
             tasks.push(tokio::spawn(
                 async move { axum::serve(listener, app).await },
             ));

@@ -4,7 +4,7 @@
 //! handshake (the client did not trust the certificate, or sent no or another SNI) is counted
 //! in `/__mock/stats`.
 
-use crate::control::Mock;
+use crate::control::{Mock, Peer};
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use std::path::Path;
@@ -33,13 +33,6 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
         .map_err(|e| format!("certificate and key: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Who connected, as the recorder sees it.
-#[derive(Clone, Debug)]
-pub struct Peer {
-    /// The server name the client asked for (None: it sent no SNI).
-    pub sni: Option<String>,
 }
 
 impl Connected<IncomingStream<'_, TlsListener>> for Peer {

@@ -11,7 +11,7 @@ use crate::config::RouteKind;
 use crate::meter::Usage;
 use crate::pii::Kind;
 use crate::retry::{self, Spent};
-use crate::stage::{Shared, part};
+use crate::worker::{Shared, part};
 use cxgate_kit::log::{Event, Level};
 use cxgate_kit::problem::LocalReply;
 use cxgate_model::{CallAnswer, Exchange, Flow, Io};

@@ -6,9 +6,9 @@ pub mod bot;
 pub mod chain;
 
 use crate::completion::{self, Message, ModelCall};
-use crate::config::{Calls, Endpoint};
+use crate::endpoint::{Calls, Endpoint};
 use crate::retry::{self, GiveUp, RetryPolicy, Spent};
-use crate::stage::Shared;
+use crate::worker::Shared;
 use cxgate_kit::credential::Unavailable;
 use cxgate_kit::host::Callout;
 use cxgate_kit::log::{Event, Level};

@@ -90,7 +90,7 @@ pub fn maps() -> Maps {
     Maps(m)
 }
 
-/// The seed document's example request (seed 000, section 2).
+/// The normalized API's example request (the normalized queue update's reference example).
 /// The clock the drivers run at.
 pub const NOW_MS: u64 = 1_800_000_000_000;
 

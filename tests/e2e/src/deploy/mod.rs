@@ -175,7 +175,7 @@ fn address_calls(v: &mut Value, cluster: &str, authority: &str) {
 }
 
 /// CXone's API host for the tenant: the deployment's `cxone.api_endpoint` when it pins one,
-/// else asked of `{issuer}/.well-known/cxone-configuration?tenantId=` (PLATFORM-FACTS.md),
+/// else asked of `{issuer}/.well-known/cxone-configuration?tenantId=`,
 /// trusting the deployment's CA file too. The answer is used as it is.
 pub fn cxone_api_endpoint(d: &DeployFile) -> Result<String, String> {
     if let Some(pinned) = &d.cxone.api_endpoint {

@@ -122,7 +122,7 @@ pub struct Genesys {
     pub api_url: Option<String>,
     pub login_url: Option<String>,
     /// A preset of the platform's limit: `cx1` (200/min), `cx3` (2,000/min) from the seed,
-    /// `token-default` (300/min per client-credentials token, PLATFORM-FACTS.md).
+    /// `token-default` (300/min per client-credentials token).
     pub tier: Option<String>,
     /// The platform's limit itself (requests/min), instead of a tier.
     pub per_minute: Option<u32>,

@@ -1,7 +1,7 @@
 //! One worker VM and the builder that loads a module into N of them.
 
+use super::Host;
 use crate::abi;
-use crate::host::Host;
 use crate::state::*;
 use crate::types::*;
 use std::collections::HashMap;
@@ -304,7 +304,7 @@ impl Recipe {
         };
         let mut store = Store::new(self.module.engine(), state);
         let instance = self.linker.instantiate(&mut store, self.module)?;
-        store.data_mut().guest = crate::memory::Guest::of(&instance, &mut store);
+        store.data_mut().guest = crate::guest::Guest::of(&instance, &mut store);
         let mut worker = Worker {
             store,
             instance,

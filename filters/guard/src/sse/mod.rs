@@ -4,8 +4,12 @@
 //! piece, and the usage is read. Held text is released when its text ends, at the stream's
 //! terminal event, or when the body ends.
 //!
-//! The dialects ([`crate::stream`]) say where the text and usage are in each API's events;
+//! The dialects ([`dialects`]) say where the text and usage are in each API's events;
 //! this file holds the framing and the per-text state they share.
+
+mod dialects;
+
+pub use dialects::usage_of;
 
 use crate::api::Api;
 use crate::hold::Holdback;
@@ -256,7 +260,7 @@ impl SseGuard {
                 out.extend_from_slice(e.as_bytes());
             }
             Api::Responses => self.added_delta(key, text, out),
-            Api::Messages => crate::stream::block_delta(key, text, out),
+            Api::Messages => dialects::block_delta(key, text, out),
             Api::Embeddings => {}
         }
     }
@@ -271,7 +275,7 @@ impl SseGuard {
                 out.extend_from_slice(b"data: [DONE]\n\n");
             }
             Api::Responses => self.responses_fallback(p, key, out),
-            Api::Messages => crate::stream::messages_fallback(p, key, out),
+            Api::Messages => dialects::messages_fallback(p, key, out),
             Api::Embeddings => {}
         }
         self.done = true;

@@ -1,7 +1,7 @@
 //! Outbound calls (HTTP; gRPC, which Kong lacks), their status, the effective context and
 //! foreign functions.
 
-use crate::abi::*;
+use super::*;
 use crate::memory::{decode_pairs, read, read_string, write_u32};
 use crate::state::State;
 use crate::types::{CallInfo, LogRecord, Profile};

@@ -1,5 +1,5 @@
 //! Mock LLM: OpenAI's `/v1/chat/completions` (plain and SSE streaming, with
-//! `stream_options.include_usage`), `/v1/models`, and (in [`crate::llm_apis`]) the Responses
+//! `stream_options.include_usage`), `/v1/models`, and (in [`apis`]) the Responses
 //! API, legacy completions, embeddings and Anthropic's `/v1/messages`, behind an API key
 //! (`Authorization: Bearer`, `api-key`, or Anthropic's `x-api-key`).
 //!
@@ -15,7 +15,10 @@
 //!   `x-mock-format` or the `/__mock/llm/script` queue (see [`crate::llm_chain`]).
 //!
 //! Latency, 429 with `Retry-After` and 5xx come from the shared fault injection. The platform's
-//! admin API for model endpoints is in [`crate::models`].
+//! admin API for model endpoints is in [`models`].
+
+mod apis;
+pub mod models;
 
 use crate::Args;
 use crate::control::Mock;
@@ -34,7 +37,7 @@ pub struct Llm {
     /// Answer formats for the next chat calls, one each (`/__mock/llm/script`).
     pub(crate) script: std::sync::Mutex<std::collections::VecDeque<String>>,
     api_key: String,
-    pub models: crate::models::Models,
+    pub models: models::Models,
     pub provision_ms: u64,
 }
 
@@ -50,14 +53,14 @@ pub fn router(mock: Arc<Mock>, args: &Args) -> Router {
     });
     Router::new()
         .route("/v1/chat/completions", post(chat))
-        .route("/v1/responses", post(crate::llm_apis::responses))
-        .route("/v1/completions", post(crate::llm_apis::completions))
-        .route("/v1/embeddings", post(crate::llm_apis::embeddings))
-        .route("/v1/messages", post(crate::llm_apis::messages))
+        .route("/v1/responses", post(apis::responses))
+        .route("/v1/completions", post(apis::completions))
+        .route("/v1/embeddings", post(apis::embeddings))
+        .route("/v1/messages", post(apis::messages))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
-        .route("/api/v2/ai/models", post(crate::models::create))
-        .route("/api/v2/ai/models/{id}", get(crate::models::get))
+        .route("/api/v2/ai/models", post(models::create))
+        .route("/api/v2/ai/models/{id}", get(models::get))
         .route("/__mock/llm/script", post(set_script).delete(clear_script))
         .with_state(state)
 }

@@ -8,10 +8,10 @@
 //! - Anthropic Messages: `content_block_delta` with `text_delta`, usage in `message_start`
 //!   and `message_delta`, and `message_stop`.
 
+use super::{Event, Policy, SseGuard, Unsafe, emit};
 use crate::api::Api;
 use crate::chat::{chunk_event, field, quoted};
 use crate::meter::Usage;
-use crate::sse::{Event, Policy, SseGuard, Unsafe, emit};
 use serde_json::{Value, json};
 
 /// A Responses API text's key: its output item and content part.

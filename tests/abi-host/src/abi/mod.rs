@@ -1,5 +1,8 @@
 //! The `env` imports of proxy-wasm ABI 0.2.1, as Envoy and Kong implement them.
 
+mod calls;
+mod state;
+
 use crate::memory::{decode_pairs, read, read_string, return_bytes, write_u32, write_u64};
 use crate::state::{State, StreamState};
 use crate::types::{LocalReply, LogRecord, Profile};
@@ -434,8 +437,8 @@ pub fn link(l: &mut Linker<State>) -> Result<()> {
             Ok(OK)
         },
     )?;
-    crate::abi_state::link(l)?;
-    crate::abi_calls::link(l)?;
+    state::link(l)?;
+    calls::link(l)?;
 
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Shared data (with each proxy's CAS rules), shared queues and metrics.
 
-use crate::abi::*;
+use super::*;
 use crate::memory::{read, read_string, return_bytes, write_u32, write_u64};
 use crate::state::{Metric, Queue, Shared, State};
 use crate::types::Profile;

@@ -1,4 +1,4 @@
-//! Mock LLM platform admin API (seed 003's model endpoints, served by the LLM platform since
+//! Mock LLM platform admin API (model endpoints, served by the LLM platform since
 //! Genesys Cloud has none): `POST /api/v2/ai/models` answers 202 with `PROVISIONING`, and
 //! `GET /api/v2/ai/models/{id}` turns `ACTIVE` once the provisioning delay has passed.
 //!
@@ -133,22 +133,22 @@ impl Models {
 }
 
 pub async fn create(
-    State(l): State<std::sync::Arc<crate::llm::Llm>>,
+    State(l): State<std::sync::Arc<super::Llm>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !crate::llm::authorized(&l, &headers) {
+    if !super::authorized(&l, &headers) {
         return error(StatusCode::UNAUTHORIZED, "bad.credentials", "invalid key");
     }
     l.models.create(&headers, &body, l.provision_ms)
 }
 
 pub async fn get(
-    State(l): State<std::sync::Arc<crate::llm::Llm>>,
+    State(l): State<std::sync::Arc<super::Llm>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !crate::llm::authorized(&l, &headers) {
+    if !super::authorized(&l, &headers) {
         return error(StatusCode::UNAUTHORIZED, "bad.credentials", "invalid key");
     }
     l.models.get(&id)

@@ -1,10 +1,10 @@
-//! The mock LLM's other APIs, in the vendors' shapes (PLATFORM-FACTS.md, "LLM wire formats"):
+//! The mock LLM's other APIs, in the vendors' shapes (the vendors' API references):
 //! OpenAI's Responses API (typed SSE events with sequence numbers, no `[DONE]`), legacy
 //! completions, embeddings, and Anthropic's Messages API (`x-api-key` and `anthropic-version`
 //! required, its own error shape, `message_start` … `message_stop` events). Answers are
-//! steered as in [`crate::llm`].
+//! steered as in [`super`].
 
-use crate::llm::{Knobs, S, answer_text, authorized, count_tokens, error, sse_response, text_of};
+use super::{Knobs, S, answer_text, authorized, count_tokens, error, sse_response, text_of};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;

@@ -2,13 +2,15 @@
 
 use crate::state::*;
 use crate::types::*;
-use crate::worker::*;
+mod worker;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use wasmtime::{Result, bail, format_err as anyhow};
+pub use worker::*;
 
 /// A proxy with N workers running one filter.
 pub struct Host {
