@@ -9,7 +9,6 @@ use crate::meter::Usage;
 use crate::pii::Kind;
 use crate::placeholder::Placeholders;
 use crate::slots;
-use crate::sse::usage_of;
 use serde_json::{Value, json};
 
 /// A whole answer, guarded.
@@ -33,7 +32,7 @@ pub fn usage(api: Api, v: &Value) -> Option<Usage> {
             estimated: false,
         });
     }
-    usage_of(u)
+    Usage::from_json(u)
 }
 
 /// Redacts every text field of the answer and runs the safety check on it, then puts the

@@ -12,11 +12,14 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// OpenAI's `usage` object, when it has the two counts.
+    /// A `usage` object with its two counts, in OpenAI's chat names (`prompt_tokens`,
+    /// `completion_tokens`) or the Responses and Messages APIs' (`input_tokens`,
+    /// `output_tokens`).
     pub fn from_json(v: &Value) -> Option<Usage> {
+        let count = |a: &str, b: &str| v.get(a).or_else(|| v.get(b))?.as_u64();
         Some(Usage {
-            prompt: v.get("prompt_tokens")?.as_u64()?,
-            completion: v.get("completion_tokens")?.as_u64()?,
+            prompt: count("prompt_tokens", "input_tokens")?,
+            completion: count("completion_tokens", "output_tokens")?,
             estimated: false,
         })
     }

@@ -21,17 +21,6 @@ fn response_key(v: &Value) -> u64 {
     (o << 32) | (c & 0xFFFF_FFFF)
 }
 
-/// The usage of an event's `usage` object, in either API's names.
-pub fn usage_of(u: &Value) -> Option<Usage> {
-    Usage::from_json(u).or_else(|| {
-        Some(Usage {
-            prompt: u.get("input_tokens")?.as_u64()?,
-            completion: u.get("output_tokens")?.as_u64()?,
-            estimated: false,
-        })
-    })
-}
-
 fn set(v: &mut Value, key: &str, text: String) {
     if let Some(o) = v.as_object_mut() {
         o.insert(key.into(), Value::String(text));
@@ -83,15 +72,9 @@ impl SseGuard {
                     continue;
                 }
                 let text = piece.as_deref().unwrap_or("");
-                match self.piece(p, index, text, finishing) {
-                    Ok(released) if piece.is_some() || !released.is_empty() => {
-                        set_choice_text(c, chat, released);
-                    }
-                    Ok(_) => {}
-                    Err(u) => {
-                        self.fallback(p, index, out);
-                        return Err(u);
-                    }
+                let released = self.piece(p, index, text, finishing, out)?;
+                if piece.is_some() || !released.is_empty() {
+                    set_choice_text(c, chat, released);
                 }
             }
         }
@@ -144,13 +127,8 @@ impl SseGuard {
                     t.item = Some(id);
                 }
                 let piece = field(&v, &["delta"]).as_str().unwrap_or("").to_string();
-                match self.piece(p, key, &piece, false) {
-                    Ok(released) => set(&mut v, "delta", released),
-                    Err(u) => {
-                        self.fallback(p, key, out);
-                        return Err(u);
-                    }
-                }
+                let released = self.piece(p, key, &piece, false, out)?;
+                set(&mut v, "delta", released);
             }
             "response.output_text.done" => {
                 let sent = self.settle(p, response_key(&v), field(&v, &["text"]), out)?;
@@ -171,7 +149,7 @@ impl SseGuard {
             "response.completed" | "response.incomplete" | "response.failed" => {
                 self.flush_all(p, out)?;
                 if let Some(r) = v.get_mut("response") {
-                    self.usage = usage_of(field(r, &["usage"])).or(self.usage);
+                    self.usage = Usage::from_json(field(r, &["usage"])).or(self.usage);
                     let items = r.get_mut("output").and_then(Value::as_array_mut);
                     for (o, item) in items.into_iter().flatten().enumerate() {
                         self.settle_item(p, o as u64, item, out)?;
@@ -238,13 +216,9 @@ impl SseGuard {
                 None => clean,
             });
         }
-        match self.piece(p, key, "", true) {
-            Ok(rest) if rest.is_empty() => {}
-            Ok(rest) => self.added_delta(key, &rest, out),
-            Err(u) => {
-                self.fallback(p, key, out);
-                return Err(u);
-            }
+        let rest = self.piece(p, key, "", true, out)?;
+        if !rest.is_empty() {
+            self.added_delta(key, &rest, out);
         }
         Ok(self.text(key).map(|t| t.sent.clone()).unwrap_or_default())
     }
@@ -326,30 +300,21 @@ impl SseGuard {
             (_, Some((obj, name))) => {
                 let piece = field(&v, &[obj, name]).as_str().map(str::to_string);
                 if let Some(piece) = piece {
-                    match self.piece(p, key, &piece, false) {
-                        Ok(released) => {
-                            if let Some(o) = v.get_mut(obj) {
-                                set(o, name, released);
-                            }
-                        }
-                        Err(u) => {
-                            self.fallback(p, key, out);
-                            return Err(u);
-                        }
+                    let released = self.piece(p, key, &piece, false, out)?;
+                    if let Some(o) = v.get_mut(obj) {
+                        set(o, name, released);
                     }
                 }
             }
             ("message_start", _) => {
                 self.input_tokens = field(&v, &["message", "usage", "input_tokens"]).as_u64();
             }
-            ("content_block_stop", _) => match self.piece(p, key, "", true) {
-                Ok(rest) if !rest.is_empty() => block_delta(key, &rest, out),
-                Ok(_) => {}
-                Err(u) => {
-                    self.fallback(p, key, out);
-                    return Err(u);
+            ("content_block_stop", _) => {
+                let rest = self.piece(p, key, "", true, out)?;
+                if !rest.is_empty() {
+                    block_delta(key, &rest, out);
                 }
-            },
+            }
             ("message_delta", _) => {
                 let u = field(&v, &["usage"]);
                 if let Some(completion) = u.get("output_tokens").and_then(Value::as_u64) {

@@ -9,8 +9,6 @@
 
 mod dialects;
 
-pub use dialects::usage_of;
-
 use crate::api::Api;
 use crate::hold::Holdback;
 use crate::meter::Usage;
@@ -195,9 +193,24 @@ impl SseGuard {
     }
 
     /// Adds `piece` to the text at `key` (and releases all of it when `finishing`); returns
-    /// what may be sent, or the keyword when the safety check refuses it (the caller then
-    /// ends the stream with the fallback).
+    /// what may be sent, or, when the safety check refuses it, ends the stream with the
+    /// fallback (written to `out`) and returns the keyword.
     pub(crate) fn piece(
+        &mut self,
+        p: &Policy<'_>,
+        key: u64,
+        piece: &str,
+        finishing: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<String, Unsafe> {
+        let released = self.release(p, key, piece, finishing);
+        if released.is_err() {
+            self.fallback(p, key, out);
+        }
+        released
+    }
+
+    fn release(
         &mut self,
         p: &Policy<'_>,
         key: u64,
@@ -240,13 +253,9 @@ impl SseGuard {
     pub(crate) fn flush_all(&mut self, p: &Policy<'_>, out: &mut Vec<u8>) -> Result<(), Unsafe> {
         let keys: Vec<u64> = self.texts.iter().map(|(k, _)| *k).collect();
         for key in keys {
-            match self.piece(p, key, "", true) {
-                Ok(text) if text.is_empty() => {}
-                Ok(text) => self.added_text(key, &text, out),
-                Err(u) => {
-                    self.fallback(p, key, out);
-                    return Err(u);
-                }
+            let text = self.piece(p, key, "", true, out)?;
+            if !text.is_empty() {
+                self.added_text(key, &text, out);
             }
         }
         Ok(())
