@@ -15,13 +15,12 @@ const PII_PROMPT: &str = "My card is 4111 1111 1111 1111 and my mail jane.doe@ex
 const CLEAN: &str = "Your SSN is [SSN REDACTED], card [CARD REDACTED], mail [EMAIL REDACTED], phone [PHONE REDACTED]. Bye";
 const FALLBACK: &str = "I am currently experiencing high demand.";
 
-/// Runs the SDK client; returns what it printed.
-fn sdk(s: &Stack, prefix: &str, scenario: &str, prompt: &str, headers: &[&str]) -> Value {
+/// Runs an SDK client script (`tests/e2e/py/<script>`) against `base`; returns what it printed.
+fn client(script: &str, base: &str, scenario: &str, prompt: &str, headers: &[&str]) -> Value {
     let python = repo_root().join(".venv/bin/python");
-    let script = repo_root().join("tests/e2e/py/openai_client.py");
     let out = Command::new(python)
-        .arg(script)
-        .arg(s.gateway_url(&format!("{prefix}/v1")))
+        .arg(repo_root().join("tests/e2e/py").join(script))
+        .arg(base)
         .arg(KEY)
         .arg(scenario)
         .arg(prompt)
@@ -31,6 +30,12 @@ fn sdk(s: &Stack, prefix: &str, scenario: &str, prompt: &str, headers: &[&str]) 
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim())
         .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The OpenAI SDK on the route at `prefix`.
+fn sdk(s: &Stack, prefix: &str, scenario: &str, prompt: &str, headers: &[&str]) -> Value {
+    let base = s.gateway_url(&format!("{prefix}/v1"));
+    client("openai_client.py", &base, scenario, prompt, headers)
 }
 
 /// The bodies the mock LLM received for chat completions.
@@ -340,22 +345,10 @@ fn a_blocked_prompt_gets_400_and_never_reaches_the_llm() {
     );
 }
 
-/// Runs the Anthropic SDK client; returns what it printed.
+/// The Anthropic SDK on the `anthropic` route.
 fn anthropic(s: &Stack, scenario: &str, prompt: &str, headers: &[&str]) -> Value {
-    let python = repo_root().join(".venv/bin/python");
-    let script = repo_root().join("tests/e2e/py/anthropic_client.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(s.gateway_url("/anthropic"))
-        .arg(KEY)
-        .arg(scenario)
-        .arg(prompt)
-        .args(headers)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)))
+    let base = s.gateway_url("/anthropic");
+    client("anthropic_client.py", &base, scenario, prompt, headers)
 }
 
 #[test]

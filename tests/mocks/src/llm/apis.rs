@@ -4,7 +4,7 @@
 //! required, its own error shape, `message_start` … `message_stop` events). Answers are
 //! steered as in [`super`].
 
-use super::{Knobs, S, answer_text, authorized, count_tokens, error, sse_response, text_of};
+use super::{Knobs, Llm, S, answer_text, authorized, count_tokens, error, sse_response, text_of};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -14,15 +14,16 @@ use serde_json::{Value, json};
 
 const CREATED: u64 = 1_767_225_600;
 
-fn unauthorized() -> Response {
-    error(
-        StatusCode::UNAUTHORIZED,
-        "invalid_request_error",
-        "Incorrect API key provided",
-    )
-}
-
-fn parse(body: &Bytes) -> Result<Value, Box<Response>> {
+/// An OpenAI-style request: the key checked, then the body parsed.
+fn openai_request(l: &Llm, headers: &HeaderMap, body: &Bytes) -> Result<Value, Box<Response>> {
+    if !authorized(l, headers) {
+        let m = "Incorrect API key provided";
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            m,
+        )));
+    }
     serde_json::from_slice::<Value>(body).map_err(|_| {
         Box::new(error(
             StatusCode::BAD_REQUEST,
@@ -67,10 +68,7 @@ fn responses_input(req: &Value) -> (Vec<Value>, String) {
 }
 
 pub async fn responses(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&l, &headers) {
-        return unauthorized();
-    }
-    let req = match parse(&body) {
+    let req = match openai_request(&l, &headers, &body) {
         Ok(v) => v,
         Err(r) => return *r,
     };
@@ -154,10 +152,7 @@ fn prompts(v: &Value) -> Vec<String> {
 }
 
 pub async fn completions(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&l, &headers) {
-        return unauthorized();
-    }
-    let req = match parse(&body) {
+    let req = match openai_request(&l, &headers, &body) {
         Ok(v) => v,
         Err(r) => return *r,
     };
@@ -195,10 +190,7 @@ pub async fn completions(State(l): S, headers: HeaderMap, body: Bytes) -> Respon
 }
 
 pub async fn embeddings(State(l): S, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&l, &headers) {
-        return unauthorized();
-    }
-    let req = match parse(&body) {
+    let req = match openai_request(&l, &headers, &body) {
         Ok(v) => v,
         Err(r) => return *r,
     };
