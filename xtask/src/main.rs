@@ -57,8 +57,12 @@ fn filters() -> Vec<(String, bool)> {
 /// The one crate that links every stage into a single module.
 const PIPELINE: &str = "cxgate-pipeline";
 
-fn build_wasm() -> Result<(), String> {
-    let filters = filters();
+/// Every filter module, or with `pipeline_only` the pipeline's alone (what the demo loads).
+fn build_wasm(pipeline_only: bool) -> Result<(), String> {
+    let mut filters = filters();
+    if pipeline_only {
+        filters.retain(|(n, _)| n == PIPELINE);
+    }
     let cargo_build = |crates: &[&String], features: &[String]| -> Result<(), String> {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.args(["build", "--release", "--target", "wasm32-wasip1"])
@@ -96,7 +100,9 @@ fn build_wasm() -> Result<(), String> {
             }
         })
         .collect();
-    cargo_build(&standalone, &features)?;
+    if !standalone.is_empty() {
+        cargo_build(&standalone, &features)?;
+    }
     println!("\nfilter .wasm sizes (wasm32-wasip1, release):");
     for (name, shipped) in &filters {
         let path = wasm_dir().join(format!("{}.wasm", name.replace('-', "_")));
@@ -314,7 +320,7 @@ fn kong_config() -> Result<(), String> {
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
-        "wasm" => build_wasm(),
+        "wasm" => build_wasm(std::env::args().nth(2).as_deref() == Some("pipeline")),
         "validate" => validate(),
         "kong-config" => kong_config(),
         "compose-config" => compose::run(),
@@ -381,7 +387,7 @@ fn main() -> ExitCode {
             micro::run_one(&filter, n).map(|_| ())
         }
         _ => Err(
-            "usage: xtask wasm|validate|kong-config|compose-config|demo [--real]|render <deployment.json> [out]|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]|bench-guard [requests]|bench-chain [requests]|soak [seconds]"
+            "usage: xtask wasm [pipeline]|validate|kong-config|compose-config|demo [--real]|render <deployment.json> [out]|bench [rounds] [seconds]|bench-micro|bench-sync [rounds]|bench-coexistence [calls]|bench-guard [requests]|bench-chain [requests]|soak [seconds]"
                 .into(),
         ),
     };

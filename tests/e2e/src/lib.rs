@@ -35,17 +35,20 @@ pub fn repo_root() -> PathBuf {
 ///
 /// Ports come from below the kernel's ephemeral range (32768+ on Linux), so no outgoing
 /// connection can take one between this check and the child's bind, and each port is handed
-/// out once per process, so tests running in parallel never share one.
+/// out once per process, so tests running in parallel never share one. Under cargo-nextest
+/// every test is its own process: each of its concurrent slots (`NEXTEST_TEST_GLOBAL_SLOT`)
+/// takes ports from its own part of the range, so two test processes never share one either.
 pub fn free_port() -> u16 {
     use std::collections::HashSet;
     use std::hash::{BuildHasher, RandomState};
     use std::sync::Mutex;
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let (base, span) = port_range();
     let seed = RandomState::new();
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     let given = given.get_or_insert_with(HashSet::new);
     for attempt in 0u64.. {
-        let port = 20_000 + (seed.hash_one(attempt) % 12_000) as u16;
+        let port = base + (seed.hash_one(attempt) % u64::from(span)) as u16;
         if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.insert(port);
             return port;
@@ -55,6 +58,20 @@ pub fn free_port() -> u16 {
         }
     }
     0
+}
+
+/// The ports this process may hand out: 20000–31999, or an eighth of it per nextest slot.
+fn port_range() -> (u16, u16) {
+    const BASE: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    const SLOTS: u16 = 8;
+    match std::env::var("NEXTEST_TEST_GLOBAL_SLOT")
+        .ok()
+        .and_then(|s| s.parse::<u16>().ok())
+    {
+        Some(slot) => (BASE + (slot % SLOTS) * (SPAN / SLOTS), SPAN / SLOTS),
+        None => (BASE, SPAN),
+    }
 }
 
 /// Where the project's binaries are: `$CXGATE_BIN_DIR` or `target/debug`.

@@ -364,7 +364,48 @@ fn compiled(path: &Path) -> Result<(Engine, &'static Module)> {
             path.display()
         )
     })?;
-    let module: &'static Module = Box::leak(Box::new(Module::new(&engine, bytes)?));
+    let module: &'static Module = Box::leak(Box::new(cached_compile(&engine, &bytes)?));
     modules.insert(path.to_path_buf(), module);
     Ok((engine, module))
+}
+
+/// Compiles a module, or loads what an earlier test process compiled from the same bytes.
+///
+/// Each test may run in its own process (cargo-nextest), and compiling the pipeline's 5 MB
+/// module takes seconds, so the compiled code is kept in the build's target directory
+/// (`target/debug/abi-host-cache/<hash of the bytes>.cwasm`), written to a temporary name and
+/// renamed.
+/// Wasmtime checks that a serialized module matches its version and settings when loading;
+/// a mismatch, or any error, falls back to compiling.
+fn cached_compile(engine: &Engine, bytes: &[u8]) -> Result<Module> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    let dir = cache_dir();
+    let file = dir.join(format!("{:016x}-{}.cwasm", h.finish(), bytes.len()));
+    if file.exists() {
+        // SAFETY: the file is one this function wrote with `Module::serialize` for these exact
+        // bytes; wasmtime rejects a file from another version or configuration.
+        if let Ok(m) = unsafe { Module::deserialize_file(engine, &file) } {
+            return Ok(m);
+        }
+    }
+    let module = Module::new(engine, bytes)?;
+    if let Ok(code) = module.serialize() {
+        let tmp = dir.join(format!(".{}.{}", std::process::id(), h.finish()));
+        let _ = std::fs::create_dir_all(&dir);
+        if std::fs::write(&tmp, code).is_ok() {
+            let _ = std::fs::rename(&tmp, &file);
+        }
+    }
+    Ok(module)
+}
+
+/// `target/<profile>/abi-host-cache`: two levels above the test executable (`deps/`), or the
+/// system's temporary directory when run from elsewhere.
+fn cache_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("abi-host-cache")))
+        .unwrap_or_else(|| std::env::temp_dir().join("cxgate-abi-host-cache"))
 }
