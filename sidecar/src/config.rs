@@ -404,7 +404,7 @@ mod tests {
         let mut with_models = example.clone();
         with_models["models"] = json!({"platform_url": "https://llm.example.com",
             "admin_key": {"env": "LLM_ADMIN_KEY"}, "poll_deadline_s": 60});
-        let demo = cxgate_e2e::demo_sidecar_config(&cxgate_e2e::Ports::free(), None);
+        let demo = cxgate_stack::demo_sidecar_config(&cxgate_stack::Ports::free(), None);
         for doc in [example, with_models, demo] {
             let errors: Vec<String> = v
                 .iter_errors(&doc)

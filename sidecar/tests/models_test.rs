@@ -67,7 +67,7 @@ fn models(p: &Platform, args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn common_root() -> PathBuf {
-    cxgate_e2e::repo_root()
+    cxgate_stack::repo_root()
 }
 
 fn audit(p: &Platform) -> Vec<Value> {

@@ -1,6 +1,6 @@
 //! The sidecar skeleton: loopback only, and nothing without the shared key.
 
-use cxgate_e2e::{Service, free_port, wait_ready};
+use cxgate_stack::{Service, free_port, wait_ready};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

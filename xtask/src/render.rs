@@ -2,9 +2,9 @@
 //! `validate` before anything loads it. `demo --real`: the demo against the real platforms,
 //! rendered from the environment's credentials, or a clear refusal listing what is missing.
 
-use cxgate_e2e::deploy;
-use cxgate_e2e::validate::{Deployment, check};
-use cxgate_e2e::{SIDECAR_KEY, Service, consumers, keystore, repo_root, wait_ready};
+use cxgate_deploy::deployment as deploy;
+use cxgate_deploy::validate::{Deployment, check};
+use cxgate_stack::{SIDECAR_KEY, Service, consumers, keystore, repo_root, wait_ready};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -121,7 +121,7 @@ pub fn demo_real() -> Result<(), String> {
         "root": root,
         "pipeline": "envoy/cxgate.json",
         "key_store": key_store,
-        "wasm_dir": cxgate_e2e::wasm_dir(),
+        "wasm_dir": cxgate_stack::wasm_dir(),
         "gateway": {"access_log": run_dir.join("envoy-access.log")},
         "genesys": {"region": env_or("GENESYS_REGION", ""),
                     "client_id": env("GENESYS_CLIENT_ID"), "client_secret": env("GENESYS_CLIENT_SECRET")},
@@ -141,7 +141,7 @@ pub fn demo_real() -> Result<(), String> {
     let env_pairs = [("CXGATE_SIDECAR_KEY", sidecar_key)];
     let mut sidecar = Service::spawn(
         "sidecar",
-        &cxgate_e2e::bin("cxgate-sidecar"),
+        &cxgate_stack::bin("cxgate-sidecar"),
         &args,
         &env_pairs,
         &run_dir,
@@ -153,7 +153,7 @@ pub fn demo_real() -> Result<(), String> {
         Duration::from_secs(20),
     )?;
     let config = std::fs::read_to_string(&r.envoy).map_err(|e| e.to_string())?;
-    let mut envoy = cxgate_e2e::run_envoy("envoy", &config, &run_dir, 9901, 2, "info")?;
+    let mut envoy = cxgate_stack::run_envoy("envoy", &config, &run_dir, 9901, 2, "info")?;
     println!(
         "\ncxgate gateway is up in front of the real platforms.\n  gateway  http://127.0.0.1:8080\n  \
          logs     {}\nTry: curl -s http://127.0.0.1:8080/genesys/api/v2/routing/queues -H 'x-api-key: demo-key-omnichannel'\n\

@@ -2,7 +2,7 @@
 //! ports, and helpers to read its state.
 #![allow(dead_code, unused_imports)]
 
-pub use cxgate_e2e::{Service, bin, free_port, wait_ready};
+pub use cxgate_stack::{Service, bin, free_port, wait_ready};
 pub use reqwest::blocking::Client;
 pub use serde_json::{Value, json};
 pub use std::path::{Path, PathBuf};

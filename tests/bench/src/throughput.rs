@@ -9,7 +9,7 @@
 //! rate limiter's admission accuracy under load with 2 workers.
 
 use crate::bench_config::{Config, configs, document, envoy_yaml, upstream_yaml, wasm_filter};
-use cxgate_e2e::{Service, Stack, StackOptions, free_port};
+use cxgate_stack::{Service, Stack, StackOptions, free_port};
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -30,7 +30,7 @@ fn start_envoy(
     admin: u16,
     workers: u32,
 ) -> Result<Service, String> {
-    cxgate_e2e::run_envoy(name, yaml, dir, admin, workers, "warn")
+    cxgate_stack::run_envoy(name, yaml, dir, admin, workers, "warn")
 }
 
 /// 1 KB normalized queue update, a fresh idempotency key per request (so every request takes

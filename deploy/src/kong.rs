@@ -155,7 +155,7 @@ fn indented(text: &str, n: usize) -> String {
 
 const HEADER: &str = "\
 # Kong 3.9 declarative config: the cxgate pipeline as one filter on each service.
-# GENERATED from envoy/cxgate.json by `./cxgate kong-config` (tests/e2e/src/kong.rs says what
+# GENERATED from envoy/cxgate.json by `./cxgate kong-config` (deploy/src/kong.rs says what
 # differs for Kong); do not edit by hand: a test fails when this file is not current.
 #
 # Not run here (Kong 3.9 cannot be installed on the build machines): tests parse every filter

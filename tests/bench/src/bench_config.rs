@@ -1,6 +1,6 @@
 //! The benchmark's configurations and the Envoy configs they run as (`bench.rs` runs them).
 
-use cxgate_e2e::{Ports, repo_root, shipped_pipeline, wasm_dir};
+use cxgate_stack::{Ports, repo_root, shipped_pipeline, wasm_dir};
 use serde_json::json;
 
 /// One benchmark configuration: what runs in front of the fast upstream.

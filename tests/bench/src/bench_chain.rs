@@ -1,11 +1,11 @@
-//! `xtask bench-chain [requests]`: what the gateway adds to the LLM chain, i.e. a chain's
+//! `cxgate-bench bench-chain [requests]`: what the gateway adds to the LLM chain, i.e. a chain's
 //! total minus its two model calls. Each round times the two model calls made directly to
 //! the mock LLM (the same bodies the gateway sends, one after the other, on a pooled
 //! connection), then one chain through Envoy (one worker, the shipped pipeline with unlimited
 //! budgets); rounds alternate so drift in the machine's load hits both alike.
 
 use crate::bench_coexistence::percentile;
-use cxgate_e2e::{Stack, StackOptions, unlimited_pipeline};
+use cxgate_stack::{Stack, StackOptions, unlimited_pipeline};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

@@ -1,10 +1,10 @@
-//! `xtask bench-coexistence [calls]`: the coexistence decision's latency at the proxy under
+//! `cxgate-bench bench-coexistence [calls]`: the coexistence decision's latency at the proxy under
 //! load, and the post-dial delay it adds through Kamailio (INVITE to 180, timed by sipp)
 //! against Kamailio's static route (`BYPASS_DECISION`). The shipped configs, except that the
 //! SIP proxy's budget is lifted so the load is not rate limited.
 
-use cxgate_e2e::services::{SipRoutes, program, start_kamailio, start_platform_uas};
-use cxgate_e2e::{Stack, StackOptions, free_port, repo_root, unlimited_pipeline};
+use cxgate_stack::services::{SipRoutes, program, start_kamailio, start_platform_uas};
+use cxgate_stack::{Stack, StackOptions, free_port, repo_root, unlimited_pipeline};
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -1,11 +1,11 @@
-//! `xtask soak [seconds]`: the pipeline's route mix at 70 % of the measured maximum rate for
+//! `cxgate-bench soak [seconds]`: the pipeline's route mix at 70 % of the measured maximum rate for
 //! a long run (default 10 min), against the demo stack (Envoy with 2 workers, the sidecar, the
 //! mocks). Reports errors, the RSS of Envoy and the sidecar over time (flat within 5 % after
 //! the first 2 minutes is the target), and what the idempotency store holds against its
 //! bound. A benchmark, not a test: BENCHMARKS.md keeps the figures.
 
-use crate::bench::rss_kib;
-use cxgate_e2e::{Stack, StackOptions};
+use crate::throughput::rss_kib;
+use cxgate_stack::{Stack, StackOptions};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(30);
 /// whoami. `delay_ms` paces each connection (wrk's `delay` hook); 0 runs flat out.
 fn mix_script(dir: &Path, delay_ms: u64) -> Result<String, String> {
     let seed: serde_json::Value =
-        serde_json::from_str(include_str!("../../tests/fixtures/queue-update.seed.json"))
+        serde_json::from_str(include_str!("../../fixtures/queue-update.seed.json"))
             .map_err(|e| e.to_string())?;
     let body = seed.to_string().replace("req_8f3a2c9d1e4b", "KEY");
     let delay = if delay_ms > 0 {
@@ -171,7 +171,7 @@ pub fn run(seconds: u64) -> Result<(), String> {
     let stack = Stack::start(StackOptions {
         mock_args: vec!["--genesys-rate-limit".into(), "0".into()],
         // The consumers' budgets would refuse most of a load test: what is soaked is the path.
-        pipeline: Some(cxgate_e2e::unlimited_pipeline()),
+        pipeline: Some(cxgate_stack::unlimited_pipeline()),
         ..StackOptions::default()
     })?;
     let dir = stack.run_dir.clone();
@@ -186,7 +186,7 @@ pub fn run(seconds: u64) -> Result<(), String> {
             )
             .body["state"]
             == "fresh";
-        let body = include_str!("../../tests/fixtures/queue-update.seed.json");
+        let body = include_str!("../../fixtures/queue-update.seed.json");
         if ok
             && stack
                 .send("POST", "/gateway/v1/routing/queues/update", KEY, Some(body))

@@ -1,11 +1,11 @@
-//! `xtask bench-guard [requests]`: time to first token through the guard stage. One Envoy
+//! `cxgate-bench bench-guard [requests]`: time to first token through the guard stage. One Envoy
 //! worker runs the shipped pipeline with the guard on `llm-bot` only, so `/llm/` (no guard)
 //! and `/llm-bot/` (guard) reach the same mock LLM through the same chain; requests alternate
 //! between them. TTFT is timed at the client: request sent to the first SSE bytes carrying
 //! non-empty `delta.content`.
 
 use crate::bench_coexistence::percentile;
-use cxgate_e2e::{Stack, StackOptions, unlimited_pipeline};
+use cxgate_stack::{Stack, StackOptions, unlimited_pipeline};
 use std::io::Read;
 use std::time::{Duration, Instant};
 
