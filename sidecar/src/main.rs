@@ -63,6 +63,77 @@ async fn main() {
         std::process::exit(models::cli::run(m).await);
     }
     tracing_subscriber::fmt().json().with_target(false).init();
+    let check = args.check;
+    let config = load(args);
+    if check {
+        println!("cxgate-sidecar: config ok");
+        return;
+    }
+    let key = shared_key(&config);
+    let http = config
+        .tls
+        .client_builder()
+        .unwrap_or_else(|e| fail(&e))
+        .timeout(Duration::from_millis(config.refresh.request_timeout_ms))
+        .build()
+        .unwrap_or_else(|e| fail(&format!("http client: {e}")));
+    let shared = Shared {
+        hub: Arc::new(hub::Hub::default()),
+        metrics: Arc::new(metrics::Metrics::default()),
+        http,
+    };
+    let (managers, genesys_api) = token_managers(&config, &shared);
+    for m in managers.values() {
+        tokio::spawn(m.clone().run());
+    }
+    spawn_map_syncs(&config, &shared, &managers, &genesys_api);
+    let roster = spawn_roster(&config, &shared, &managers, &genesys_api);
+    let budget = config.redis.as_ref().map(|r| {
+        Arc::new(
+            budget::Budget::new(&r.url, &r.key_prefix, Duration::from_millis(r.timeout_ms))
+                .unwrap_or_else(|e| fail(&e)),
+        )
+    });
+    let (redis_probe, llm_probe) = spawn_probes(&config, &shared, budget.as_ref());
+    let api = Arc::new(api::Api {
+        models: model_registry(&config, &shared),
+        llm_probe,
+        redis_probe,
+        sync_bound_ms: config.metadata.interval_s.saturating_mul(3000).max(60_000),
+        budget,
+        key: key.expose().to_string(),
+        hub: shared.hub,
+        metrics: shared.metrics,
+        managers,
+        long_poll_max: Duration::from_millis(config.long_poll_max_ms),
+        roster,
+        cxone_rendered: config
+            .cxone
+            .as_ref()
+            .and_then(|c| c.gateway_api_endpoint.clone()),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .unwrap_or_else(|e| fail(&format!("cannot bind {}: {e}", config.listen)));
+    tracing::info!(event = "SIDECAR_READY", listen = %config.listen, platforms = ?api.managers.keys().collect::<Vec<_>>());
+    if let Err(e) = axum::serve(listener, api::router(api)).await {
+        eprintln!("cxgate-sidecar: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// What every background task gets: the published state, the metrics, one HTTP client.
+struct Shared {
+    hub: Arc<hub::Hub>,
+    metrics: Arc<metrics::Metrics>,
+    http: reqwest::Client,
+}
+
+type Managers = HashMap<&'static str, Arc<TokenManager>>;
+
+/// The config, checked (loopback only, TLS settings usable). Any failure ends the process with
+/// exit code 2 and what is wrong.
+fn load(args: Args) -> Config {
     let text = match &args.config {
         Some(path) => std::fs::read_to_string(path)
             .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", path.display()))),
@@ -81,13 +152,14 @@ async fn main() {
     if let Err(e) = config.tls.client_builder() {
         fail(&e);
     }
-    if args.check {
-        println!("cxgate-sidecar: config ok");
-        return;
-    }
     if let Some(path) = args.key_file {
         config.key = SecretSource::File(path);
     }
+    config
+}
+
+/// The shared key callers send in `x-cxgate-sidecar-key` (16+ characters), or exit code 2.
+fn shared_key(config: &Config) -> config::Secret {
     let key = config
         .key
         .resolve("key")
@@ -95,17 +167,23 @@ async fn main() {
     if key.expose().len() < 16 {
         fail("the shared key must be at least 16 characters");
     }
+    key
+}
 
-    let hub = Arc::new(hub::Hub::default());
-    let metrics = Arc::new(metrics::Metrics::default());
-    let http = config
-        .tls
-        .client_builder()
-        .unwrap_or_else(|e| fail(&e))
-        .timeout(Duration::from_millis(config.refresh.request_timeout_ms))
-        .build()
-        .unwrap_or_else(|e| fail(&format!("http client: {e}")));
-    let mut managers: HashMap<&'static str, Arc<TokenManager>> = HashMap::new();
+/// One token manager per configured platform, and Genesys Cloud's API base when configured.
+fn token_managers(config: &Config, sh: &Shared) -> (Managers, Option<String>) {
+    let manager = |platform, grantor, per_second| {
+        Arc::new(TokenManager::new(
+            platform,
+            grantor,
+            per_second,
+            config.refresh.clone(),
+            sh.hub.clone(),
+            sh.metrics.clone(),
+            sh.http.clone(),
+        ))
+    };
+    let mut managers: Managers = HashMap::new();
     let mut genesys_api = None;
     if let Some(g) = &config.genesys {
         let (login, api) = g.urls().unwrap_or_else(|e| fail(&e));
@@ -121,16 +199,10 @@ async fn main() {
                 .resolve("genesys.client_secret")
                 .unwrap_or_else(|e| fail(&e)),
         };
-        let m = TokenManager::new(
+        managers.insert(
             "genesys",
-            grantor,
-            g.max_grants_per_second,
-            config.refresh.clone(),
-            hub.clone(),
-            metrics.clone(),
-            http.clone(),
+            manager("genesys", grantor, g.max_grants_per_second),
         );
-        managers.insert("genesys", Arc::new(m));
     }
     if let Some(c) = &config.cxone {
         let grantor = Grantor::Cxone {
@@ -154,16 +226,7 @@ async fn main() {
                 .unwrap_or_else(|e| fail(&e)),
             discovered: Default::default(),
         };
-        let m = TokenManager::new(
-            "cxone",
-            grantor,
-            c.max_grants_per_second,
-            config.refresh.clone(),
-            hub.clone(),
-            metrics.clone(),
-            http.clone(),
-        );
-        managers.insert("cxone", Arc::new(m));
+        managers.insert("cxone", manager("cxone", grantor, c.max_grants_per_second));
     }
     for (platform, key, l) in [
         ("llm", "llm.api_key", &config.llm),
@@ -179,20 +242,18 @@ async fn main() {
             field: key,
             lifetime_s: l.reread_s,
         };
-        let m = TokenManager::new(
-            platform,
-            grantor,
-            1.0,
-            config.refresh.clone(),
-            hub.clone(),
-            metrics.clone(),
-            http.clone(),
-        );
-        managers.insert(platform, Arc::new(m));
+        managers.insert(platform, manager(platform, grantor, 1.0));
     }
-    for m in managers.values() {
-        tokio::spawn(m.clone().run());
-    }
+    (managers, genesys_api)
+}
+
+/// The ID maps (queues, skills) each platform with a token manager syncs.
+fn spawn_map_syncs(
+    config: &Config,
+    sh: &Shared,
+    managers: &Managers,
+    genesys_api: &Option<String>,
+) {
     let mut maps: Vec<(&'static str, &'static str, sync::Source)> = vec![
         (
             "genesys",
@@ -241,16 +302,24 @@ async fn main() {
             source,
             api_base: genesys_api.clone(),
             tokens: tokens.clone(),
-            hub: hub.clone(),
-            metrics: metrics.clone(),
-            http: http.clone(),
+            hub: sh.hub.clone(),
+            metrics: sh.metrics.clone(),
+            http: sh.http.clone(),
             interval: Duration::from_secs(config.metadata.interval_s),
             page_size: config.metadata.page_size,
         };
         tokio::spawn(task.run());
     }
+}
 
-    let roster = match (&config.coexistence, managers.get("genesys"), &genesys_api) {
+/// The coexistence roster sync, with Genesys Cloud configured; its trigger for the API.
+fn spawn_roster(
+    config: &Config,
+    sh: &Shared,
+    managers: &Managers,
+    genesys_api: &Option<String>,
+) -> Option<Arc<roster::Trigger>> {
+    match (&config.coexistence, managers.get("genesys"), genesys_api) {
         (Some(c), Some(tokens), Some(api_base)) => {
             let trigger = Arc::new(roster::Trigger::default());
             let task = roster::RosterSync {
@@ -258,23 +327,25 @@ async fn main() {
                 api_base: api_base.clone(),
                 page_size: config.metadata.page_size,
                 tokens: tokens.clone(),
-                hub: hub.clone(),
-                metrics: metrics.clone(),
-                http: http.clone(),
+                hub: sh.hub.clone(),
+                metrics: sh.metrics.clone(),
+                http: sh.http.clone(),
                 trigger: trigger.clone(),
             };
             tokio::spawn(task.run());
             Some(trigger)
         }
         _ => None,
-    };
-    let budget = config.redis.as_ref().map(|r| {
-        Arc::new(
-            budget::Budget::new(&r.url, &r.key_prefix, Duration::from_millis(r.timeout_ms))
-                .unwrap_or_else(|e| fail(&e)),
-        )
-    });
-    let redis_probe = budget.as_ref().map(|b| {
+    }
+}
+
+/// The health probes of Redis (with a shared budget) and of the LLM (with a health URL).
+fn spawn_probes(
+    config: &Config,
+    sh: &Shared,
+    budget: Option<&Arc<budget::Budget>>,
+) -> (Option<health::Shared>, Option<health::Shared>) {
+    let redis_probe = budget.map(|b| {
         let probe = health::Shared::default();
         tokio::spawn(health::probe_redis(
             b.clone(),
@@ -290,13 +361,18 @@ async fn main() {
         tokio::spawn(health::probe_llm(
             url,
             l.api_key.clone(),
-            http.clone(),
+            sh.http.clone(),
             every,
             probe.clone(),
         ));
         Some(probe)
     });
-    let models = config.models.as_ref().map(|m| {
+    (redis_probe, llm_probe)
+}
+
+/// The LLM model registry, when the config has a `models` section.
+fn model_registry(config: &Config, sh: &Shared) -> Option<Arc<models::admin::Registry>> {
+    config.models.as_ref().map(|m| {
         let key = m
             .admin_key
             .resolve("models.admin_key")
@@ -305,7 +381,7 @@ async fn main() {
             platform: models::provision::HttpPlatform {
                 base: m.platform_url.trim_end_matches('/').to_string(),
                 key,
-                http: http.clone(),
+                http: sh.http.clone(),
             },
             audit: models::audit::Audit {
                 path: m.audit_log.clone(),
@@ -318,30 +394,5 @@ async fn main() {
                 ..Default::default()
             },
         }))
-    });
-    let api = Arc::new(api::Api {
-        models,
-        llm_probe,
-        redis_probe,
-        sync_bound_ms: config.metadata.interval_s.saturating_mul(3000).max(60_000),
-        budget,
-        key: key.expose().to_string(),
-        hub,
-        metrics,
-        managers,
-        long_poll_max: Duration::from_millis(config.long_poll_max_ms),
-        roster,
-        cxone_rendered: config
-            .cxone
-            .as_ref()
-            .and_then(|c| c.gateway_api_endpoint.clone()),
-    });
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .unwrap_or_else(|e| fail(&format!("cannot bind {}: {e}", config.listen)));
-    tracing::info!(event = "SIDECAR_READY", listen = %config.listen, platforms = ?api.managers.keys().collect::<Vec<_>>());
-    if let Err(e) = axum::serve(listener, api::router(api)).await {
-        eprintln!("cxgate-sidecar: {e}");
-        std::process::exit(1);
-    }
+    })
 }

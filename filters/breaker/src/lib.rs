@@ -4,6 +4,16 @@
 //! platform's traffic gets the route's fallback, and every probe interval exactly one request
 //! across all workers goes through as a probe, which closes or re-opens it.
 
+// Runs inside a proxy: no panics, no unchecked indexing (tests may; clippy.toml).
+#![deny(
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+pub mod config;
 pub mod core;
 pub mod stage;
 pub mod window;

@@ -181,7 +181,7 @@ const AT: &str = "/coexistence";
 fn target(raw: RawTarget, at: &str) -> Result<Target, ConfigError> {
     let uri = raw.sip_uri.trim().to_string();
     if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
-        return Err(ConfigError::new(
+        return Err(ConfigError::at(
             format!("{at}/sip_uri"),
             "must be a sip: or sips: URI",
         ));
@@ -190,11 +190,11 @@ fn target(raw: RawTarget, at: &str) -> Result<Target, ConfigError> {
     while let Some(open) = rest.find('{') {
         let tail = rest.get(open..).unwrap_or_default();
         let Some(close) = tail.find('}') else {
-            return Err(ConfigError::new(format!("{at}/sip_uri"), "unclosed '{'"));
+            return Err(ConfigError::at(format!("{at}/sip_uri"), "unclosed '{'"));
         };
         let name = tail.get(1..close).unwrap_or_default();
         if name != "dnis" && name != "extension" {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 format!("{at}/sip_uri"),
                 format!("unknown placeholder {{{name}}}: use {{dnis}} or {{extension}}"),
             ));
@@ -202,10 +202,7 @@ fn target(raw: RawTarget, at: &str) -> Result<Target, ConfigError> {
         rest = tail.get(close + 1..).unwrap_or_default();
     }
     if raw.breaker.as_deref().is_some_and(|b| b.trim().is_empty()) {
-        return Err(ConfigError::new(
-            format!("{at}/breaker"),
-            "names a platform",
-        ));
+        return Err(ConfigError::at(format!("{at}/breaker"), "names a platform"));
     }
     Ok(Target {
         sip_uri: uri,
@@ -218,7 +215,7 @@ fn rule(raw: RawRule, i: usize) -> Result<DnisRule, ConfigError> {
     let at = format!("{AT}/dnis_rules/{i}");
     let digits = |s: String, field: &str| -> Result<String, ConfigError> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 format!("{at}/{field}"),
                 "must be one or more digits",
             ));
@@ -240,7 +237,7 @@ fn rule(raw: RawRule, i: usize) -> Result<DnisRule, ConfigError> {
     }
     let mut patterns = patterns.into_iter();
     let (Some(pattern), None) = (patterns.next(), patterns.next()) else {
-        return Err(ConfigError::new(
+        return Err(ConfigError::at(
             at,
             "a rule has exactly one of exact, prefix, suffix or any",
         ));
@@ -255,20 +252,20 @@ fn rule(raw: RawRule, i: usize) -> Result<DnisRule, ConfigError> {
 impl Config {
     pub fn compile(section: Value) -> Result<Config, ConfigError> {
         if section.is_null() {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 AT,
                 "the coexistence stage needs its section (cloud and legacy sip_uri at least)",
             ));
         }
         let raw: RawConfig = config::from_value(section, AT)?;
         if raw.hop_limit == 0 {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 format!("{AT}/hop_limit"),
                 "must be at least 1",
             ));
         }
         if raw.expire_after_ms < raw.stale_after_ms {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 format!("{AT}/expire_after_ms"),
                 "must not be below stale_after_ms",
             ));
@@ -284,7 +281,7 @@ impl Config {
             cloud: target(raw.cloud, &format!("{AT}/cloud"))?,
             legacy: match raw.legacy.breaker {
                 Some(_) => {
-                    return Err(ConfigError::new(
+                    return Err(ConfigError::at(
                         format!("{AT}/legacy/breaker"),
                         "only the cloud target has a breaker",
                     ));

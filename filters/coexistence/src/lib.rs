@@ -5,6 +5,15 @@
 //! guard, suspended agents, migration status, DNIS rules, default; stale and missing state),
 //! and [`stage`] puts it behind the stage contract.
 
+// Runs inside a proxy: no panics, no unchecked indexing (tests may; clippy.toml).
+#![deny(
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 pub mod config;
 pub mod decide;
 pub mod stage;

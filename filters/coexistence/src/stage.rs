@@ -53,7 +53,7 @@ fn build(section: Value, b: &mut Build<'_>) -> Result<Box<dyn Stage>, ConfigErro
     let mut routes = Vec::new();
     for (i, id) in config.routes.iter().enumerate() {
         let Some((at, _)) = b.model.route_by_id(id) else {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 format!("/coexistence/routes/{i}"),
                 format!("no route with id {id:?} in the model"),
             ));

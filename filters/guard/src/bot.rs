@@ -47,21 +47,21 @@ impl BotConfig {
         let system = f.str("system")?.unwrap_or(SEED_SYSTEM).to_string();
         let max_turns = f.u64("max_turns")?.unwrap_or(10);
         if !(1..=100).contains(&max_turns) {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 f.at("max_turns"),
                 "must be between 1 and 100",
             ));
         }
         let budget_ms = f.u64("budget_ms")?.unwrap_or(4_000);
         if !(100..=60_000).contains(&budget_ms) {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 f.at("budget_ms"),
                 "must be between 100 and 60000",
             ));
         }
         let max_state_bytes = f.u64("max_state_bytes")?.unwrap_or(8_192);
         if !(256..=65_536).contains(&max_state_bytes) {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 f.at("max_state_bytes"),
                 "must be between 256 and 65536",
             ));
@@ -72,7 +72,7 @@ impl BotConfig {
                 let endpoint = Endpoint::compile(&mut h)?;
                 let path = h.required_str("path")?.to_string();
                 if !path.contains("{sessionId}") {
-                    return Err(ConfigError::new(h.at("path"), "must hold {sessionId}"));
+                    return Err(ConfigError::at(h.at("path"), "must hold {sessionId}"));
                 }
                 let page_size = h.u64("page_size")?.unwrap_or(10).clamp(1, 100);
                 let max_pages = h.u64("max_pages")?.unwrap_or(5).clamp(1, 20);

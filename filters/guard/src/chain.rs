@@ -75,7 +75,7 @@ impl ChainConfig {
     pub fn compile(mut f: Fields<'_>) -> Result<ChainConfig, ConfigError> {
         let timeout_ms = f.u64("timeout_ms")?.unwrap_or(30_000);
         if !(1_000..=300_000).contains(&timeout_ms) {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 f.at("timeout_ms"),
                 "must be between 1000 and 300000",
             ));
@@ -95,13 +95,13 @@ impl ChainConfig {
                     pr.user.contains(ph) || pr.system.as_deref().is_some_and(|s| s.contains(ph))
                 };
                 if !placed(&extraction, INPUT) {
-                    return Err(ConfigError::new(
+                    return Err(ConfigError::at(
                         p.at("extraction"),
                         "a prompt template must hold {input}",
                     ));
                 }
                 if !placed(&specialist, EXTRACTION) {
-                    return Err(ConfigError::new(
+                    return Err(ConfigError::at(
                         p.at("specialist"),
                         "a prompt template must hold {extraction}",
                     ));
@@ -117,7 +117,7 @@ impl ChainConfig {
             .unwrap_or_default();
         let pipelines: Vec<Pipeline> = pipelines.into_iter().map(|(_, p)| p).collect();
         if pipelines.is_empty() {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 f.at("pipelines"),
                 "name at least one pipeline",
             ));
@@ -125,7 +125,7 @@ impl ChainConfig {
         let default = match f.str("default")? {
             None => 0,
             Some(d) => pipelines.iter().position(|p| p.name == d).ok_or_else(|| {
-                ConfigError::new(f.at("default"), format!("no pipeline named {d:?}"))
+                ConfigError::at(f.at("default"), format!("no pipeline named {d:?}"))
             })?,
         };
         f.done()?;
@@ -146,7 +146,7 @@ fn prompt(
     temperature: f64,
     max_tokens: u64,
 ) -> Result<Prompt, ConfigError> {
-    let mut f = f.ok_or_else(|| ConfigError::new(at, "missing"))?;
+    let mut f = f.ok_or_else(|| ConfigError::at(at, "missing"))?;
     let call = model_call(&mut f, temperature, max_tokens)?;
     let system = f.str("system")?.map(str::to_string);
     let user = f.str("user")?.unwrap_or(INPUT).to_string();
@@ -163,14 +163,14 @@ pub fn model_call(
     let model = f.required_str("model")?.to_string();
     let temperature = f.f64("temperature")?.unwrap_or(temperature);
     if !(0.0..=2.0).contains(&temperature) {
-        return Err(ConfigError::new(
+        return Err(ConfigError::at(
             f.at("temperature"),
             "must be between 0 and 2",
         ));
     }
     let max_tokens = f.u64("max_tokens")?.unwrap_or(max_tokens);
     if !(1..=32_768).contains(&max_tokens) {
-        return Err(ConfigError::new(
+        return Err(ConfigError::at(
             f.at("max_tokens"),
             "must be between 1 and 32768",
         ));

@@ -100,7 +100,7 @@ impl Config {
 
     pub fn compile(section: Value) -> Result<Config, ConfigError> {
         if section.is_null() {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 AT,
                 "the guard stage needs its section (routes at least)",
             ));
@@ -108,54 +108,17 @@ impl Config {
         let mut f = Fields::of(&section, AT)?;
         let mut routes = f.entries("routes", route)?.unwrap_or_default();
         if routes.is_empty() {
-            return Err(ConfigError::new(f.at("routes"), "name at least one route"));
+            return Err(ConfigError::at(f.at("routes"), "name at least one route"));
         }
-        let mut detector = Some(Thresholds::default());
-        let (mode, roles, rules) = match f.object("screen")? {
-            Some(mut sc) => {
-                if let Some(v) = sc.get("detector") {
-                    detector = thresholds(v, &sc.at("detector"))?;
-                }
-                let mode = match sc.str("mode")? {
-                    None | Some("filter") => Mode::Filter,
-                    Some("block") => Mode::Block,
-                    Some(other) => {
-                        return Err(ConfigError::new(
-                            sc.at("mode"),
-                            format!("unknown mode {other:?}: use filter or block"),
-                        ));
-                    }
-                };
-                let roles = sc.strings("roles")?;
-                let rules = sc
-                    .get("rules")
-                    .map(|v| rules_of(v, &sc.at("rules")))
-                    .transpose()?;
-                sc.done()?;
-                (mode, roles, rules)
-            }
-            None => (Mode::Filter, None, None),
-        };
+        let ScreenSection {
+            mode,
+            roles,
+            rules,
+            detector,
+        } = screen_section(f.object("screen")?)?;
         let screen = Screen::new(rules.unwrap_or_else(screen::default_rules))
-            .map_err(|e| ConfigError::new(format!("{AT}/screen/rules"), e))?;
-        let kinds = match f.strings("redact")? {
-            Some(names) => names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| {
-                    Kind::parse(n).ok_or_else(|| {
-                        ConfigError::new(
-                            format!("{AT}/redact/{i}"),
-                            format!(
-                                "unknown type {n:?}: use ssn, card, phone, email, iban, passport, \
-                                 driver_license, birth_date or ipv4"
-                            ),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            None => Kind::DEFAULT.to_vec(),
-        };
+            .map_err(|e| ConfigError::at(format!("{AT}/screen/rules"), e))?;
+        let kinds = redact_kinds(f.strings("redact")?)?;
         let keywords = f.strings("safety_keywords")?.unwrap_or_else(|| {
             safety::DEFAULT_KEYWORDS
                 .iter()
@@ -163,10 +126,10 @@ impl Config {
                 .collect()
         });
         let safety = Safety::new(keywords)
-            .map_err(|e| ConfigError::new(format!("{AT}/safety_keywords"), e))?;
+            .map_err(|e| ConfigError::at(format!("{AT}/safety_keywords"), e))?;
         let fallback_text = f.str("fallback_text")?.unwrap_or(DEFAULT_FALLBACK);
         if fallback_text.trim().is_empty() {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 format!("{AT}/fallback_text"),
                 "must not be empty",
             ));
@@ -189,27 +152,7 @@ impl Config {
                 r.detector = detector;
             }
         }
-        for (id, r) in &routes {
-            let retries = match &r.kind {
-                RouteKind::Proxy => continue,
-                RouteKind::Chain(c) => c.retry.attempts > 1,
-                RouteKind::Bot(b) => b.retry.attempts > 1,
-            };
-            let Some(c) = &calls else {
-                return Err(ConfigError::new(
-                    f.at("calls"),
-                    format!("route {id:?} calls the LLM: give calls.llm"),
-                ));
-            };
-            if retries && c.timer.is_none() {
-                return Err(ConfigError::new(
-                    format!("{AT}/calls/timer"),
-                    format!(
-                        "route {id:?} retries, and retry waits need calls.timer (or retry.attempts 1)"
-                    ),
-                ));
-            }
-        }
+        check_calls(&routes, calls.as_ref(), &f.at("calls"))?;
         f.done()?;
         Ok(Config {
             routes,
@@ -225,6 +168,104 @@ impl Config {
     }
 }
 
+/// The `screen` object: mode, roles, rules and the detector's thresholds.
+struct ScreenSection {
+    mode: Mode,
+    roles: Option<Vec<String>>,
+    rules: Option<Vec<Rule>>,
+    detector: Option<Thresholds>,
+}
+
+fn screen_section(sc: Option<Fields<'_>>) -> Result<ScreenSection, ConfigError> {
+    let Some(mut sc) = sc else {
+        return Ok(ScreenSection {
+            mode: Mode::Filter,
+            roles: None,
+            rules: None,
+            detector: Some(Thresholds::default()),
+        });
+    };
+    let detector = match sc.get("detector") {
+        Some(v) => thresholds(v, &sc.at("detector"))?,
+        None => Some(Thresholds::default()),
+    };
+    let mode = match sc.str("mode")? {
+        None | Some("filter") => Mode::Filter,
+        Some("block") => Mode::Block,
+        Some(other) => {
+            return Err(ConfigError::at(
+                sc.at("mode"),
+                format!("unknown mode {other:?}: use filter or block"),
+            ));
+        }
+    };
+    let roles = sc.strings("roles")?;
+    let rules = sc
+        .get("rules")
+        .map(|v| rules_of(v, &sc.at("rules")))
+        .transpose()?;
+    sc.done()?;
+    Ok(ScreenSection {
+        mode,
+        roles,
+        rules,
+        detector,
+    })
+}
+
+/// The entity types `redact` names, or the default set.
+fn redact_kinds(names: Option<Vec<String>>) -> Result<Vec<Kind>, ConfigError> {
+    let Some(names) = names else {
+        return Ok(Kind::DEFAULT.to_vec());
+    };
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            Kind::parse(n).ok_or_else(|| {
+                ConfigError::at(
+                    format!("{AT}/redact/{i}"),
+                    format!(
+                        "unknown type {n:?}: use ssn, card, phone, email, iban, passport, \
+                         driver_license, birth_date or ipv4"
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A chain or bot route calls the LLM, so `calls` must say how; one that retries also needs
+/// the timer its waits use.
+fn check_calls(
+    routes: &[(String, RouteOptions)],
+    calls: Option<&Calls>,
+    calls_at: &str,
+) -> Result<(), ConfigError> {
+    for (id, r) in routes {
+        let retries = match &r.kind {
+            RouteKind::Proxy => continue,
+            RouteKind::Chain(c) => c.retry.attempts > 1,
+            RouteKind::Bot(b) => b.retry.attempts > 1,
+        };
+        let Some(c) = calls else {
+            return Err(ConfigError::at(
+                calls_at,
+                format!("route {id:?} calls the LLM: give calls.llm"),
+            ));
+        };
+        if retries && c.timer.is_none() {
+            return Err(ConfigError::at(
+                format!("{AT}/calls/timer"),
+                format!(
+                    "route {id:?} retries, and retry waits need calls.timer (or retry.attempts 1)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One entry of `routes`: `{fallback?, redact_prompts?, pass_media?, unguarded?}`,
 /// `{chain: {...}}` or `{bot: {...}}`.
 fn route(_id: &str, mut r: Fields<'_>) -> Result<RouteOptions, ConfigError> {
@@ -232,7 +273,7 @@ fn route(_id: &str, mut r: Fields<'_>) -> Result<RouteOptions, ConfigError> {
     let redact_prompts = r.bool("redact_prompts")?.unwrap_or(false);
     let placeholders = r.bool("placeholders")?.unwrap_or(false);
     if placeholders && !redact_prompts {
-        return Err(ConfigError::new(
+        return Err(ConfigError::at(
             r.at("placeholders"),
             "placeholders stand in for what redact_prompts takes out: set redact_prompts too",
         ));
@@ -244,7 +285,7 @@ fn route(_id: &str, mut r: Fields<'_>) -> Result<RouteOptions, ConfigError> {
         None => None,
     };
     if let Some(i) = unguarded.iter().position(|u| !u.starts_with('/')) {
-        return Err(ConfigError::new(
+        return Err(ConfigError::at(
             format!("{}/{i}", r.at("unguarded")),
             "must start with / (a path below the route's prefix)",
         ));
@@ -256,7 +297,7 @@ fn route(_id: &str, mut r: Fields<'_>) -> Result<RouteOptions, ConfigError> {
         (Some(c), None) => RouteKind::Chain(Box::new(c)),
         (None, Some(b)) => RouteKind::Bot(Box::new(b)),
         (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 r.at("bot"),
                 "a route is a chain or a bot, not both",
             ));
@@ -264,7 +305,7 @@ fn route(_id: &str, mut r: Fields<'_>) -> Result<RouteOptions, ConfigError> {
     };
     let proxied = matches!(kind, RouteKind::Proxy);
     if fallback && !proxied {
-        return Err(ConfigError::new(
+        return Err(ConfigError::at(
             r.at("fallback"),
             "only for proxied routes (a bot route always falls back)",
         ));
@@ -275,7 +316,7 @@ fn route(_id: &str, mut r: Fields<'_>) -> Result<RouteOptions, ConfigError> {
             (_, true) => "placeholders",
             _ => "unguarded",
         };
-        return Err(ConfigError::new(
+        return Err(ConfigError::at(
             r.at(key),
             "only for proxied routes (the gateway builds a chain's or a bot's calls itself)",
         ));
@@ -304,7 +345,7 @@ fn thresholds(v: &Value, at: &str) -> Result<Option<Thresholds>, ConfigError> {
     let filter_at = f.u64("filter_at")?.unwrap_or(u64::from(d.filter_at));
     let block_at = f.u64("block_at")?.unwrap_or(u64::from(d.block_at));
     if filter_at == 0 || filter_at > block_at || block_at > 101 {
-        return Err(ConfigError::new(
+        return Err(ConfigError::at(
             at,
             "thresholds are 1..=101 with filter_at <= block_at (101: never block)",
         ));
@@ -321,7 +362,7 @@ fn compile_calls(mut f: Fields<'_>) -> Result<Calls, ConfigError> {
     let llm = endpoint(f.object("llm")?, "/v1/chat/completions")?;
     let timer = endpoint(f.object("timer")?, "/cxgate/delay")?;
     let Some((llm, llm_path)) = llm else {
-        return Err(ConfigError::new(f.at("llm"), "missing field `llm`"));
+        return Err(ConfigError::at(f.at("llm"), "missing field `llm`"));
     };
     f.done()?;
     Ok(Calls {
@@ -341,7 +382,7 @@ fn endpoint(
     let ep = Endpoint::compile(&mut e)?;
     let path = e.str("path")?.unwrap_or(default_path).to_string();
     if !path.starts_with('/') {
-        return Err(ConfigError::new(e.at("path"), "must start with /"));
+        return Err(ConfigError::at(e.at("path"), "must start with /"));
     }
     e.done()?;
     Ok(Some((ep, path)))
@@ -351,7 +392,7 @@ fn endpoint(
 fn rules_of(v: &Value, at: &str) -> Result<Vec<Rule>, ConfigError> {
     let items = v
         .as_array()
-        .ok_or_else(|| ConfigError::new(at, "must be an array of {id, phrase}"))?;
+        .ok_or_else(|| ConfigError::at(at, "must be an array of {id, phrase}"))?;
     let mut rules = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let mut r = Fields::of(item, &format!("{at}/{i}"))?;

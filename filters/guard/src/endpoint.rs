@@ -27,10 +27,10 @@ impl Endpoint {
         let scheme = match f.str("scheme")? {
             None | Some("http") => "http",
             Some("https") => "https",
-            Some(_) => return Err(ConfigError::new(f.at("scheme"), "must be http or https")),
+            Some(_) => return Err(ConfigError::at(f.at("scheme"), "must be http or https")),
         };
         if upstream.is_empty() || authority.is_empty() {
-            return Err(ConfigError::new(f.at("upstream"), "must not be empty"));
+            return Err(ConfigError::at(f.at("upstream"), "must not be empty"));
         }
         let credential = Credential::compile(f.object("credential")?)?;
         let sidecar_key = f.bool("sidecar_key")?.unwrap_or(false);

@@ -10,6 +10,15 @@
 //! the model said, [`extract`] takes JSON out of its text and [`retry`] decides the retries.
 //! [`stage`] puts it all behind the stage contract.
 
+// Runs inside a proxy: no panics, no unchecked indexing (tests may; clippy.toml).
+#![deny(
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 pub mod answer;
 pub mod api;
 pub mod bot;

@@ -129,7 +129,7 @@ impl RetryPolicy {
             None => default.attempts,
             Some(n @ 1..=10) => u32::try_from(n).unwrap_or(1),
             Some(_) => {
-                return Err(ConfigError::new(
+                return Err(ConfigError::at(
                     f.at("attempts"),
                     "must be between 1 and 10",
                 ));
@@ -142,7 +142,7 @@ impl RetryPolicy {
             max_ms: f.u64("max_ms")?.unwrap_or(default.max_ms),
         };
         if p.base_ms == 0 || p.max_ms < p.base_ms {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 f.at("max_ms"),
                 "base_ms must be above 0 and max_ms at least base_ms",
             ));

@@ -30,7 +30,7 @@ fn build(section: Value, b: &mut Build<'_>) -> Result<Box<dyn Stage>, ConfigErro
     let config = Config::compile(section)?;
     for (id, _) in &config.routes {
         if b.model.route_by_id(id).is_none() {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 format!("/guard/routes/{}", cxgate_kit::config::pointer_token(id)),
                 format!("no route with id {id:?} in the model"),
             ));
@@ -41,7 +41,7 @@ fn build(section: Value, b: &mut Build<'_>) -> Result<Box<dyn Stage>, ConfigErro
         .as_ref()
         .is_some_and(|c| c.llm.sidecar_key || c.timer.as_ref().is_some_and(|(t, _)| t.sidecar_key));
     if wants_key && b.sidecar_key.is_none() {
-        return Err(ConfigError::new(
+        return Err(ConfigError::at(
             "/guard/calls",
             "a call carries the sidecar key (sidecar_key): configure sync, whose key_env holds it",
         ));

@@ -16,10 +16,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     } else {
         bytes
     };
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| ConfigError::new("", "config is not valid UTF-8"))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| ConfigError::at("", "config is not valid UTF-8"))?;
     let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| ConfigError::new("", format!("config is not valid JSON: {e}")))?;
+        .map_err(|e| ConfigError::at("", format!("config is not valid JSON: {e}")))?;
     check_version(&value)?;
     from_value(value, "")
 }
@@ -33,7 +33,7 @@ pub fn from_value<T: DeserializeOwned>(
     serde_path_to_error::deserialize(value).map_err(|e| {
         let pointer = format!("{at}{}", pointer_of(e.path()));
         let message = e.inner().to_string();
-        ConfigError::new(unknown_field_pointer(&pointer, &message), message)
+        ConfigError::at(unknown_field_pointer(&pointer, &message), message)
     })
 }
 
@@ -49,7 +49,7 @@ pub fn check_route_prefixes<'a>(
     let mut n = 0;
     for (i, prefix) in prefixes.into_iter().enumerate() {
         if !prefix.starts_with('/') {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 format!("/routes/{i}/prefix"),
                 "must start with '/'",
             ));
@@ -57,22 +57,19 @@ pub fn check_route_prefixes<'a>(
         n += 1;
     }
     if n == 0 {
-        return Err(ConfigError::new(
-            "/routes",
-            "at least one route is required",
-        ));
+        return Err(ConfigError::at("/routes", "at least one route is required"));
     }
     Ok(())
 }
 
 fn check_version(value: &serde_json::Value) -> Result<(), ConfigError> {
     let Some(object) = value.as_object() else {
-        return Err(ConfigError::new("", "config must be a JSON object"));
+        return Err(ConfigError::at("", "config must be a JSON object"));
     };
     match object.get("version") {
         None => Ok(()),
         Some(v) if v.as_u64() == Some(CONFIG_VERSION) => Ok(()),
-        Some(v) => Err(ConfigError::new(
+        Some(v) => Err(ConfigError::at(
             "/version",
             format!("unsupported config version {v}; this filter reads version {CONFIG_VERSION}"),
         )),

@@ -49,7 +49,7 @@ impl Credential {
         let header = f.str("header")?;
         let scheme = f.str("scheme")?;
         let c = Credential::new(platform, header, scheme)
-            .map_err(|e| ConfigError::new(f.at("platform"), e))?;
+            .map_err(|e| ConfigError::at(f.at("platform"), e))?;
         f.done()?;
         Ok(Some(c))
     }

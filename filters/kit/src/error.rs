@@ -58,7 +58,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    /// An error at `field`, a JSON pointer into the config document (`/transform/routes/0`).
+    pub fn at(field: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             field: field.into(),
             message: message.into(),

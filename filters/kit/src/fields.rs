@@ -14,7 +14,7 @@ pub struct Fields<'a> {
 }
 
 fn wrong(at: &str, expected: &str) -> ConfigError {
-    ConfigError::new(at, format!("must be {expected}"))
+    ConfigError::at(at, format!("must be {expected}"))
 }
 
 impl<'a> Fields<'a> {
@@ -43,7 +43,7 @@ impl<'a> Fields<'a> {
     pub fn required(&mut self, key: &'static str) -> Result<&'a Value, ConfigError> {
         let at = self.at(key);
         self.get(key)
-            .ok_or_else(|| ConfigError::new(at, format!("missing field `{key}`")))
+            .ok_or_else(|| ConfigError::at(at, format!("missing field `{key}`")))
     }
 
     pub fn required_str(&mut self, key: &'static str) -> Result<&'a str, ConfigError> {
@@ -135,7 +135,7 @@ impl<'a> Fields<'a> {
     /// Every field not taken is an error, pointed at the field itself.
     pub fn done(self) -> Result<(), ConfigError> {
         match self.map.keys().find(|k| !self.taken.contains(&k.as_str())) {
-            Some(k) => Err(ConfigError::new(self.at(k), format!("unknown field `{k}`"))),
+            Some(k) => Err(ConfigError::at(self.at(k), format!("unknown field `{k}`"))),
             None => Ok(()),
         }
     }

@@ -5,6 +5,14 @@
 //! and run in Envoy or Kong through [`proxy`], which implements the traits once over the
 //! proxy-wasm ABI.
 
+// Runs inside a proxy: no panics, no unchecked indexing (tests may; clippy.toml).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 pub mod config;
 pub mod credential;
 pub mod error;

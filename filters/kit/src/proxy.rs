@@ -472,7 +472,7 @@ impl SyncDriver {
         store: ProxyStore,
     ) -> Result<SyncDriver, crate::ConfigError> {
         let key = std::env::var(&config.key_env).map_err(|_| {
-            crate::ConfigError::new(
+            crate::ConfigError::at(
                 "/sync/key_env",
                 format!("environment variable {} is not set in the VM (Envoy: vm_config.environment_variables.host_env_keys)", config.key_env),
             )

@@ -21,7 +21,7 @@ struct Authz(Rc<Shared>);
 
 fn build(section: Value, b: &mut Build<'_>) -> Result<Box<dyn Stage>, ConfigError> {
     if !section.is_null() && section != json!({}) {
-        return Err(ConfigError::new(
+        return Err(ConfigError::at(
             "/authz",
             "the authz stage has no settings: scopes live in /model",
         ));

@@ -26,10 +26,6 @@ pub struct Document {
     pub stages: Vec<(StageKind, Value)>,
 }
 
-fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::new(field, message)
-}
-
 /// Parses a document for a module hosting `available` stages; `default` is used when the
 /// document lists none (a standalone filter's own stage).
 pub fn parse(
@@ -37,23 +33,24 @@ pub fn parse(
     available: &[StageKind],
     default: &[&str],
 ) -> Result<Document, ConfigError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| err("", "config is not valid UTF-8"))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| ConfigError::at("", "config is not valid UTF-8"))?;
     let value: Value = serde_json::from_str(text)
-        .map_err(|e| err("", format!("config is not valid JSON: {e}")))?;
+        .map_err(|e| ConfigError::at("", format!("config is not valid JSON: {e}")))?;
     let Value::Object(mut doc) = value else {
-        return Err(err("", "config must be a JSON object"));
+        return Err(ConfigError::at("", "config must be a JSON object"));
     };
     match doc.remove("version") {
         None => {}
         Some(v) if v.as_u64() == Some(VERSION) => {}
         Some(v) if v.as_u64() == Some(1) => {
-            return Err(err(
+            return Err(ConfigError::at(
                 "/version",
                 "version 1 was the per-filter format; version 2 puts the routes and consumers in /model (schemas/filters/cxgate.config.schema.json)",
             ));
         }
         Some(v) => {
-            return Err(err(
+            return Err(ConfigError::at(
                 "/version",
                 format!("unsupported config version {v}; this module reads version {VERSION}"),
             ));
@@ -64,19 +61,19 @@ pub fn parse(
         Some(v) => from_value(v, "/stages")?,
     };
     if names.is_empty() {
-        return Err(err("/stages", "at least one stage"));
+        return Err(ConfigError::at("/stages", "at least one stage"));
     }
     let mut stages: Vec<(StageKind, Value)> = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
         let Some(kind) = available.iter().find(|k| k.name == name) else {
             let hosted: Vec<&str> = available.iter().map(|k| k.name).collect();
-            return Err(err(
+            return Err(ConfigError::at(
                 format!("/stages/{i}"),
                 format!("{name:?} is not a stage of this module; it hosts {hosted:?}"),
             ));
         };
         if stages.iter().any(|(k, _)| k.name == kind.name) {
-            return Err(err(
+            return Err(ConfigError::at(
                 format!("/stages/{i}"),
                 format!("{name:?} is listed twice"),
             ));
@@ -85,7 +82,7 @@ pub fn parse(
     }
     let model = match doc.remove("model") {
         Some(m) => Model::compile(m)?,
-        None => return Err(err("/model", "missing field `model`")),
+        None => return Err(ConfigError::at("/model", "missing field `model`")),
     };
     let sync = match doc.remove("sync") {
         Some(s) => Some(from_value::<SyncConfig>(s, "/sync")?),
@@ -95,12 +92,12 @@ pub fn parse(
         let Some(slot) = stages.iter_mut().find(|(k, _)| k.name == key) else {
             let field = format!("/{}", pointer_token(&key));
             return Err(if available.iter().any(|k| k.name == key) {
-                err(
+                ConfigError::at(
                     field,
                     format!("settings for stage {key:?}, which /stages does not list"),
                 )
             } else {
-                err(field, format!("unknown field `{key}`"))
+                ConfigError::at(field, format!("unknown field `{key}`"))
             });
         };
         slot.1 = section;

@@ -8,6 +8,15 @@
 //! - [`authz`]: the authorization stage (scopes);
 //! - `runner` (feature `proxy`): the one proxy-wasm shell for a list of stages.
 
+// Runs inside a proxy: no panics, no unchecked indexing (tests may; clippy.toml).
+#![deny(
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 pub mod authz;
 pub mod body;
 pub mod document;

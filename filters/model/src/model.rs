@@ -61,7 +61,7 @@ impl RawLimit {
             (Some(r), None) => (r, 60_000),
             (None, Some(r)) => (r, 1_000),
             _ => {
-                return Err(ConfigError::new(
+                return Err(ConfigError::at(
                     field,
                     "give exactly one of per_minute or per_second",
                 ));
@@ -69,7 +69,7 @@ impl RawLimit {
         };
         let ok = |n: u64| (1..=1_000_000_000).contains(&n);
         if !ok(self.capacity) || !ok(rate) {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 field,
                 "capacity and rate must be within 1..=1e9",
             ));
@@ -285,14 +285,10 @@ fn is_header(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::new(field, message)
-}
-
 fn scopes(raw: Vec<String>, field: &str) -> Result<Vec<String>, ConfigError> {
     for (i, s) in raw.iter().enumerate() {
         if !is_name(s, b":._-") {
-            return Err(err(
+            return Err(ConfigError::at(
                 format!("{field}/{i}"),
                 format!("{s:?} is not a scope name ([a-z0-9:._-]+)"),
             ));
@@ -324,24 +320,123 @@ fn consumer(
     })
 }
 
+/// One route; `earlier` are the routes before it (an id is used once).
+fn compile_route(r: RawRoute, at: &str, earlier: &[Route]) -> Result<Route, ConfigError> {
+    if !is_name(&r.id, b":._-") {
+        return Err(ConfigError::at(
+            format!("{at}/id"),
+            format!("{:?} is not a route id ([a-z0-9:._-]+)", r.id),
+        ));
+    }
+    if earlier.iter().any(|o| o.id == r.id) {
+        return Err(ConfigError::at(
+            format!("{at}/id"),
+            format!("{:?} is used twice", r.id),
+        ));
+    }
+    let matcher = match (r.path, r.prefix) {
+        (Some(p), None) if p.starts_with('/') => Match::Exact(p),
+        (None, Some(p)) if p.starts_with('/') => Match::Prefix(p),
+        (Some(_), None) => {
+            return Err(ConfigError::at(format!("{at}/path"), "must start with '/'"));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::at(
+                format!("{at}/prefix"),
+                "must start with '/'",
+            ));
+        }
+        _ => return Err(ConfigError::at(at, "give exactly one of path or prefix")),
+    };
+    let mut methods = Vec::with_capacity(r.methods.len());
+    for (j, m) in r.methods.iter().enumerate() {
+        let m = m.to_ascii_uppercase();
+        if !METHODS.contains(&m.as_str()) {
+            return Err(ConfigError::at(
+                format!("{at}/methods/{j}"),
+                format!("{m:?} is not an HTTP method"),
+            ));
+        }
+        methods.push(m);
+    }
+    let platform = platform_source(r.platform, at)?;
+    if let PlatformSource::Body(_) = platform
+        && !methods
+            .iter()
+            .all(|m| matches!(m.as_str(), "POST" | "PUT" | "PATCH"))
+    {
+        return Err(ConfigError::at(
+            format!("{at}/methods"),
+            "a platform taken from the body needs methods with a body (POST, PUT, PATCH)",
+        ));
+    }
+    if r.cost == 0 || r.cost > 1_000_000 {
+        return Err(ConfigError::at(
+            format!("{at}/cost"),
+            "must be within 1..=1000000",
+        ));
+    }
+    Ok(Route {
+        id: r.id,
+        matcher,
+        methods,
+        platform,
+        cost: r.cost,
+        scopes: scopes(r.scopes, &format!("{at}/scopes"))?,
+    })
+}
+
+/// Where a route's platform comes from: none, a fixed id, a body pointer or a query parameter.
+fn platform_source(raw: Option<RawPlatform>, at: &str) -> Result<PlatformSource, ConfigError> {
+    Ok(match raw {
+        None => PlatformSource::None,
+        Some(RawPlatform::Fixed(p)) if is_name(&p, b"-") => PlatformSource::Fixed(p),
+        Some(RawPlatform::Fixed(_)) => {
+            return Err(ConfigError::at(
+                format!("{at}/platform"),
+                "a platform id is lowercase [a-z0-9-]+",
+            ));
+        }
+        Some(RawPlatform::From(f)) => match (f.body, f.query) {
+            (Some(p), None) if p.starts_with('/') => PlatformSource::Body(p),
+            (None, Some(q)) if !q.is_empty() => PlatformSource::Query(q),
+            _ => {
+                return Err(ConfigError::at(
+                    format!("{at}/platform"),
+                    "a platform id, {\"body\": \"/json/pointer\"} or {\"query\": \"param\"}",
+                ));
+            }
+        },
+    })
+}
+
 impl Model {
     /// Compiles the document's `model` object; errors point below `/model`.
     pub fn compile(value: Value) -> Result<Model, ConfigError> {
         let raw: RawModel = from_value(value, "/model")?;
         let consumer_header = raw.consumer_header.trim().to_ascii_lowercase();
         if !is_header(&consumer_header) {
-            return Err(err("/model/consumer_header", "not a usable header name"));
+            return Err(ConfigError::at(
+                "/model/consumer_header",
+                "not a usable header name",
+            ));
         }
         let trace_header = raw.trace_header.trim().to_ascii_lowercase();
         if !is_header(&trace_header) || trace_header == "traceparent" {
-            return Err(err("/model/trace_header", "not a usable header name"));
+            return Err(ConfigError::at(
+                "/model/trace_header",
+                "not a usable header name",
+            ));
         }
         if raw.max_body_bytes == 0 || raw.max_body_bytes > 16 << 20 {
-            return Err(err("/model/max_body_bytes", "must be within 1..=16 MiB"));
+            return Err(ConfigError::at(
+                "/model/max_body_bytes",
+                "must be within 1..=16 MiB",
+            ));
         }
         for (i, p) in raw.platforms.iter().enumerate() {
             if !is_name(p, b"-") {
-                return Err(err(
+                return Err(ConfigError::at(
                     format!("/model/platforms/{i}"),
                     "a platform id is lowercase [a-z0-9-]+",
                 ));
@@ -357,87 +452,21 @@ impl Model {
         for (id, c) in raw.consumers {
             let field = format!("/model/consumers/{}", pointer_token(&id));
             if id.is_empty() {
-                return Err(err(field, "a consumer id cannot be empty"));
+                return Err(ConfigError::at(field, "a consumer id cannot be empty"));
             }
             let c = consumer(&id, Some(c), default_consumer.limit, &field)?;
             consumers.insert(id, c);
         }
         if raw.routes.is_empty() {
-            return Err(err("/model/routes", "at least one route is required"));
+            return Err(ConfigError::at(
+                "/model/routes",
+                "at least one route is required",
+            ));
         }
         let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
         for (i, r) in raw.routes.into_iter().enumerate() {
-            let at = format!("/model/routes/{i}");
-            if !is_name(&r.id, b":._-") {
-                return Err(err(
-                    format!("{at}/id"),
-                    format!("{:?} is not a route id ([a-z0-9:._-]+)", r.id),
-                ));
-            }
-            if routes.iter().any(|o| o.id == r.id) {
-                return Err(err(format!("{at}/id"), format!("{:?} is used twice", r.id)));
-            }
-            let matcher = match (r.path, r.prefix) {
-                (Some(p), None) if p.starts_with('/') => Match::Exact(p),
-                (None, Some(p)) if p.starts_with('/') => Match::Prefix(p),
-                (Some(_), None) => return Err(err(format!("{at}/path"), "must start with '/'")),
-                (None, Some(_)) => {
-                    return Err(err(format!("{at}/prefix"), "must start with '/'"));
-                }
-                _ => return Err(err(at, "give exactly one of path or prefix")),
-            };
-            let mut methods = Vec::with_capacity(r.methods.len());
-            for (j, m) in r.methods.iter().enumerate() {
-                let m = m.to_ascii_uppercase();
-                if !METHODS.contains(&m.as_str()) {
-                    return Err(err(
-                        format!("{at}/methods/{j}"),
-                        format!("{m:?} is not an HTTP method"),
-                    ));
-                }
-                methods.push(m);
-            }
-            let platform = match r.platform {
-                None => PlatformSource::None,
-                Some(RawPlatform::Fixed(p)) if is_name(&p, b"-") => PlatformSource::Fixed(p),
-                Some(RawPlatform::Fixed(_)) => {
-                    return Err(err(
-                        format!("{at}/platform"),
-                        "a platform id is lowercase [a-z0-9-]+",
-                    ));
-                }
-                Some(RawPlatform::From(f)) => match (f.body, f.query) {
-                    (Some(p), None) if p.starts_with('/') => PlatformSource::Body(p),
-                    (None, Some(q)) if !q.is_empty() => PlatformSource::Query(q),
-                    _ => {
-                        return Err(err(
-                            format!("{at}/platform"),
-                            "a platform id, {\"body\": \"/json/pointer\"} or {\"query\": \"param\"}",
-                        ));
-                    }
-                },
-            };
-            if let PlatformSource::Body(_) = platform
-                && !methods
-                    .iter()
-                    .all(|m| matches!(m.as_str(), "POST" | "PUT" | "PATCH"))
-            {
-                return Err(err(
-                    format!("{at}/methods"),
-                    "a platform taken from the body needs methods with a body (POST, PUT, PATCH)",
-                ));
-            }
-            if r.cost == 0 || r.cost > 1_000_000 {
-                return Err(err(format!("{at}/cost"), "must be within 1..=1000000"));
-            }
-            routes.push(Route {
-                id: r.id,
-                matcher,
-                methods,
-                platform,
-                cost: r.cost,
-                scopes: scopes(r.scopes, &format!("{at}/scopes"))?,
-            });
+            let route = compile_route(r, &format!("/model/routes/{i}"), &routes)?;
+            routes.push(route);
         }
         routes.sort_by_key(|r| {
             let (exact, len) = match &r.matcher {

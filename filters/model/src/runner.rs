@@ -122,13 +122,13 @@ fn with_root_io<T>(
 impl Root {
     fn configure(&mut self) -> Result<ProxyStore, cxgate_kit::ConfigError> {
         let bytes = proxy::plugin_configuration()
-            .map_err(|e| cxgate_kit::ConfigError::new("", format!("config unreadable: {e}")))?;
+            .map_err(|e| cxgate_kit::ConfigError::at("", format!("config unreadable: {e}")))?;
         let store = ProxyStore::detect()
-            .map_err(|_| cxgate_kit::ConfigError::new("", "shared data is unavailable"))?;
+            .map_err(|_| cxgate_kit::ConfigError::at("", "shared data is unavailable"))?;
         let doc = document::parse(&bytes, self.kinds, self.default)?;
         let key = match &doc.sync {
             Some(s) => Some(std::env::var(&s.key_env).map_err(|_| {
-                cxgate_kit::ConfigError::new(
+                cxgate_kit::ConfigError::at(
                     "/sync/key_env",
                     format!(
                         "environment variable {} is not set in the VM (Envoy: vm_config.environment_variables.host_env_keys; Kong: nginx_main_env)",
@@ -156,9 +156,8 @@ impl Root {
         }
         let tick = pipeline.tick_ms().unwrap_or(FLUSH_MS).min(FLUSH_MS);
         if !self.tick_set {
-            proxy::set_tick_period_ms(tick).map_err(|_| {
-                cxgate_kit::ConfigError::new("", "the host refused the tick period")
-            })?;
+            proxy::set_tick_period_ms(tick)
+                .map_err(|_| cxgate_kit::ConfigError::at("", "the host refused the tick period"))?;
             self.tick_set = true;
         }
         self.state = Some(State {

@@ -3,6 +3,15 @@
 //! The config document's `stages` chooses which stages run and in what order; the same
 //! module serves as the upstream token filter with `"stages": ["token"]`.
 
+// Runs inside a proxy: no panics, no unchecked indexing (tests may; clippy.toml).
+#![deny(
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use cxgate_model::StageKind;
 
 /// Every stage, in the order the shipped configs run them.

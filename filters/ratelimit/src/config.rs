@@ -98,7 +98,7 @@ impl Config {
         for (p, l) in raw.platforms {
             let field = format!("/ratelimit/platforms/{}", pointer_token(&p));
             if !model.platforms.contains(&p) {
-                return Err(ConfigError::new(
+                return Err(ConfigError::at(
                     field,
                     format!("{p:?} is not a platform of /model/platforms"),
                 ));
@@ -106,7 +106,7 @@ impl Config {
             platforms.insert(p, l.compile(&field)?);
         }
         if !(raw.nearly_spent > 0.0 && raw.nearly_spent <= 1.0) {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 "/ratelimit/nearly_spent",
                 "must be within (0, 1]",
             ));
@@ -114,20 +114,20 @@ impl Config {
         let distributed = match raw.distributed {
             None => None,
             Some(d) if d.instances == 0 => {
-                return Err(ConfigError::new(
+                return Err(ConfigError::at(
                     "/ratelimit/distributed/instances",
                     "must be at least 1",
                 ));
             }
             Some(d) if d.sync_ms == 0 => {
-                return Err(ConfigError::new(
+                return Err(ConfigError::at(
                     "/ratelimit/distributed/sync_ms",
                     "must be > 0",
                 ));
             }
             Some(d) => {
                 let Some((upstream, authority)) = sync else {
-                    return Err(ConfigError::new(
+                    return Err(ConfigError::at(
                         "/ratelimit/distributed",
                         "the distributed mode reaches the sidecar: the document needs /sync",
                     ));

@@ -5,6 +5,15 @@
 //! rate-limit headers drain its bucket. With `distributed`, instances share one budget kept
 //! in Redis by the sidecar: local buckets hold allotments topped up every `sync_ms`.
 
+// Runs inside a proxy: no panics, no unchecked indexing (tests may; clippy.toml).
+#![deny(
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 pub mod bucket;
 pub mod config;
 pub mod core;

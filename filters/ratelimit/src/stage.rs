@@ -65,7 +65,7 @@ fn build(section: Value, b: &mut Build<'_>) -> Result<Box<dyn Stage>, ConfigErro
         let holder = b
             .entropy
             .next_u64()
-            .map_err(|_| ConfigError::new("", "no entropy for the sync lease"))?;
+            .map_err(|_| ConfigError::at("", "no entropy for the sync lease"))?;
         lease = Some(Lease::new(keys::SYNC_LEASE, holder | 1, d.sync_ms * 5));
     }
     let mut c = |name: &str| {

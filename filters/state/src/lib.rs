@@ -4,6 +4,14 @@
 //! [`Snapshot`]; the filters' sync client (`cxgate_kit::sync`) splits it into one shared-data
 //! entry per token and per ID map, each stamped with the snapshot version and write time.
 
+// Runs inside a proxy: no panics, no unchecked indexing (tests may; clippy.toml).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

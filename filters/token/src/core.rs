@@ -115,7 +115,7 @@ impl Config {
         };
         let mut raw: RawConfig = from_value(section, "/token")?;
         let Some(sync) = sync else {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 "/sync",
                 "the token stage asks the sidecar for tokens: the document needs /sync",
             ));
@@ -132,7 +132,7 @@ impl Config {
             });
             let header = p.header.trim().to_ascii_lowercase();
             if header.is_empty() || header.starts_with(':') || header.contains(' ') {
-                return Err(ConfigError::new(
+                return Err(ConfigError::at(
                     format!("/token/platforms/{platform}/header"),
                     "not a usable header name",
                 ));
@@ -142,7 +142,7 @@ impl Config {
                 let name = name.trim().to_ascii_lowercase();
                 if name.is_empty() || name.starts_with(':') || name.contains(' ') || name == header
                 {
-                    return Err(ConfigError::new(
+                    return Err(ConfigError::at(
                         format!("/token/platforms/{platform}/headers/{name}"),
                         "not a usable header name (nor the credential's own)",
                     ));
@@ -157,7 +157,7 @@ impl Config {
             });
         }
         if let Some(p) = raw.platforms.keys().next() {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 format!("/token/platforms/{p}"),
                 format!(
                     "the sidecar issues no token for {p:?}; one of {:?} in /model/platforms",
@@ -166,7 +166,7 @@ impl Config {
             ));
         }
         if raw.wait_ms == 0 || raw.wait_ms > 30_000 {
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 "/token/wait_ms",
                 "must be within 1..=30000",
             ));

@@ -4,6 +4,15 @@
 //! refreshes; past hard expiry it is never served, and the request waits (bounded) for a fresh
 //! one, or gets a 503 problem with `Retry-After` and is not forwarded.
 
+// Runs inside a proxy: no panics, no unchecked indexing (tests may; clippy.toml).
+#![deny(
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 pub mod core;
 pub mod stage;
 

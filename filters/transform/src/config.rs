@@ -121,7 +121,7 @@ fn call_of(c: RawCall, at: &str) -> Result<Call, ConfigError> {
                 r.header.as_deref(),
                 r.scheme.as_deref(),
             )
-            .map_err(|e| err(format!("{at}/credential/platform"), e))?,
+            .map_err(|e| ConfigError::at(format!("{at}/credential/platform"), e))?,
         ),
     };
     Ok(Call {
@@ -181,10 +181,6 @@ pub struct Config {
     pub routes: Vec<Route>,
 }
 
-fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::new(field, message)
-}
-
 fn compile_schema(
     name: &str,
     schemas: &BTreeMap<String, Value>,
@@ -195,13 +191,13 @@ fn compile_schema(
         return Ok(s.clone());
     }
     let Some(doc) = schemas.get(name) else {
-        return Err(err(
+        return Err(ConfigError::at(
             field,
             format!("no schema named {name:?} in /transform/schemas"),
         ));
     };
     let validator = jsonschema::validator_for(doc).map_err(|e| {
-        err(
+        ConfigError::at(
             format!("/transform/schemas/{name}"),
             format!("not a usable JSON Schema: {e}"),
         )
@@ -215,12 +211,12 @@ fn compile_schema(
 }
 
 fn template(v: &Value, field: &str) -> Result<Template, ConfigError> {
-    Template::compile(v).map_err(|(at, m)| err(format!("{field}{at}"), m))
+    Template::compile(v).map_err(|(at, m)| ConfigError::at(format!("{field}{at}"), m))
 }
 
 fn split_path(path: &str, field: &str) -> Result<Vec<PathPiece>, ConfigError> {
     if !path.starts_with('/') {
-        return Err(err(field, "must start with '/'"));
+        return Err(ConfigError::at(field, "must start with '/'"));
     }
     let mut pieces = Vec::new();
     let mut rest = path;
@@ -228,7 +224,7 @@ fn split_path(path: &str, field: &str) -> Result<Vec<PathPiece>, ConfigError> {
         let close = rest[open..]
             .find('}')
             .map(|c| open + c)
-            .ok_or_else(|| err(field, "unclosed '{'"))?;
+            .ok_or_else(|| ConfigError::at(field, "unclosed '{'"))?;
         if open > 0 {
             pieces.push(PathPiece::Text(rest[..open].to_string()));
         }
@@ -241,6 +237,231 @@ fn split_path(path: &str, field: &str) -> Result<Vec<PathPiece>, ConfigError> {
     Ok(pieces)
 }
 
+/// One mapping profile: its path and parameters, schema, defaults, paging, and the calls it
+/// makes (a merge update's own, or one `call`).
+fn compile_profile(
+    name: String,
+    p: RawProfile,
+    schemas: &BTreeMap<String, Value>,
+    compiled: &mut BTreeMap<String, Schema>,
+) -> Result<Profile, ConfigError> {
+    let at = format!("/transform/profiles/{}", pointer_token(&name));
+    let path = split_path(&p.path, &format!("{at}/path"))?;
+    let params = path_params(&path, &p.params, &at)?;
+    let platform_schema = match &p.platform_schema {
+        Some(s) => Some(compile_schema(
+            s,
+            schemas,
+            compiled,
+            &format!("{at}/platform_schema"),
+        )?),
+        None => None,
+    };
+    if let Some(pointer) = p.defaults.keys().find(|k| !k.starts_with('/')) {
+        return Err(ConfigError::at(
+            format!("{at}/defaults"),
+            format!("{pointer:?} is not a JSON pointer"),
+        ));
+    }
+    let paging = p.paging.map(Paging::from);
+    let merge = merge_of(p.merge, paging.is_some(), &p.method, &at)?;
+    let call = match p.call {
+        Some(_) if merge.is_some() => {
+            return Err(ConfigError::at(
+                format!("{at}/call"),
+                "a merge update makes its own calls (merge.upstream): leave call out",
+            ));
+        }
+        Some(c) => Some(call_of(c, &format!("{at}/call"))?),
+        None => None,
+    };
+    let response = p
+        .response
+        .as_ref()
+        .map(|b| template(b, &format!("{at}/response")))
+        .transpose()?;
+    let response_literals = response.as_ref().and_then(Template::literals);
+    Ok(Profile {
+        body: p
+            .body
+            .as_ref()
+            .map(|b| template(b, &format!("{at}/body")))
+            .transpose()?,
+        response,
+        response_literals,
+        name,
+        platform: p.platform.trim_matches('/').to_string(),
+        method: p.method.to_ascii_uppercase(),
+        path,
+        params,
+        defaults: p.defaults.into_iter().collect(),
+        platform_schema,
+        metadata: p.metadata,
+        paging,
+        merge,
+        call,
+    })
+}
+
+/// A template for each `{param}` of the path, in the path's order.
+fn path_params(
+    path: &[PathPiece],
+    templates: &BTreeMap<String, Value>,
+    at: &str,
+) -> Result<Vec<(String, Template)>, ConfigError> {
+    let mut params = Vec::new();
+    for piece in path {
+        if let PathPiece::Param(param) = piece {
+            let t = templates.get(param).ok_or_else(|| {
+                ConfigError::at(
+                    format!("{at}/params"),
+                    format!("no template for {{{param}}}"),
+                )
+            })?;
+            params.push((param.clone(), template(t, &format!("{at}/params/{param}"))?));
+        }
+    }
+    Ok(params)
+}
+
+impl From<RawPaging> for Paging {
+    fn from(pg: RawPaging) -> Paging {
+        match pg {
+            RawPaging::PageNumber {
+                items,
+                total,
+                page_param,
+                size_param,
+                default_size,
+                max_size,
+            } => Paging::PageNumber {
+                items,
+                total,
+                page_param,
+                size_param,
+                default_size,
+                max_size,
+            },
+            RawPaging::SkipTop {
+                items,
+                total,
+                skip_param,
+                top_param,
+                default_size,
+                max_size,
+            } => Paging::SkipTop {
+                items,
+                total,
+                skip_param,
+                top_param,
+                default_size,
+                max_size,
+            },
+        }
+    }
+}
+
+/// A merge update: only a PUT without paging, its version a JSON pointer.
+fn merge_of(
+    merge: Option<RawMerge>,
+    paged: bool,
+    method: &str,
+    at: &str,
+) -> Result<Option<Merge>, ConfigError> {
+    match merge {
+        Some(m) if !m.version.starts_with('/') => Err(ConfigError::at(
+            format!("{at}/merge/version"),
+            format!("{:?} is not a JSON pointer", m.version),
+        )),
+        Some(_) if paged || !method.eq_ignore_ascii_case("PUT") => Err(ConfigError::at(
+            format!("{at}/merge"),
+            "only a PUT without paging can be a merge update",
+        )),
+        Some(m) => {
+            let call = RawCall {
+                upstream: m.upstream,
+                authority: m.authority,
+                scheme: m.scheme,
+                timeout_ms: m.timeout_ms,
+                credential: m.credential,
+            };
+            Ok(Some(Merge {
+                call: call_of(call, &format!("{at}/merge"))?,
+                version: m.version,
+            }))
+        }
+        None => Ok(None),
+    }
+}
+
+/// One transformed route: a model route with an exact path and one method, and a profile
+/// for each platform it can reach.
+fn compile_route(
+    id: String,
+    r: RawRoute,
+    model: &Model,
+    index: &BTreeMap<String, usize>,
+    (schemas, compiled): (&BTreeMap<String, Value>, &mut BTreeMap<String, Schema>),
+) -> Result<Route, ConfigError> {
+    let at = format!("/transform/routes/{}", pointer_token(&id));
+    let Some((model_route, m)) = model.route_by_id(&id) else {
+        return Err(ConfigError::at(
+            at,
+            format!("no route {id:?} in /model/routes"),
+        ));
+    };
+    let method = match (&m.matcher, m.methods.as_slice()) {
+        (Match::Exact(_), [one]) => one.clone(),
+        _ => {
+            return Err(ConfigError::at(
+                at,
+                format!(
+                    "model route {id:?} must match an exact path and one method to be transformed"
+                ),
+            ));
+        }
+    };
+    let request_schema = match &r.request_schema {
+        Some(s) => Some(compile_schema(
+            s,
+            schemas,
+            compiled,
+            &format!("{at}/request_schema"),
+        )?),
+        None => None,
+    };
+    let mut platforms = BTreeMap::new();
+    for (platform, profile) in &r.platforms {
+        let field = format!("{at}/platforms/{platform}");
+        if !model.route_platforms(m).contains(&platform.as_str()) {
+            return Err(ConfigError::at(
+                field,
+                format!("{platform:?} is not a platform model route {id:?} can reach"),
+            ));
+        }
+        let p = index
+            .get(profile)
+            .ok_or_else(|| ConfigError::at(field, format!("no profile named {profile:?}")))?;
+        platforms.insert(platform.clone(), *p);
+    }
+    if platforms.is_empty() {
+        return Err(ConfigError::at(
+            format!("{at}/platforms"),
+            "at least one platform",
+        ));
+    }
+    Ok(Route {
+        name: id,
+        method,
+        model_route,
+        request_schema,
+        platforms,
+        idempotent: r.idempotent,
+        timeout_ms: r.timeout_ms,
+        retry: r.retry_policy.map(|p| (p.retry_on, p.num_retries)),
+    })
+}
+
 impl Config {
     /// `section` is the document's `transform` object; its routes name the model's.
     pub fn compile(section: Value, model: &Model) -> Result<Config, ConfigError> {
@@ -249,191 +470,19 @@ impl Config {
         let mut profiles = Vec::with_capacity(raw.profiles.len());
         let mut index = BTreeMap::new();
         for (name, p) in raw.profiles {
-            let at = format!("/transform/profiles/{}", pointer_token(&name));
-            let path = split_path(&p.path, &format!("{at}/path"))?;
-            let mut params = Vec::new();
-            for piece in &path {
-                if let PathPiece::Param(param) = piece {
-                    let t = p.params.get(param).ok_or_else(|| {
-                        err(
-                            format!("{at}/params"),
-                            format!("no template for {{{param}}}"),
-                        )
-                    })?;
-                    params.push((param.clone(), template(t, &format!("{at}/params/{param}"))?));
-                }
-            }
-            let platform_schema = match &p.platform_schema {
-                Some(s) => Some(compile_schema(
-                    s,
-                    &raw.schemas,
-                    &mut compiled,
-                    &format!("{at}/platform_schema"),
-                )?),
-                None => None,
-            };
-            for pointer in p.defaults.keys() {
-                if !pointer.starts_with('/') {
-                    return Err(err(
-                        format!("{at}/defaults"),
-                        format!("{pointer:?} is not a JSON pointer"),
-                    ));
-                }
-            }
-            let paging = p.paging.map(|pg| match pg {
-                RawPaging::PageNumber {
-                    items,
-                    total,
-                    page_param,
-                    size_param,
-                    default_size,
-                    max_size,
-                } => Paging::PageNumber {
-                    items,
-                    total,
-                    page_param,
-                    size_param,
-                    default_size,
-                    max_size,
-                },
-                RawPaging::SkipTop {
-                    items,
-                    total,
-                    skip_param,
-                    top_param,
-                    default_size,
-                    max_size,
-                } => Paging::SkipTop {
-                    items,
-                    total,
-                    skip_param,
-                    top_param,
-                    default_size,
-                    max_size,
-                },
-            });
-            let merge = match p.merge {
-                Some(m) if !m.version.starts_with('/') => {
-                    return Err(err(
-                        format!("{at}/merge/version"),
-                        format!("{:?} is not a JSON pointer", m.version),
-                    ));
-                }
-                Some(_) if paging.is_some() || !p.method.eq_ignore_ascii_case("PUT") => {
-                    return Err(err(
-                        format!("{at}/merge"),
-                        "only a PUT without paging can be a merge update",
-                    ));
-                }
-                Some(m) => {
-                    let call = RawCall {
-                        upstream: m.upstream,
-                        authority: m.authority,
-                        scheme: m.scheme,
-                        timeout_ms: m.timeout_ms,
-                        credential: m.credential,
-                    };
-                    Some(Merge {
-                        call: call_of(call, &format!("{at}/merge"))?,
-                        version: m.version,
-                    })
-                }
-                None => None,
-            };
-            let call = match p.call {
-                Some(_) if merge.is_some() => {
-                    return Err(err(
-                        format!("{at}/call"),
-                        "a merge update makes its own calls (merge.upstream): leave call out",
-                    ));
-                }
-                Some(c) => Some(call_of(c, &format!("{at}/call"))?),
-                None => None,
-            };
-            let response = p
-                .response
-                .as_ref()
-                .map(|b| template(b, &format!("{at}/response")))
-                .transpose()?;
-            let response_literals = response.as_ref().and_then(Template::literals);
             index.insert(name.clone(), profiles.len());
-            profiles.push(Profile {
-                body: p
-                    .body
-                    .as_ref()
-                    .map(|b| template(b, &format!("{at}/body")))
-                    .transpose()?,
-                response,
-                response_literals,
-                name,
-                platform: p.platform.trim_matches('/').to_string(),
-                method: p.method.to_ascii_uppercase(),
-                path,
-                params,
-                defaults: p.defaults.into_iter().collect(),
-                platform_schema,
-                metadata: p.metadata,
-                paging,
-                merge,
-                call,
-            });
+            profiles.push(compile_profile(name, p, &raw.schemas, &mut compiled)?);
         }
         if raw.routes.is_empty() {
-            return Err(err("/transform/routes", "at least one route is required"));
+            return Err(ConfigError::at(
+                "/transform/routes",
+                "at least one route is required",
+            ));
         }
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (id, r) in raw.routes {
-            let at = format!("/transform/routes/{}", pointer_token(&id));
-            let Some((model_route, m)) = model.route_by_id(&id) else {
-                return Err(err(at, format!("no route {id:?} in /model/routes")));
-            };
-            let method = match (&m.matcher, m.methods.as_slice()) {
-                (Match::Exact(_), [one]) => one.clone(),
-                _ => {
-                    return Err(err(
-                        at,
-                        format!(
-                            "model route {id:?} must match an exact path and one method to be transformed"
-                        ),
-                    ));
-                }
-            };
-            let request_schema = match &r.request_schema {
-                Some(s) => Some(compile_schema(
-                    s,
-                    &raw.schemas,
-                    &mut compiled,
-                    &format!("{at}/request_schema"),
-                )?),
-                None => None,
-            };
-            let mut platforms = BTreeMap::new();
-            for (platform, profile) in &r.platforms {
-                let field = format!("{at}/platforms/{platform}");
-                if !model.route_platforms(m).contains(&platform.as_str()) {
-                    return Err(err(
-                        field,
-                        format!("{platform:?} is not a platform model route {id:?} can reach"),
-                    ));
-                }
-                let p = index
-                    .get(profile)
-                    .ok_or_else(|| err(field, format!("no profile named {profile:?}")))?;
-                platforms.insert(platform.clone(), *p);
-            }
-            if platforms.is_empty() {
-                return Err(err(format!("{at}/platforms"), "at least one platform"));
-            }
-            routes.push(Route {
-                name: id,
-                method,
-                model_route,
-                request_schema,
-                platforms,
-                idempotent: r.idempotent,
-                timeout_ms: r.timeout_ms,
-                retry: r.retry_policy.map(|p| (p.retry_on, p.num_retries)),
-            });
+            let schemas = (&raw.schemas, &mut compiled);
+            routes.push(compile_route(id, r, model, &index, schemas)?);
         }
         Ok(Config {
             metadata_header: raw.metadata_header.to_ascii_lowercase(),

@@ -1,7 +1,7 @@
 //! The transform filter's pure core: a consumer request in, the platform request (or the
 //! problem to answer) out; the platform response in, the normalized response out.
 
-use crate::config::{Config, Paging, Profile, Schema};
+use crate::config::{Config, Paging, Profile, Route, Schema};
 use crate::idem;
 pub use crate::outcome::{Forward, Incoming, MergeCall, Normalized, Outcome, Returned};
 use crate::outcome::{problem, reply, set};
@@ -69,6 +69,112 @@ fn apply_error(e: ApplyError, trace: Option<&str>) -> Outcome {
     }
 }
 
+/// The consumer's request against the route's schema: every invalid field, nothing sent.
+fn check_request(schema: &Schema, body: &Value, trace: Option<&str>) -> Result<(), Box<Problem>> {
+    let errors = schema_errors(schema, body);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let mut p = problem(
+        400,
+        "validation",
+        "Invalid request",
+        format!("{} field(s) are invalid; nothing was sent.", errors.len()),
+        trace,
+    );
+    for (pointer, message) in errors {
+        p = p.with_error(pointer, message);
+    }
+    Err(Box::new(p))
+}
+
+/// The platform path's parameters, each from its template over the request.
+fn path_values(
+    profile: &Profile,
+    body: &Value,
+    lookup: &dyn Lookup,
+    trace: Option<&str>,
+) -> Result<Vec<(String, String)>, Box<Outcome>> {
+    let mut params = Vec::with_capacity(profile.params.len());
+    for (name, t) in &profile.params {
+        match t.apply(body, lookup) {
+            Ok(Some(v)) => params.push((
+                name.clone(),
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string()),
+            )),
+            Ok(None) => {
+                return Err(Box::new(reply(problem(
+                    400,
+                    "validation",
+                    "Invalid request",
+                    format!("Nothing in the request gives the path parameter {{{name}}}."),
+                    trace,
+                ))));
+            }
+            Err(e) => return Err(Box::new(apply_error(e, trace))),
+        }
+    }
+    Ok(params)
+}
+
+/// The platform's payload from the profile's body template, with its defaults filled in (a
+/// merge update fills nothing: the platform's current object does).
+fn mapped_payload(
+    profile: &Profile,
+    body: &Value,
+    lookup: &dyn Lookup,
+    trace: Option<&str>,
+) -> Result<Option<Value>, Box<Outcome>> {
+    let Some(t) = &profile.body else {
+        return Ok(None);
+    };
+    match t.apply(body, lookup) {
+        Ok(v) => {
+            let mut v = v.unwrap_or_else(|| Value::Object(Map::new()));
+            if profile.merge.is_none() {
+                for (pointer, value) in &profile.defaults {
+                    fill_default(&mut v, pointer, value);
+                }
+            }
+            Ok(Some(v))
+        }
+        Err(e) => Err(Box::new(apply_error(e, trace))),
+    }
+}
+
+/// An idempotent route's key (header or body) and what it is stored under.
+fn idempotency_of(route: &Route, inc: &Incoming<'_>) -> Result<Option<idem::Keyed>, Box<Problem>> {
+    if !route.idempotent {
+        return Ok(None);
+    }
+    match idem::request_key(inc.idempotency_key, inc.body) {
+        Ok(None) => Ok(None),
+        Ok(Some(key)) => Ok(Some(idem::Keyed {
+            fingerprint: idem::fingerprint(inc.consumer, &route.method, &route.name, key),
+            body: idem::body_digest(inc.body),
+        })),
+        Err(e) => {
+            let detail = match e {
+                idem::KeyError::Conflict => {
+                    "The Idempotency-Key header and the body's idempotency_key differ; send one of them, or the same key in both."
+                }
+                idem::KeyError::Invalid => {
+                    "The Idempotency-Key header must be 1 to 255 visible ASCII characters."
+                }
+            };
+            Err(Box::new(problem(
+                400,
+                "idempotency-key-invalid",
+                "Invalid idempotency key",
+                detail,
+                inc.trace_id,
+            )))
+        }
+    }
+}
+
 /// The whole request pipeline. `lookup` resolves names through the synced ID maps.
 pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outcome {
     let trace = inc.trace_id;
@@ -82,21 +188,10 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
         ));
     };
     let body = inc.body;
-    if let Some(schema) = &route.request_schema {
-        let errors = schema_errors(schema, body);
-        if !errors.is_empty() {
-            let mut p = problem(
-                400,
-                "validation",
-                "Invalid request",
-                format!("{} field(s) are invalid; nothing was sent.", errors.len()),
-                trace,
-            );
-            for (pointer, message) in errors {
-                p = p.with_error(pointer, message);
-            }
-            return reply(p);
-        }
+    if let Some(schema) = &route.request_schema
+        && let Err(p) = check_request(schema, body, trace)
+    {
+        return reply(*p);
     }
     let Some(profile_index) = route.platforms.get(inc.platform).copied() else {
         let known: Vec<&str> = route.platforms.keys().map(String::as_str).collect();
@@ -118,27 +213,10 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
             trace,
         ));
     };
-    let mut params = Vec::with_capacity(profile.params.len());
-    for (name, t) in &profile.params {
-        match t.apply(body, lookup) {
-            Ok(Some(v)) => params.push((
-                name.clone(),
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string()),
-            )),
-            Ok(None) => {
-                return reply(problem(
-                    400,
-                    "validation",
-                    "Invalid request",
-                    format!("Nothing in the request gives the path parameter {{{name}}}."),
-                    trace,
-                ));
-            }
-            Err(e) => return apply_error(e, trace),
-        }
-    }
+    let params = match path_values(profile, body, lookup, trace) {
+        Ok(params) => params,
+        Err(outcome) => return *outcome,
+    };
     if let Some(paging) = &profile.paging {
         return crate::listing::listing(
             cfg,
@@ -151,52 +229,18 @@ pub fn on_request(cfg: &Config, inc: &Incoming<'_>, lookup: &dyn Lookup) -> Outc
             params,
         );
     }
-    let payload = match &profile.body {
-        Some(t) => match t.apply(body, lookup) {
-            Ok(v) => {
-                let mut v = v.unwrap_or_else(|| Value::Object(Map::new()));
-                if profile.merge.is_none() {
-                    for (pointer, value) in &profile.defaults {
-                        fill_default(&mut v, pointer, value);
-                    }
-                }
-                Some(v)
-            }
-            Err(e) => return apply_error(e, trace),
-        },
-        None => None,
+    let payload = match mapped_payload(profile, body, lookup, trace) {
+        Ok(payload) => payload,
+        Err(outcome) => return *outcome,
     };
     if let (None, Some(v)) = (&profile.merge, &payload)
         && let Err(p) = check_platform(profile, v, trace)
     {
         return reply(*p);
     }
-    let idempotency = match route
-        .idempotent
-        .then(|| idem::request_key(inc.idempotency_key, body))
-    {
-        None | Some(Ok(None)) => None,
-        Some(Ok(Some(key))) => Some(idem::Keyed {
-            fingerprint: idem::fingerprint(inc.consumer, &route.method, &route.name, key),
-            body: idem::body_digest(body),
-        }),
-        Some(Err(e)) => {
-            let detail = match e {
-                idem::KeyError::Conflict => {
-                    "The Idempotency-Key header and the body's idempotency_key differ; send one of them, or the same key in both."
-                }
-                idem::KeyError::Invalid => {
-                    "The Idempotency-Key header must be 1 to 255 visible ASCII characters."
-                }
-            };
-            return reply(problem(
-                400,
-                "idempotency-key-invalid",
-                "Invalid idempotency key",
-                detail,
-                trace,
-            ));
-        }
+    let idempotency = match idempotency_of(route, inc) {
+        Ok(keyed) => keyed,
+        Err(p) => return reply(*p),
     };
     let path = platform_path(profile, &params);
     let (body, merge) = match (&profile.merge, payload) {
@@ -266,8 +310,86 @@ fn platform_message(v: &Value) -> Option<String> {
     .find_map(|p| v.pointer(p).and_then(Value::as_str).map(str::to_string))
 }
 
+/// `platform_metadata`: the platform's own fields the profile names, when asked for.
+fn add_metadata(profile: &Profile, src: &Value, out: &mut Value) {
+    if profile.metadata.is_empty() {
+        return;
+    }
+    let m: Map<String, Value> = profile
+        .metadata
+        .iter()
+        .filter_map(|k| src.get(k).map(|x| (k.clone(), x.clone())))
+        .collect();
+    set(out, "platform_metadata", Value::Object(m));
+}
+
+/// One page of a listing: the mapped items, and a cursor for the next page while there is one.
+fn page_of(
+    cfg: &Config,
+    fwd: &Forward,
+    ret: &Returned<'_>,
+    profile: &Profile,
+    (paging, cursor): (&Paging, &page::Cursor),
+    v: &Value,
+) -> Normalized {
+    let (items_at, total_at) = match paging {
+        Paging::PageNumber { items, total, .. } | Paging::SkipTop { items, total, .. } => {
+            (items, total)
+        }
+    };
+    let Some(raw_items) = v.pointer(items_at).and_then(Value::as_array).cloned() else {
+        return crate::unusable::invalid(fwd, ret, &format!("no list at {items_at}"));
+    };
+    let items: Vec<Value> = raw_items
+        .iter()
+        .map(|item| match &profile.response {
+            Some(t) => t.apply(item, &NoMaps).ok().flatten().unwrap_or(Value::Null),
+            None => item.clone(),
+        })
+        .collect();
+    let total = v.pointer(total_at).and_then(Value::as_u64);
+    let seen = cursor.seen + items.len() as u64;
+    let has_more = !raw_items.is_empty()
+        && match paging {
+            Paging::PageNumber { .. } => v
+                .get("pageCount")
+                .and_then(Value::as_u64)
+                .map(|pc| cursor.next < pc)
+                .unwrap_or_else(|| v.get("nextUri").is_some_and(|n| !n.is_null())),
+            Paging::SkipTop { .. } => total.is_some_and(|t| seen < t),
+        };
+    let next_cursor = has_more.then(|| {
+        let mut c = cursor.clone();
+        c.next = match paging {
+            Paging::PageNumber { .. } => cursor.next + 1,
+            Paging::SkipTop { .. } => cursor.next + raw_items.len() as u64,
+        };
+        c.seen = seen;
+        c.encode(ret.cursor_key, ret.now_ms.saturating_add(cfg.cursor_ttl_ms))
+    });
+    let event = match total {
+        Some(t) if !has_more && page::mismatch(seen, t) => Some(
+            Event::new("PAGINATION_MISMATCH")
+                .str("platform", &fwd.platform)
+                .num("seen", seen)
+                .num("total", t)
+                .str("trace_id", ret.trace_id.unwrap_or_default()),
+        ),
+        _ => None,
+    };
+    let mut out = json!({"items": items, "next_cursor": next_cursor, "has_more": has_more});
+    if let Some(t) = total {
+        set(&mut out, "total", json!(t));
+    }
+    Normalized {
+        status: ret.status,
+        content_type: "application/json".into(),
+        body: out.to_string().into_bytes(),
+        event,
+    }
+}
+
 pub fn on_response(cfg: &Config, fwd: &Forward, ret: &Returned<'_>) -> Normalized {
-    let trace = ret.trace_id;
     let parsed: Option<Value> = serde_json::from_slice(ret.body).ok();
     let Some(profile) = cfg.profiles.get(fwd.profile) else {
         return passthrough(ret);
@@ -301,72 +423,8 @@ pub fn on_response(cfg: &Config, fwd: &Forward, ret: &Returned<'_>) -> Normalize
         };
         return crate::unusable::invalid(fwd, ret, &what);
     };
-    let metadata = |src: &Value, out: &mut Value| {
-        if ret.include_metadata && !profile.metadata.is_empty() {
-            let m: Map<String, Value> = profile
-                .metadata
-                .iter()
-                .filter_map(|k| src.get(k).map(|x| (k.clone(), x.clone())))
-                .collect();
-            set(out, "platform_metadata", Value::Object(m));
-        }
-    };
     if let (Some(paging), Some(cursor)) = (&profile.paging, &fwd.cursor) {
-        let (items_at, total_at) = match paging {
-            Paging::PageNumber { items, total, .. } | Paging::SkipTop { items, total, .. } => {
-                (items, total)
-            }
-        };
-        let Some(raw_items) = v.pointer(items_at).and_then(Value::as_array).cloned() else {
-            return crate::unusable::invalid(fwd, ret, &format!("no list at {items_at}"));
-        };
-        let items: Vec<Value> = raw_items
-            .iter()
-            .map(|item| match &profile.response {
-                Some(t) => t.apply(item, &NoMaps).ok().flatten().unwrap_or(Value::Null),
-                None => item.clone(),
-            })
-            .collect();
-        let total = v.pointer(total_at).and_then(Value::as_u64);
-        let seen = cursor.seen + items.len() as u64;
-        let has_more = !raw_items.is_empty()
-            && match paging {
-                Paging::PageNumber { .. } => v
-                    .get("pageCount")
-                    .and_then(Value::as_u64)
-                    .map(|pc| cursor.next < pc)
-                    .unwrap_or_else(|| v.get("nextUri").is_some_and(|n| !n.is_null())),
-                Paging::SkipTop { .. } => total.is_some_and(|t| seen < t),
-            };
-        let next_cursor = has_more.then(|| {
-            let mut c = cursor.clone();
-            c.next = match paging {
-                Paging::PageNumber { .. } => cursor.next + 1,
-                Paging::SkipTop { .. } => cursor.next + raw_items.len() as u64,
-            };
-            c.seen = seen;
-            c.encode(ret.cursor_key, ret.now_ms.saturating_add(cfg.cursor_ttl_ms))
-        });
-        let event = match total {
-            Some(t) if !has_more && page::mismatch(seen, t) => Some(
-                Event::new("PAGINATION_MISMATCH")
-                    .str("platform", &fwd.platform)
-                    .num("seen", seen)
-                    .num("total", t)
-                    .str("trace_id", trace.unwrap_or_default()),
-            ),
-            _ => None,
-        };
-        let mut out = json!({"items": items, "next_cursor": next_cursor, "has_more": has_more});
-        if let Some(t) = total {
-            set(&mut out, "total", json!(t));
-        }
-        return Normalized {
-            status: ret.status,
-            content_type: "application/json".into(),
-            body: out.to_string().into_bytes(),
-            event,
-        };
+        return page_of(cfg, fwd, ret, profile, (paging, cursor), &v);
     }
     let mut out = match &profile.response {
         Some(t) => {
@@ -390,8 +448,8 @@ pub fn on_response(cfg: &Config, fwd: &Forward, ret: &Returned<'_>) -> Normalize
         }
         None => v.clone(),
     };
-    if out.is_object() {
-        metadata(&v, &mut out);
+    if out.is_object() && ret.include_metadata {
+        add_metadata(profile, &v, &mut out);
     }
     Normalized {
         status: ret.status,

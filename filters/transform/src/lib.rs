@@ -6,6 +6,15 @@
 //! answer duplicates from shared data; responses are normalized back, platform errors become
 //! problem+json, and listings page through an opaque signed cursor.
 
+// Runs inside a proxy: no panics, no unchecked indexing (tests may; clippy.toml).
+#![deny(
+    unsafe_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 pub mod config;
 pub mod core;
 pub mod idem;

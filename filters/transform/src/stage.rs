@@ -63,7 +63,7 @@ fn build(section: Value, b: &mut Build<'_>) -> Result<Box<dyn Stage>, ConfigErro
             } else {
                 "is not set in the VM"
             };
-            return Err(ConfigError::new(
+            return Err(ConfigError::at(
                 "/transform/cursor_key_env",
                 format!("environment variable {} {why}", config.cursor_key_env),
             ));
@@ -283,53 +283,10 @@ impl TransformStream {
             Outcome::Reply(r) => return self.answer(io, r),
             Outcome::Forward(f) => f,
         };
-        if let Some(keyed) = &fwd.idempotency {
-            let buckets = s.config.idempotency.buckets();
-            let key = idem::key(&x.consumer, &keyed.fingerprint, buckets);
-            match idem::begin(
-                &mut *io.store,
-                &key,
-                &keyed.body,
-                io.now.ms(),
-                s.config.idempotency.ttl_ms,
-            ) {
-                Ok(Begin::Claimed) => self.claim = Some((key, keyed.body.clone())),
-                Ok(Begin::Reused) => {
-                    let _ = io.metrics.increment(s.ids.in_flight_conflicts, 1);
-                    let reply = x.reply(Problem::new(
-                        422,
-                        "idempotency-key-reused",
-                        "Idempotency key reused",
-                        "This idempotency key was already used for a different request; use a new key for a new request.",
-                    ));
-                    return self.answer(io, reply);
-                }
-                Ok(Begin::Replay(stored)) => {
-                    self.ended(io, Ended::Replayed);
-                    return Flow::Reply(LocalReply {
-                        status: u32::from(stored.status),
-                        headers: vec![
-                            ("content-type".into(), stored.content_type),
-                            ("idempotent-replayed".into(), "true".into()),
-                        ],
-                        body: stored.body.into_bytes(),
-                    });
-                }
-                Ok(Begin::InFlight) => {
-                    let _ = io.metrics.increment(s.ids.in_flight_conflicts, 1);
-                    let reply = x.reply(
-                        Problem::new(
-                            409,
-                            "idempotent-request-in-flight",
-                            "Duplicate request in flight",
-                            "An identical request is still being processed; retry shortly to get its response.",
-                        )
-                        .with_header("retry-after", "1"),
-                    );
-                    return self.answer(io, reply);
-                }
-                Err(e) => return self.error(x, io, &format!("idempotency store: {e:?}")),
-            }
+        if let Some(keyed) = &fwd.idempotency
+            && let Some(flow) = self.claim_key(x, io, keyed)
+        {
+            return flow;
         }
         // Nothing is proxied: the stage reads, merges and writes by calls.
         if fwd.merge.is_some() {
@@ -347,6 +304,71 @@ impl TransformStream {
             self.forward = Some(fwd);
             return self.send(x, io);
         }
+        self.rewrite(x, io, fwd)
+    }
+
+    /// Claims an idempotency key for this request; the reply instead when the key was used
+    /// for another request, is in flight, or has a stored answer to replay.
+    fn claim_key(
+        &mut self,
+        x: &mut Exchange,
+        io: &mut Io<'_>,
+        keyed: &idem::Keyed,
+    ) -> Option<Flow> {
+        let s = self.shared.clone();
+        let buckets = s.config.idempotency.buckets();
+        let key = idem::key(&x.consumer, &keyed.fingerprint, buckets);
+        match idem::begin(
+            &mut *io.store,
+            &key,
+            &keyed.body,
+            io.now.ms(),
+            s.config.idempotency.ttl_ms,
+        ) {
+            Ok(Begin::Claimed) => {
+                self.claim = Some((key, keyed.body.clone()));
+                None
+            }
+            Ok(Begin::Reused) => {
+                let _ = io.metrics.increment(s.ids.in_flight_conflicts, 1);
+                let reply = x.reply(Problem::new(
+                    422,
+                    "idempotency-key-reused",
+                    "Idempotency key reused",
+                    "This idempotency key was already used for a different request; use a new key for a new request.",
+                ));
+                Some(self.answer(io, reply))
+            }
+            Ok(Begin::Replay(stored)) => {
+                self.ended(io, Ended::Replayed);
+                Some(Flow::Reply(LocalReply {
+                    status: u32::from(stored.status),
+                    headers: vec![
+                        ("content-type".into(), stored.content_type),
+                        ("idempotent-replayed".into(), "true".into()),
+                    ],
+                    body: stored.body.into_bytes(),
+                }))
+            }
+            Ok(Begin::InFlight) => {
+                let _ = io.metrics.increment(s.ids.in_flight_conflicts, 1);
+                let reply = x.reply(
+                    Problem::new(
+                        409,
+                        "idempotent-request-in-flight",
+                        "Duplicate request in flight",
+                        "An identical request is still being processed; retry shortly to get its response.",
+                    )
+                    .with_header("retry-after", "1"),
+                );
+                Some(self.answer(io, reply))
+            }
+            Err(e) => Some(self.error(x, io, &format!("idempotency store: {e:?}"))),
+        }
+    }
+
+    /// Rewrites the proxied request into the platform's: method, path, headers and body.
+    fn rewrite(&mut self, x: &mut Exchange, io: &mut Io<'_>, fwd: Forward) -> Flow {
         let host = &mut *io.stream;
         let mut ok = x.set_request_header(host, ":method", &fwd.method).is_ok()
             && x.set_request_header(host, ":path", &fwd.path).is_ok();

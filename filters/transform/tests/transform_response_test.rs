@@ -1,5 +1,8 @@
 //! Pure tests of the transform stage's response side with the shipped profiles: normalized
 //! answers, paging cursors, idempotency claims and config errors; native and under wasmtime.
+
+// A scenario reads top to bottom as one test, so some run past the 100-line limit.
+#![allow(clippy::too_many_lines)]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
