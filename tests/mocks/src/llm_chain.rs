@@ -74,7 +74,10 @@ fn extract(input: &str) -> Value {
                 .map(|w| w.to_ascii_lowercase())
         });
     let seat = words.iter().find(|w| {
-        let (digits, row) = w.split_at(w.len().saturating_sub(1));
+        // A seat ends in one ASCII letter; any other last character is not one.
+        let Some((digits, row)) = w.split_at_checked(w.len().saturating_sub(1)) else {
+            return false;
+        };
         (1..=2).contains(&digits.len())
             && digits.bytes().all(|b| b.is_ascii_digit())
             && row.bytes().all(|b| (b'A'..=b'K').contains(&b))
@@ -108,5 +111,21 @@ pub fn shape(format: &str, text: &str) -> String {
         "broken" => text.chars().take(text.chars().count() / 2).collect(),
         "none" => "I'm sorry, I can't help with that request.".to_string(),
         _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extract;
+
+    #[test]
+    fn seats_are_read_from_ascii_words_and_any_other_text_is_no_seat() {
+        assert_eq!(extract("move me to 12C next friday")["seat"], "12C");
+        // Found by schemathesis: a word ending in a two-byte character.
+        assert!(
+            extract("O\u{1a963}KR\u{ad}\u{23a}\u{100}p\u{102}\u{f5}\u{c6}\u{2b417}\u{b2}")["seat"]
+                .is_null()
+        );
+        assert!(extract("²")["seat"].is_null());
     }
 }
