@@ -248,15 +248,11 @@ fn compile_profile(
     let at = format!("/transform/profiles/{}", pointer_token(&name));
     let path = split_path(&p.path, &format!("{at}/path"))?;
     let params = path_params(&path, &p.params, &at)?;
-    let platform_schema = match &p.platform_schema {
-        Some(s) => Some(compile_schema(
-            s,
-            schemas,
-            compiled,
-            &format!("{at}/platform_schema"),
-        )?),
-        None => None,
-    };
+    let platform_schema = p
+        .platform_schema
+        .as_deref()
+        .map(|s| compile_schema(s, schemas, compiled, &format!("{at}/platform_schema")))
+        .transpose()?;
     if let Some(pointer) = p.defaults.keys().find(|k| !k.starts_with('/')) {
         return Err(ConfigError::at(
             format!("{at}/defaults"),
@@ -421,15 +417,11 @@ fn compile_route(
             ));
         }
     };
-    let request_schema = match &r.request_schema {
-        Some(s) => Some(compile_schema(
-            s,
-            schemas,
-            compiled,
-            &format!("{at}/request_schema"),
-        )?),
-        None => None,
-    };
+    let request_schema = r
+        .request_schema
+        .as_deref()
+        .map(|s| compile_schema(s, schemas, compiled, &format!("{at}/request_schema")))
+        .transpose()?;
     let mut platforms = BTreeMap::new();
     for (platform, profile) in &r.platforms {
         let field = format!("{at}/platforms/{platform}");

@@ -75,17 +75,21 @@ fn check_request(schema: &Schema, body: &Value, trace: Option<&str>) -> Result<(
     if errors.is_empty() {
         return Ok(());
     }
-    let mut p = problem(
+    let p = problem(
         400,
         "validation",
         "Invalid request",
         format!("{} field(s) are invalid; nothing was sent.", errors.len()),
         trace,
     );
-    for (pointer, message) in errors {
-        p = p.with_error(pointer, message);
-    }
-    Err(Box::new(p))
+    Err(Box::new(with_errors(p, errors)))
+}
+
+/// A problem with one `errors` entry per schema error (pointer and message).
+fn with_errors(p: Problem, errors: Vec<(String, String)>) -> Problem {
+    errors
+        .into_iter()
+        .fold(p, |p, (pointer, message)| p.with_error(pointer, message))
 }
 
 /// The platform path's parameters, each from its template over the request.
@@ -280,7 +284,7 @@ pub(crate) fn check_platform(
     if errors.is_empty() {
         return Ok(());
     }
-    let mut p = problem(
+    let p = problem(
         500,
         "transform-invalid",
         "Transformed payload failed the platform schema",
@@ -292,10 +296,7 @@ pub(crate) fn check_platform(
         ),
         trace,
     );
-    for (pointer, message) in errors {
-        p = p.with_error(pointer, message);
-    }
-    Err(Box::new(p))
+    Err(Box::new(with_errors(p, errors)))
 }
 
 fn platform_message(v: &Value) -> Option<String> {
